@@ -1,0 +1,292 @@
+//! The replica's settings, section by section, loaded as defaults < YAML < environment.
+//!
+//! Every section rejects unknown fields so a typo in a file fails loudly at start-up
+//! instead of silently keeping a default.
+
+use std::path::{Path, PathBuf};
+
+use framecast_common::config::{ConfigError, FieldError, LayeredConfig, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables starting with this prefix (then `__`) override the file.
+pub const ENV_PREFIX: &str = "FRAMECAST_REPLICA";
+
+/// Everything the replica reads from its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// HTTP/WebSocket listener.
+    pub server: ServerSettings,
+    /// Session budgets and protocol limits.
+    pub streaming: StreamingSettings,
+    /// Workers that run generation.
+    pub pool: PoolSettings,
+    /// Which generator runs and where.
+    pub generator: GeneratorSettings,
+    /// How frames become fragmented MP4.
+    pub media: MediaSettings,
+}
+
+impl ReplicaConfig {
+    /// Loads defaults < `file` < `FRAMECAST_REPLICA__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        LayeredConfig::new(ENV_PREFIX).file(file).load()
+    }
+}
+
+/// Listener address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on (0 picks a free one, which is logged).
+    pub port: u16,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8000,
+        }
+    }
+}
+
+/// Session budgets and protocol limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingSettings {
+    /// A session with no client activity for this long gets `session_timeout` and is closed.
+    pub session_timeout_seconds: u64,
+    /// Segments one session may generate before the stream ends with `segment_cap`.
+    pub generation_segment_cap: u32,
+    /// Sessions this replica serves at once; more are refused with close 1013.
+    pub max_sessions: u32,
+    /// Largest client WebSocket message accepted; larger ones close the session with 1009.
+    pub max_message_bytes: usize,
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        Self {
+            session_timeout_seconds: 120,
+            generation_segment_cap: 32,
+            max_sessions: 4,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Generation workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Workers (one per device); sessions beyond them wait in a FIFO queue.
+    pub num_workers: u32,
+    /// A queued session that gets no worker within this time is told to retry later.
+    pub acquire_timeout_seconds: u64,
+    /// Run a two-segment warmup on each worker before reporting ready.
+    pub warmup: bool,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            num_workers: 1,
+            acquire_timeout_seconds: 60,
+            warmup: true,
+        }
+    }
+}
+
+/// Which generator runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorKind {
+    /// Deterministic synthetic frames (`MockGenerator`), for tests and demos without weights.
+    #[default]
+    Mock,
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// CUDA when libtorch sees a GPU, else CPU.
+    #[default]
+    Auto,
+    /// CPU, fp32.
+    Cpu,
+    /// The first visible CUDA device; start-up fails if there is none.
+    Cuda,
+}
+
+/// Generator choice and model location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorSettings {
+    /// Which generator runs.
+    pub kind: GeneratorKind,
+    /// Diffusers-format model directory (used by model-backed generators).
+    pub model_path: PathBuf,
+    /// Where tensors live.
+    pub device: DeviceKind,
+}
+
+impl Default for GeneratorSettings {
+    fn default() -> Self {
+        Self {
+            kind: GeneratorKind::default(),
+            model_path: PathBuf::from("models/wan-tiny"),
+            device: DeviceKind::default(),
+        }
+    }
+}
+
+/// H.264 encoder choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoEncoderKind {
+    /// `nvh264enc` when the element and a GPU exist, else `x264enc`.
+    #[default]
+    Auto,
+    /// Software `x264enc`.
+    X264,
+    /// NVIDIA `nvh264enc`.
+    Nvh264,
+}
+
+/// Encoding into fragmented MP4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// H.264 encoder choice.
+    pub video_encoder: VideoEncoderKind,
+    /// x264 `speed-preset` (ultrafast … placebo).
+    pub x264_speed_preset: String,
+    /// Target video bitrate.
+    pub bitrate_kbps: u32,
+    /// Length of one fMP4 fragment (and GOP); shorter starts playback sooner.
+    pub fragment_duration_ms: u32,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            video_encoder: VideoEncoderKind::default(),
+            x264_speed_preset: "ultrafast".into(),
+            bitrate_kbps: 2500,
+            fragment_duration_ms: 500,
+        }
+    }
+}
+
+/// x264's `speed-preset` names, fastest first.
+pub const X264_SPEED_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+impl Validate for ReplicaConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.server.host.trim().is_empty() {
+            return Err(FieldError::new("server.host", "must not be empty"));
+        }
+        let s = &self.streaming;
+        if s.session_timeout_seconds == 0 {
+            return Err(FieldError::new("streaming.session_timeout_seconds", "must be at least 1"));
+        }
+        if s.generation_segment_cap == 0 {
+            return Err(FieldError::new("streaming.generation_segment_cap", "must be at least 1"));
+        }
+        if s.max_sessions == 0 {
+            return Err(FieldError::new("streaming.max_sessions", "must be at least 1"));
+        }
+        if s.max_message_bytes < 1024 {
+            return Err(FieldError::new("streaming.max_message_bytes", "must be at least 1024"));
+        }
+        if self.pool.num_workers == 0 {
+            return Err(FieldError::new("pool.num_workers", "must be at least 1"));
+        }
+        if self.pool.acquire_timeout_seconds == 0 {
+            return Err(FieldError::new("pool.acquire_timeout_seconds", "must be at least 1"));
+        }
+        let m = &self.media;
+        if !X264_SPEED_PRESETS.contains(&m.x264_speed_preset.as_str()) {
+            return Err(FieldError::new(
+                "media.x264_speed_preset",
+                format!(
+                    "`{}` is not an x264 preset (one of {})",
+                    m.x264_speed_preset,
+                    X264_SPEED_PRESETS.join(", ")
+                ),
+            ));
+        }
+        if m.bitrate_kbps == 0 {
+            return Err(FieldError::new("media.bitrate_kbps", "must be at least 1"));
+        }
+        if !(40..=10_000).contains(&m.fragment_duration_ms) {
+            return Err(FieldError::new(
+                "media.fragment_duration_ms",
+                "must be between 40 and 10000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with_env(pairs: &[(&str, &str)]) -> Result<ReplicaConfig, ConfigError> {
+        LayeredConfig::new(ENV_PREFIX)
+            .env_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .load()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        ReplicaConfig::default().validate().unwrap();
+        assert_eq!(load_with_env(&[]).unwrap(), ReplicaConfig::default());
+    }
+
+    #[test]
+    fn env_overrides_nested_fields() {
+        let c = load_with_env(&[
+            ("FRAMECAST_REPLICA__SERVER__PORT", "8001"),
+            ("FRAMECAST_REPLICA__MEDIA__VIDEO_ENCODER", "x264"),
+            ("FRAMECAST_REPLICA__STREAMING__SESSION_TIMEOUT_SECONDS", "30"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.port, 8001);
+        assert_eq!(c.media.video_encoder, VideoEncoderKind::X264);
+        assert_eq!(c.streaming.session_timeout_seconds, 30);
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_field() {
+        let err = load_with_env(&[("FRAMECAST_REPLICA__GENERATOR__DEVICE", "tpu")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`generator.device`"), "{msg}");
+        assert!(msg.contains("FRAMECAST_REPLICA__GENERATOR__DEVICE"), "{msg}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = load_with_env(&[("FRAMECAST_REPLICA__MEDIA__X264_SPEED_PRESET", "warp")])
+            .unwrap_err();
+        assert!(err.to_string().contains("`media.x264_speed_preset`"), "{err}");
+        let err = load_with_env(&[("FRAMECAST_REPLICA__POOL__NUM_WORKERS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("`pool.num_workers`"), "{err}");
+    }
+}

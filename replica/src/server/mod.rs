@@ -1,0 +1,133 @@
+//! The replica's HTTP server: one axum `Router`, one small handler per endpoint, tower layers
+//! for tracing, timeouts, body limits and CORS.
+
+mod health;
+mod player;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// HTTP requests (not WebSocket sessions) that take longer than this are cut off.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest HTTP request body; WebSocket messages have their own limit.
+const HTTP_BODY_LIMIT: usize = 64 * 1024;
+
+/// State every handler can read; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ready: AtomicBool,
+    device: String,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Starts not ready; [`AppState::mark_ready`] flips `/readyz` once start-up checks pass.
+    pub fn new(device: String, metrics: PrometheusHandle) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ready: AtomicBool::new(false),
+                device,
+                metrics,
+            }),
+        }
+    }
+
+    /// Lets `/readyz` answer 200.
+    pub fn mark_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Builds every route with its layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(player::index))
+        .route("/health", get(health::health))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            HTTP_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(HTTP_BODY_LIMIT))
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        let recorder = framecast_common::metrics::standalone_recorder();
+        AppState::new("cpu".into(), recorder.handle())
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_turns_ready_only_after_mark_ready() {
+        let state = state();
+        let (status, body) = get(router(state.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("detail"), "{body}");
+        state.mark_ready();
+        let (status, _) = get(router(state), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn health_reports_stream_mode_and_device() {
+        let (status, body) = get(router(state()), "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["stream_mode"], "av_fmp4");
+        assert_eq!(json["device"], "cpu");
+        assert_eq!(json["sessions"], 0);
+    }
+
+    #[tokio::test]
+    async fn index_serves_the_page() {
+        let (status, body) = get(router(state()), "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<title>Framecast</title>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404() {
+        let (status, _) = get(router(state()), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,363 @@
+//! The router's settings: FastVideo's router YAML schema (`router:` block) plus Framecast's
+//! extras (selection policy, timeouts, drain grace), checked field by field at load time.
+//!
+//! Misconfiguration must stop the process with a message naming the field, never surface
+//! later as "no replica available" in the middle of a session.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use framecast_common::config::{ConfigError, FieldError, LayeredConfig, Validate};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment variables starting with this prefix (then `__`) override the file.
+pub const ENV_PREFIX: &str = "FRAMECAST_ROUTER";
+
+/// The router's configuration file: everything sits under `router:` as in FastVideo.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterFile {
+    /// The router block.
+    pub router: RouterConfig,
+}
+
+impl RouterFile {
+    /// Loads defaults < `file` < `FRAMECAST_ROUTER__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        LayeredConfig::new(ENV_PREFIX).file(file).load()
+    }
+}
+
+impl Validate for RouterFile {
+    fn validate(&self) -> Result<(), FieldError> {
+        self.router.validate()
+    }
+}
+
+/// How a session picks among healthy replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionPolicy {
+    /// The healthy primary while it has capacity, else the replica with most free capacity.
+    #[default]
+    PrimaryFirst,
+    /// The healthy replica with the fewest live sessions through this router.
+    LeastSessions,
+    /// Healthy replicas in turn.
+    RoundRobin,
+}
+
+/// Listener, replicas, health checks and tunnel policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; `/v1/stream`, the admin endpoints and the player share it.
+    pub port: u16,
+    /// The replica servers sessions are sent to.
+    pub replicas: Vec<ReplicaEndpoint>,
+    /// How replicas are probed and when they flip between healthy and unhealthy.
+    pub health_check: HealthCheckConfig,
+    /// How a session picks among healthy replicas.
+    pub selection: SelectionPolicy,
+    /// Time allowed to open the TCP connection to a replica before trying another.
+    pub connect_timeout_seconds: f64,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout_seconds: f64,
+    /// On SIGTERM, open tunnels get this long to finish before the process exits.
+    pub shutdown_grace_seconds: u64,
+    /// Worker threads of the proxy runtime.
+    pub threads: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 9000,
+            replicas: vec![ReplicaEndpoint {
+                url: "http://127.0.0.1:8000".into(),
+                name: Some("local".into()),
+                primary: true,
+                weight: 1,
+            }],
+            health_check: HealthCheckConfig::default(),
+            selection: SelectionPolicy::default(),
+            connect_timeout_seconds: 2.0,
+            tunnel_idle_timeout_seconds: 300.0,
+            shutdown_grace_seconds: 30,
+            threads: 2,
+        }
+    }
+}
+
+/// One replica server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaEndpoint {
+    /// Base URL, scheme and authority only (`http://replica-0:8000`).
+    pub url: String,
+    /// Label in `/status`, logs and metrics; defaults to the URL's `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Preferred while healthy; at most one replica may be primary.
+    #[serde(default)]
+    pub primary: bool,
+    /// Relative share of sessions under weighted policies.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl ReplicaEndpoint {
+    /// The replica's `host:port` (the port defaulted from the scheme).
+    pub fn authority(&self) -> Result<String, FieldError> {
+        let url = parse_replica_url(&self.url).map_err(|m| FieldError::new("url", m))?;
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        Ok(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        })
+    }
+
+    /// Whether the replica is reached over TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// The label used in `/status`, logs and metrics.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.authority().ok())
+            .unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// Replica probing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path probed on every replica; HTTP status < 400 counts as success.
+    pub path: String,
+    /// Time between probe rounds.
+    pub interval_seconds: f64,
+    /// Time allowed for one probe.
+    pub timeout_seconds: f64,
+    /// Consecutive failures that turn a replica unhealthy.
+    pub failure_threshold: u32,
+    /// Consecutive successes that turn an unhealthy replica healthy again.
+    pub recovery_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval_seconds: 5.0,
+            timeout_seconds: 2.0,
+            failure_threshold: 3,
+            recovery_threshold: 2,
+        }
+    }
+}
+
+fn parse_replica_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("`{raw}` must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{raw}` must be scheme://host:port only, without a path, query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
+fn positive_seconds(field: &str, value: f64) -> Result<(), FieldError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("must be greater than 0 (got {value})")))
+    }
+}
+
+fn at_least_one(field: &str, value: u32) -> Result<(), FieldError> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must be at least 1"))
+    }
+}
+
+impl Validate for RouterConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.host.trim().is_empty() {
+            return Err(FieldError::new("router.host", "must not be empty"));
+        }
+        if self.replicas.is_empty() {
+            return Err(FieldError::new("router.replicas", "at least one replica is required"));
+        }
+        let mut seen_urls = HashSet::new();
+        let mut seen_names = HashSet::new();
+        let mut primary: Option<usize> = None;
+        for (i, replica) in self.replicas.iter().enumerate() {
+            let field = |name: &str| format!("router.replicas[{i}].{name}");
+            let url = parse_replica_url(&replica.url).map_err(|m| FieldError::new(field("url"), m))?;
+            if !seen_urls.insert(url.as_str().to_string()) {
+                return Err(FieldError::new(
+                    field("url"),
+                    format!("`{}` is listed more than once", replica.url),
+                ));
+            }
+            if replica.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                return Err(FieldError::new(field("name"), "must not be empty when given"));
+            }
+            if !seen_names.insert(replica.display_name()) {
+                return Err(FieldError::new(
+                    field("name"),
+                    format!("`{}` is used by another replica", replica.display_name()),
+                ));
+            }
+            at_least_one(&field("weight"), replica.weight)?;
+            if replica.primary {
+                if let Some(first) = primary {
+                    return Err(FieldError::new(
+                        field("primary"),
+                        format!("only one replica may be primary (replicas[{first}] already is)"),
+                    ));
+                }
+                primary = Some(i);
+            }
+        }
+        let hc = &self.health_check;
+        if !hc.path.starts_with('/') {
+            return Err(FieldError::new("router.health_check.path", "must start with `/`"));
+        }
+        positive_seconds("router.health_check.interval_seconds", hc.interval_seconds)?;
+        positive_seconds("router.health_check.timeout_seconds", hc.timeout_seconds)?;
+        at_least_one("router.health_check.failure_threshold", hc.failure_threshold)?;
+        at_least_one("router.health_check.recovery_threshold", hc.recovery_threshold)?;
+        positive_seconds("router.connect_timeout_seconds", self.connect_timeout_seconds)?;
+        positive_seconds("router.tunnel_idle_timeout_seconds", self.tunnel_idle_timeout_seconds)?;
+        if self.threads == 0 {
+            return Err(FieldError::new("router.threads", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(url: &str) -> ReplicaEndpoint {
+        ReplicaEndpoint {
+            url: url.into(),
+            name: None,
+            primary: false,
+            weight: 1,
+        }
+    }
+
+    fn config_with(replicas: Vec<ReplicaEndpoint>) -> RouterConfig {
+        RouterConfig {
+            replicas,
+            ..RouterConfig::default()
+        }
+    }
+
+    fn rejected_field(config: &RouterConfig) -> String {
+        config.validate().expect_err("config should be rejected").field
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_reference() {
+        let c = RouterConfig::default();
+        c.validate().unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 9000));
+        assert_eq!(c.health_check, HealthCheckConfig {
+            path: "/health".into(),
+            interval_seconds: 5.0,
+            timeout_seconds: 2.0,
+            failure_threshold: 3,
+            recovery_threshold: 2,
+        });
+    }
+
+    #[test]
+    fn rejects_empty_replica_list() {
+        assert_eq!(rejected_field(&config_with(vec![])), "router.replicas");
+    }
+
+    #[test]
+    fn rejects_bad_urls_naming_the_index() {
+        for bad in [
+            "ftp://a:1",
+            "http://a:1/v1",
+            "http://a:1?x=1",
+            "http://a:1#frag",
+            "not a url",
+        ] {
+            let c = config_with(vec![replica("http://ok:1"), replica(bad)]);
+            assert_eq!(rejected_field(&c), "router.replicas[1].url", "{bad}");
+        }
+        let c = config_with(vec![replica("http://ok:1/")]);
+        c.validate().expect("a bare trailing slash is not a path");
+    }
+
+    #[test]
+    fn rejects_duplicate_urls_and_two_primaries() {
+        let c = config_with(vec![replica("http://a:1"), replica("http://a:1/")]);
+        assert_eq!(rejected_field(&c), "router.replicas[1].url");
+        let mut a = replica("http://a:1");
+        let mut b = replica("http://b:1");
+        a.primary = true;
+        b.primary = true;
+        assert_eq!(rejected_field(&config_with(vec![a, b])), "router.replicas[1].primary");
+    }
+
+    #[test]
+    fn rejects_nonpositive_timings_and_zero_thresholds() {
+        let mut c = RouterConfig::default();
+        c.health_check.interval_seconds = 0.0;
+        assert_eq!(rejected_field(&c), "router.health_check.interval_seconds");
+        let mut c = RouterConfig::default();
+        c.health_check.timeout_seconds = -1.0;
+        assert_eq!(rejected_field(&c), "router.health_check.timeout_seconds");
+        let mut c = RouterConfig::default();
+        c.health_check.failure_threshold = 0;
+        assert_eq!(rejected_field(&c), "router.health_check.failure_threshold");
+        let mut c = RouterConfig::default();
+        c.health_check.recovery_threshold = 0;
+        assert_eq!(rejected_field(&c), "router.health_check.recovery_threshold");
+    }
+
+    #[test]
+    fn authority_defaults_port_from_scheme() {
+        assert_eq!(replica("http://a").authority().unwrap(), "a:80");
+        assert_eq!(replica("https://a").authority().unwrap(), "a:443");
+        assert_eq!(replica("http://10.0.0.1:8001").authority().unwrap(), "10.0.0.1:8001");
+        assert_eq!(replica("http://[::1]:8001").authority().unwrap(), "[::1]:8001");
+    }
+
+    #[test]
+    fn env_overrides_router_port() {
+        let file: RouterFile = LayeredConfig::new(ENV_PREFIX)
+            .env_vars([("FRAMECAST_ROUTER__ROUTER__PORT".to_string(), "9001".to_string())])
+            .load()
+            .unwrap();
+        assert_eq!(file.router.port, 9001);
+    }
+}

@@ -1,0 +1,62 @@
+//! `framecast-router`: loads the layered configuration and runs the pingora proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use framecast_router::config::RouterFile;
+use framecast_router::server::RouterServer;
+
+/// Framecast router: health-gated front door for replica servers.
+///
+/// Settings come from built-in defaults, then the YAML file given with --config, then
+/// FRAMECAST_ROUTER__* environment variables (e.g. FRAMECAST_ROUTER__ROUTER__PORT=9001).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// YAML configuration file (see config/router.yaml for every field).
+    #[arg(long, short, env = "FRAMECAST_ROUTER_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Load and validate the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    framecast_common::logging::init("info");
+
+    let file = match RouterFile::load(cli.config.as_deref()) {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("framecast-router: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = file.router;
+    if cli.check_config {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+
+    let server = match RouterServer::new(&config) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("framecast-router: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let replicas: Vec<String> = config
+        .replicas
+        .iter()
+        .map(|r| format!("{}{}", r.url, if r.primary { " (primary)" } else { "" }))
+        .collect();
+    tracing::info!(
+        listen = %server.listen_address(),
+        replicas = ?replicas,
+        "framecast-router starting"
+    );
+    server.run();
+    ExitCode::SUCCESS
+}

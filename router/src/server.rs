@@ -1,0 +1,73 @@
+//! Assembles the pingora server from the router configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::proxy::http_proxy_service_with_name;
+
+use crate::config::RouterConfig;
+use crate::proxy::StreamProxy;
+use crate::registry::ReplicaRegistry;
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A replica entry could not be resolved.
+    #[error("invalid replica: {0}")]
+    Replica(#[from] framecast_common::config::FieldError),
+}
+
+/// A configured router, ready to run.
+#[derive(Debug)]
+pub struct RouterServer {
+    server: Server,
+    listen: String,
+}
+
+impl RouterServer {
+    /// Builds the pingora server and its proxy service listening on `host:port`.
+    pub fn new(config: &RouterConfig) -> Result<Self, StartError> {
+        let registry = ReplicaRegistry::from_config(config)?;
+        let conf = ServerConf {
+            threads: config.threads,
+            grace_period_seconds: Some(config.shutdown_grace_seconds),
+            graceful_shutdown_timeout_seconds: Some(5),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let proxy = StreamProxy::new(
+            registry,
+            Duration::from_secs_f64(config.connect_timeout_seconds),
+            Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
+        );
+        let conf: Arc<ServerConf> = server.configuration.clone();
+        let mut service = http_proxy_service_with_name(&conf, proxy, "framecast-router");
+        let listen = if config.host.contains(':') {
+            format!("[{}]:{}", config.host, config.port)
+        } else {
+            format!("{}:{}", config.host, config.port)
+        };
+        service.add_tcp(&listen);
+        server.add_service(service);
+        Ok(Self { server, listen })
+    }
+
+    /// The `host:port` the proxy listens on.
+    pub fn listen_address(&self) -> &str {
+        &self.listen
+    }
+
+    /// Runs until SIGTERM (graceful: open tunnels get the grace period) or SIGINT (fast).
+    pub fn run(self) {
+        self.server.run(RunArgs::default());
+    }
+
+    /// Runs until `shutdown` says so; tests use this instead of Unix signals.
+    pub fn run_with(self, run_args: RunArgs) {
+        self.server.run(run_args);
+    }
+}

@@ -181,7 +181,12 @@ impl LayeredConfig {
     }
 
     /// Attributes a bad field to the environment variable that set it, else to the file.
-    fn invalid(&self, env_vars: &HashMap<String, String>, field: String, message: String) -> ConfigError {
+    fn invalid(
+        &self,
+        env_vars: &HashMap<String, String>,
+        field: String,
+        message: String,
+    ) -> ConfigError {
         let var = self.env_var_for(&field);
         let origin = if !field.is_empty() && env_vars.contains_key(&var) {
             format!("environment variable {var}")
@@ -286,7 +291,10 @@ mod tests {
         let f = yaml("server:\n  port: 8100\nstreaming:\n  session_timeout_seconds: 30\n");
         let s: Settings = loader().file(Some(f.path())).load().unwrap();
         assert_eq!(s.server.port, 8100);
-        assert_eq!(s.server.host, "0.0.0.0", "fields absent from the file keep defaults");
+        assert_eq!(
+            s.server.host, "0.0.0.0",
+            "fields absent from the file keep defaults"
+        );
         assert_eq!(s.streaming.session_timeout_seconds, 30);
 
         let s: Settings = loader()
@@ -304,7 +312,10 @@ mod tests {
     #[test]
     fn unrelated_env_vars_are_ignored() {
         let s: Settings = loader()
-            .env_vars(env(&[("FRAMECAST_TESTX", "1"), ("FRAMECAST_OTHER__SERVER__PORT", "1")]))
+            .env_vars(env(&[
+                ("FRAMECAST_TESTX", "1"),
+                ("FRAMECAST_OTHER__SERVER__PORT", "1"),
+            ]))
             .load()
             .unwrap();
         assert_eq!(s.server.port, 8000);
@@ -313,7 +324,10 @@ mod tests {
     #[test]
     fn wrong_type_in_file_names_file_and_field() {
         let f = yaml("server:\n  port: eighty\n");
-        let err = loader().file(Some(f.path())).load::<Settings>().unwrap_err();
+        let err = loader()
+            .file(Some(f.path()))
+            .load::<Settings>()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(&f.path().display().to_string()), "{msg}");
         assert!(msg.contains("`server.port`"), "{msg}");
@@ -329,30 +343,45 @@ mod tests {
             .load::<Settings>()
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("environment variable FRAMECAST_TEST__SERVER__PORT"), "{msg}");
+        assert!(
+            msg.contains("environment variable FRAMECAST_TEST__SERVER__PORT"),
+            "{msg}"
+        );
         assert!(msg.contains("`server.port`"), "{msg}");
     }
 
     #[test]
     fn out_of_range_value_is_rejected() {
         let f = yaml("server:\n  port: 70000\n");
-        let err = loader().file(Some(f.path())).load::<Settings>().unwrap_err();
+        let err = loader()
+            .file(Some(f.path()))
+            .load::<Settings>()
+            .unwrap_err();
         assert!(err.to_string().contains("`server.port`"), "{err}");
     }
 
     #[test]
     fn unknown_field_is_rejected_with_its_path() {
         let f = yaml("server:\n  prot: 8100\n");
-        let err = loader().file(Some(f.path())).load::<Settings>().unwrap_err();
+        let err = loader()
+            .file(Some(f.path()))
+            .load::<Settings>()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("unknown field `prot`"), "{msg}");
-        assert!(msg.contains("`server`") || msg.contains("`server.prot`"), "{msg}");
+        assert!(
+            msg.contains("`server`") || msg.contains("`server.prot`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn validation_failure_names_the_field() {
         let f = yaml("streaming:\n  session_timeout_seconds: 99999\n");
-        let err = loader().file(Some(f.path())).load::<Settings>().unwrap_err();
+        let err = loader()
+            .file(Some(f.path()))
+            .load::<Settings>()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`streaming.session_timeout_seconds`"), "{msg}");
         assert!(msg.contains("at most 3600"), "{msg}");
@@ -365,20 +394,32 @@ mod tests {
             .load::<Settings>()
             .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
-        assert!(err.to_string().contains("/nonexistent/framecast.yaml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/framecast.yaml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn malformed_yaml_is_a_read_error_naming_the_file() {
         let f = yaml("server: [port: 1\n");
-        let err = loader().file(Some(f.path())).load::<Settings>().unwrap_err();
+        let err = loader()
+            .file(Some(f.path()))
+            .load::<Settings>()
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
-        assert!(err.to_string().contains(&f.path().display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&f.path().display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn env_var_names_follow_field_paths() {
         let l = LayeredConfig::new("FRAMECAST_REPLICA");
-        assert_eq!(l.env_var_for("server.port"), "FRAMECAST_REPLICA__SERVER__PORT");
+        assert_eq!(
+            l.env_var_for("server.port"),
+            "FRAMECAST_REPLICA__SERVER__PORT"
+        );
     }
 }

@@ -203,22 +203,37 @@ impl Validate for ReplicaConfig {
         }
         let s = &self.streaming;
         if s.session_timeout_seconds == 0 {
-            return Err(FieldError::new("streaming.session_timeout_seconds", "must be at least 1"));
+            return Err(FieldError::new(
+                "streaming.session_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if s.generation_segment_cap == 0 {
-            return Err(FieldError::new("streaming.generation_segment_cap", "must be at least 1"));
+            return Err(FieldError::new(
+                "streaming.generation_segment_cap",
+                "must be at least 1",
+            ));
         }
         if s.max_sessions == 0 {
-            return Err(FieldError::new("streaming.max_sessions", "must be at least 1"));
+            return Err(FieldError::new(
+                "streaming.max_sessions",
+                "must be at least 1",
+            ));
         }
         if s.max_message_bytes < 1024 {
-            return Err(FieldError::new("streaming.max_message_bytes", "must be at least 1024"));
+            return Err(FieldError::new(
+                "streaming.max_message_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.pool.num_workers == 0 {
             return Err(FieldError::new("pool.num_workers", "must be at least 1"));
         }
         if self.pool.acquire_timeout_seconds == 0 {
-            return Err(FieldError::new("pool.acquire_timeout_seconds", "must be at least 1"));
+            return Err(FieldError::new(
+                "pool.acquire_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         let m = &self.media;
         if !X264_SPEED_PRESETS.contains(&m.x264_speed_preset.as_str()) {
@@ -265,7 +280,10 @@ mod tests {
         let c = load_with_env(&[
             ("FRAMECAST_REPLICA__SERVER__PORT", "8001"),
             ("FRAMECAST_REPLICA__MEDIA__VIDEO_ENCODER", "x264"),
-            ("FRAMECAST_REPLICA__STREAMING__SESSION_TIMEOUT_SECONDS", "30"),
+            (
+                "FRAMECAST_REPLICA__STREAMING__SESSION_TIMEOUT_SECONDS",
+                "30",
+            ),
         ])
         .unwrap();
         assert_eq!(c.server.port, 8001);
@@ -278,14 +296,20 @@ mod tests {
         let err = load_with_env(&[("FRAMECAST_REPLICA__GENERATOR__DEVICE", "tpu")]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`generator.device`"), "{msg}");
-        assert!(msg.contains("FRAMECAST_REPLICA__GENERATOR__DEVICE"), "{msg}");
+        assert!(
+            msg.contains("FRAMECAST_REPLICA__GENERATOR__DEVICE"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn validation_names_the_field() {
-        let err = load_with_env(&[("FRAMECAST_REPLICA__MEDIA__X264_SPEED_PRESET", "warp")])
-            .unwrap_err();
-        assert!(err.to_string().contains("`media.x264_speed_preset`"), "{err}");
+        let err =
+            load_with_env(&[("FRAMECAST_REPLICA__MEDIA__X264_SPEED_PRESET", "warp")]).unwrap_err();
+        assert!(
+            err.to_string().contains("`media.x264_speed_preset`"),
+            "{err}"
+        );
         let err = load_with_env(&[("FRAMECAST_REPLICA__POOL__NUM_WORKERS", "0")]).unwrap_err();
         assert!(err.to_string().contains("`pool.num_workers`"), "{err}");
     }

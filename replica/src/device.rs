@@ -50,7 +50,11 @@ pub enum DeviceError {
 /// Resolves `kind` to a device and runs a small matmul on it.
 pub fn probe(kind: DeviceKind) -> Result<DeviceInfo, DeviceError> {
     let cuda_available = Cuda::is_available();
-    let cuda_device_count = if cuda_available { Cuda::device_count() } else { 0 };
+    let cuda_device_count = if cuda_available {
+        Cuda::device_count()
+    } else {
+        0
+    };
     let device = match kind {
         DeviceKind::Cpu => Device::Cpu,
         DeviceKind::Cuda if !cuda_available => return Err(DeviceError::CudaUnavailable),
@@ -81,7 +85,9 @@ fn self_test(device: Device) -> Result<(), tch::TchError> {
     if diff == 0.0 {
         Ok(())
     } else {
-        Err(tch::TchError::Kind(format!("identity matmul differs by {diff}")))
+        Err(tch::TchError::Kind(format!(
+            "identity matmul differs by {diff}"
+        )))
     }
 }
 

@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long, short, env = "FRAMECAST_REPLICA_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Load and validate the configuration, print it, and exit.
+    /// Load and validate the configuration, print the effective settings as JSON, and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -39,7 +39,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        println!("{config:#?}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config).expect("settings serialize")
+        );
         return ExitCode::SUCCESS;
     }
 

@@ -118,13 +118,10 @@ impl ReplicaEndpoint {
     /// The replica's `host:port` (the port defaulted from the scheme).
     pub fn authority(&self) -> Result<String, FieldError> {
         let url = parse_replica_url(&self.url).map_err(|m| FieldError::new("url", m))?;
+        // `host_str` keeps the brackets of an IPv6 literal, as an authority needs.
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
-        Ok(if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        })
+        Ok(format!("{host}:{port}"))
     }
 
     /// Whether the replica is reached over TLS.
@@ -189,7 +186,10 @@ fn positive_seconds(field: &str, value: f64) -> Result<(), FieldError> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(FieldError::new(field, format!("must be greater than 0 (got {value})")))
+        Err(FieldError::new(
+            field,
+            format!("must be greater than 0 (got {value})"),
+        ))
     }
 }
 
@@ -207,14 +207,18 @@ impl Validate for RouterConfig {
             return Err(FieldError::new("router.host", "must not be empty"));
         }
         if self.replicas.is_empty() {
-            return Err(FieldError::new("router.replicas", "at least one replica is required"));
+            return Err(FieldError::new(
+                "router.replicas",
+                "at least one replica is required",
+            ));
         }
         let mut seen_urls = HashSet::new();
         let mut seen_names = HashSet::new();
         let mut primary: Option<usize> = None;
         for (i, replica) in self.replicas.iter().enumerate() {
             let field = |name: &str| format!("router.replicas[{i}].{name}");
-            let url = parse_replica_url(&replica.url).map_err(|m| FieldError::new(field("url"), m))?;
+            let url =
+                parse_replica_url(&replica.url).map_err(|m| FieldError::new(field("url"), m))?;
             if !seen_urls.insert(url.as_str().to_string()) {
                 return Err(FieldError::new(
                     field("url"),
@@ -222,7 +226,10 @@ impl Validate for RouterConfig {
                 ));
             }
             if replica.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
-                return Err(FieldError::new(field("name"), "must not be empty when given"));
+                return Err(FieldError::new(
+                    field("name"),
+                    "must not be empty when given",
+                ));
             }
             if !seen_names.insert(replica.display_name()) {
                 return Err(FieldError::new(
@@ -243,14 +250,29 @@ impl Validate for RouterConfig {
         }
         let hc = &self.health_check;
         if !hc.path.starts_with('/') {
-            return Err(FieldError::new("router.health_check.path", "must start with `/`"));
+            return Err(FieldError::new(
+                "router.health_check.path",
+                "must start with `/`",
+            ));
         }
         positive_seconds("router.health_check.interval_seconds", hc.interval_seconds)?;
         positive_seconds("router.health_check.timeout_seconds", hc.timeout_seconds)?;
-        at_least_one("router.health_check.failure_threshold", hc.failure_threshold)?;
-        at_least_one("router.health_check.recovery_threshold", hc.recovery_threshold)?;
-        positive_seconds("router.connect_timeout_seconds", self.connect_timeout_seconds)?;
-        positive_seconds("router.tunnel_idle_timeout_seconds", self.tunnel_idle_timeout_seconds)?;
+        at_least_one(
+            "router.health_check.failure_threshold",
+            hc.failure_threshold,
+        )?;
+        at_least_one(
+            "router.health_check.recovery_threshold",
+            hc.recovery_threshold,
+        )?;
+        positive_seconds(
+            "router.connect_timeout_seconds",
+            self.connect_timeout_seconds,
+        )?;
+        positive_seconds(
+            "router.tunnel_idle_timeout_seconds",
+            self.tunnel_idle_timeout_seconds,
+        )?;
         if self.threads == 0 {
             return Err(FieldError::new("router.threads", "must be at least 1"));
         }
@@ -279,7 +301,10 @@ mod tests {
     }
 
     fn rejected_field(config: &RouterConfig) -> String {
-        config.validate().expect_err("config should be rejected").field
+        config
+            .validate()
+            .expect_err("config should be rejected")
+            .field
     }
 
     #[test]
@@ -287,13 +312,16 @@ mod tests {
         let c = RouterConfig::default();
         c.validate().unwrap();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 9000));
-        assert_eq!(c.health_check, HealthCheckConfig {
-            path: "/health".into(),
-            interval_seconds: 5.0,
-            timeout_seconds: 2.0,
-            failure_threshold: 3,
-            recovery_threshold: 2,
-        });
+        assert_eq!(
+            c.health_check,
+            HealthCheckConfig {
+                path: "/health".into(),
+                interval_seconds: 5.0,
+                timeout_seconds: 2.0,
+                failure_threshold: 3,
+                recovery_threshold: 2,
+            }
+        );
     }
 
     #[test]
@@ -325,7 +353,10 @@ mod tests {
         let mut b = replica("http://b:1");
         a.primary = true;
         b.primary = true;
-        assert_eq!(rejected_field(&config_with(vec![a, b])), "router.replicas[1].primary");
+        assert_eq!(
+            rejected_field(&config_with(vec![a, b])),
+            "router.replicas[1].primary"
+        );
     }
 
     #[test]
@@ -348,14 +379,23 @@ mod tests {
     fn authority_defaults_port_from_scheme() {
         assert_eq!(replica("http://a").authority().unwrap(), "a:80");
         assert_eq!(replica("https://a").authority().unwrap(), "a:443");
-        assert_eq!(replica("http://10.0.0.1:8001").authority().unwrap(), "10.0.0.1:8001");
-        assert_eq!(replica("http://[::1]:8001").authority().unwrap(), "[::1]:8001");
+        assert_eq!(
+            replica("http://10.0.0.1:8001").authority().unwrap(),
+            "10.0.0.1:8001"
+        );
+        assert_eq!(
+            replica("http://[::1]:8001").authority().unwrap(),
+            "[::1]:8001"
+        );
     }
 
     #[test]
     fn env_overrides_router_port() {
         let file: RouterFile = LayeredConfig::new(ENV_PREFIX)
-            .env_vars([("FRAMECAST_ROUTER__ROUTER__PORT".to_string(), "9001".to_string())])
+            .env_vars([(
+                "FRAMECAST_ROUTER__ROUTER__PORT".to_string(),
+                "9001".to_string(),
+            )])
             .load()
             .unwrap();
         assert_eq!(file.router.port, 9001);

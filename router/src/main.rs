@@ -18,7 +18,7 @@ struct Cli {
     #[arg(long, short, env = "FRAMECAST_ROUTER_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Load and validate the configuration, print it, and exit.
+    /// Load and validate the configuration, print the effective settings as JSON, and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -34,11 +34,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = file.router;
     if cli.check_config {
-        println!("{config:#?}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&file).expect("settings serialize")
+        );
         return ExitCode::SUCCESS;
     }
+    let config = file.router;
 
     let server = match RouterServer::new(&config) {
         Ok(server) => server,

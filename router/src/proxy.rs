@@ -21,7 +21,11 @@ pub struct StreamProxy {
 
 impl StreamProxy {
     /// A proxy over `registry` with the given upstream connect and idle timeouts.
-    pub fn new(registry: ReplicaRegistry, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        registry: ReplicaRegistry,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             registry,
             connect_timeout,
@@ -45,7 +49,11 @@ impl ProxyHttp for StreamProxy {
             path = %session.req_header().uri.path(),
             "routing request"
         );
-        let mut peer = HttpPeer::new(replica.authority.as_str(), replica.tls, replica.host.clone());
+        let mut peer = HttpPeer::new(
+            replica.authority.as_str(),
+            replica.tls,
+            replica.host.clone(),
+        );
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
         peer.options.read_timeout = Some(self.idle_timeout);

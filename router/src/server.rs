@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
-use pingora::proxy::http_proxy_service_with_name;
 
 use crate::config::RouterConfig;
 use crate::proxy::StreamProxy;
@@ -20,10 +20,17 @@ pub enum StartError {
 }
 
 /// A configured router, ready to run.
-#[derive(Debug)]
 pub struct RouterServer {
     server: Server,
     listen: String,
+}
+
+impl std::fmt::Debug for RouterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterServer")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RouterServer {

@@ -1,1 +1,128 @@
+//! Helpers for end-to-end tests that run the real `framecast-router` and `framecast-replica`
+//! binaries as child processes on loopback.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the running test executable (`target/<profile>/`).
+///
+/// Panics with the command to run when it has not been built: `cargo test` builds it only
+/// for packages with their own integration tests, so scripts/test builds `--bins` first.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Runs a binary to completion with `args` and a clean `FRAMECAST_*` environment.
+pub fn run_to_end(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary(name));
+    cmd.args(args);
+    clear_framecast_env(&mut cmd);
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("binary runs")
+}
+
+fn clear_framecast_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FRAMECAST_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A child process that is killed when the test ends, however it ends.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+}
+
+impl ChildGuard {
+    /// Starts `name` with `args` and extra environment; its output goes to the test's stderr.
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(binary(name));
+        cmd.args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        clear_framecast_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Whether the process has exited (and with what status).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll child")
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            eprintln!("stopping {}", self.name);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `url` until it answers with `expected_status`, or panics after `timeout`.
+pub async fn wait_for_status(
+    url: &str,
+    expected_status: u16,
+    timeout: Duration,
+) -> reqwest::Response {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match client.get(url).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) if r.status().as_u16() == expected_status => return r,
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not answer {expected_status} within {timeout:?} (last: {last})");
+}

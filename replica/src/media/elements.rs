@@ -75,7 +75,9 @@ mod tests {
         assert!(msg.contains("`no_such_element_framecast`"), "{msg}");
         assert!(msg.contains("install"), "{msg}");
         let err = require(&["appsrc", "no_such_element_framecast"]).unwrap_err();
-        assert!(matches!(err, MediaError::MissingElement { ref element, .. } if element == "no_such_element_framecast"));
+        assert!(
+            matches!(err, MediaError::MissingElement { ref element, .. } if element == "no_such_element_framecast")
+        );
     }
 
     #[test]

@@ -1,0 +1,109 @@
+//! Proves pingora is real: the router, started in-process on 127.0.0.1, proxies an HTTP
+//! request to a local server and stops when told to.
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::routing::get;
+use framecast_router::config::{ReplicaEndpoint, RouterConfig};
+use framecast_router::server::RouterServer;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::Notify;
+
+/// Stops the pingora server when notified, instead of on a Unix signal.
+struct NotifyShutdown(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for NotifyShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingora_proxies_one_request_to_a_local_server() {
+    // The "replica": a real HTTP server on loopback that says who answered.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let app = Router::new().route(
+        "/hello",
+        get(|headers: http::HeaderMap| async move {
+            let via = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (
+                [("x-served-by", "backend")],
+                format!("hello from backend (host {via})"),
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(backend, app).await.unwrap() });
+
+    let port = free_port();
+    let config = RouterConfig {
+        host: "127.0.0.1".into(),
+        port,
+        replicas: vec![ReplicaEndpoint {
+            url: format!("http://{backend_addr}"),
+            name: Some("backend".into()),
+            primary: true,
+            weight: 1,
+        }],
+        threads: 1,
+        ..RouterConfig::default()
+    };
+    let stop = Arc::new(Notify::new());
+    let server = RouterServer::new(&config).unwrap();
+    let shutdown = NotifyShutdown(stop.clone());
+    let router_thread = std::thread::spawn(move || {
+        server.run_with(RunArgs {
+            shutdown_signal: Box::new(shutdown),
+        })
+    });
+
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match client.get(&url).send().await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("router never answered: {e}"),
+        }
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-served-by"], "backend");
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("hello from backend"), "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{port}")),
+        "Host header is passed through: {body}"
+    );
+
+    stop.notify_one();
+    tokio::task::spawn_blocking(move || router_thread.join())
+        .await
+        .unwrap()
+        .expect("router thread exits cleanly after shutdown");
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}

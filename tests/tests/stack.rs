@@ -1,0 +1,87 @@
+//! The real router in front of the real replica: requests reach the replica through pingora,
+//! and both stop cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use framecast_e2e::{ChildGuard, free_port, wait_for_status};
+
+#[tokio::test]
+async fn router_forwards_to_a_live_replica() {
+    let replica_port = free_port().to_string();
+    let router_port = free_port().to_string();
+    let replica_url = format!("http://127.0.0.1:{replica_port}");
+
+    let mut replica = ChildGuard::spawn(
+        "framecast-replica",
+        &[],
+        &[
+            ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
+            ("FRAMECAST_REPLICA__SERVER__PORT", &replica_port),
+            ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),
+        ],
+    );
+    let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  replicas:\n    - url: {replica_url}\n      name: replica-0\n      primary: true\n"
+        ),
+    )
+    .unwrap();
+    let mut router = ChildGuard::spawn(
+        "framecast-router",
+        &["--config", config.path().to_str().unwrap()],
+        &[],
+    );
+
+    // The replica turns ready only after its libtorch and GStreamer self-checks.
+    wait_for_status(
+        &format!("{replica_url}/readyz"),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let through_router = format!("http://127.0.0.1:{router_port}");
+    let health: serde_json::Value = wait_for_status(
+        &format!("{through_router}/health"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["stream_mode"], "av_fmp4");
+    assert_eq!(health["device"], "cpu");
+
+    let page = reqwest::get(format!("{through_router}/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>Framecast</title>")
+    );
+
+    let metrics = reqwest::get(format!("{through_router}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("framecast_build_info{component=\"replica\""),
+        "{metrics}"
+    );
+
+    let status = replica
+        .terminate(Duration::from_secs(10))
+        .expect("replica exits on SIGTERM");
+    assert!(status.success(), "replica exit status {status}");
+    let status = router
+        .terminate(Duration::from_secs(20))
+        .expect("router exits on SIGTERM");
+    assert!(status.success(), "router exit status {status}");
+}

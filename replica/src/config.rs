@@ -157,6 +157,30 @@ pub enum VideoEncoderKind {
     Nvh264,
 }
 
+/// H.264 profile requested from the encoder (the real one is read back from its output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum H264Profile {
+    /// Constrained baseline: decodes everywhere, cheapest to encode.
+    #[default]
+    ConstrainedBaseline,
+    /// Main.
+    Main,
+    /// High: best quality per bit.
+    High,
+}
+
+/// Audio encoder for streams that carry sound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioEncoderKind {
+    /// `opusenc`.
+    #[default]
+    Opus,
+    /// `avenc_aac` (AAC-LC).
+    Aac,
+}
+
 /// Encoding into fragmented MP4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -167,6 +191,10 @@ pub struct MediaSettings {
     pub x264_speed_preset: String,
     /// Target video bitrate.
     pub bitrate_kbps: u32,
+    /// Highest H.264 profile the encoder may use (x264 signals the lowest its preset needs).
+    pub h264_profile: H264Profile,
+    /// Encoder for the audio track, when a generator produces sound.
+    pub audio_encoder: AudioEncoderKind,
     /// Length of one fMP4 fragment (and GOP); shorter starts playback sooner.
     pub fragment_duration_ms: u32,
 }
@@ -177,6 +205,8 @@ impl Default for MediaSettings {
             video_encoder: VideoEncoderKind::default(),
             x264_speed_preset: "ultrafast".into(),
             bitrate_kbps: 2500,
+            h264_profile: H264Profile::default(),
+            audio_encoder: AudioEncoderKind::default(),
             fragment_duration_ms: 500,
         }
     }

@@ -386,3 +386,23 @@ fn dropping_fifty_encoders_leaks_neither_threads_nor_memory() {
         "RSS grew from {rss_before} KiB to {rss_after} KiB over 50 encoders"
     );
 }
+
+#[test]
+fn configured_profile_shows_in_the_codec_string() {
+    let media = framecast_replica::config::MediaSettings {
+        h264_profile: framecast_replica::media::H264Profile::High,
+        // ultrafast uses no High-profile tool (no CABAC, no 8x8 transform), so x264 would
+        // signal baseline whatever we allow; superfast uses both.
+        x264_speed_preset: "superfast".into(),
+        fragment_duration_ms: 250,
+        ..Default::default()
+    };
+    let settings = EncoderSettings::from_config(&media, W, H, FPS);
+    assert_eq!(settings.frames_per_fragment, 6);
+    let (encoder, _) = encode_segments(settings, 1, 12);
+    let mime = encoder.mime().unwrap();
+    assert!(
+        mime.starts_with(r#"video/mp4; codecs="avc1.64"#),
+        "High profile is 0x64: {mime}"
+    );
+}

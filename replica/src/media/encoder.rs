@@ -29,44 +29,12 @@ use super::MediaError;
 use super::boxes::{ChunkKind, ChunkSplitter};
 use super::codec::{self, AudioCodec};
 use super::elements;
-use crate::config::VideoEncoderKind;
+use crate::config::{AudioEncoderKind, H264Profile, MediaSettings, VideoEncoderKind};
 
 /// Chunks waiting for the consumer; when full the muxer thread waits (backpressure).
 const CHUNK_QUEUE: usize = 256;
 /// Polling step while waiting for room in an `appsrc` queue.
 const POLL: Duration = Duration::from_millis(2);
-
-/// H.264 profile requested from the encoder (the real one is read back from its caps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum H264Profile {
-    /// Constrained baseline: plays everywhere.
-    #[default]
-    ConstrainedBaseline,
-    /// Main.
-    Main,
-    /// High.
-    High,
-}
-
-impl H264Profile {
-    fn caps_name(self) -> &'static str {
-        match self {
-            H264Profile::ConstrainedBaseline => "constrained-baseline",
-            H264Profile::Main => "main",
-            H264Profile::High => "high",
-        }
-    }
-}
-
-/// Audio encoder choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AudioEncoderKind {
-    /// `opusenc` (48 kHz internally).
-    #[default]
-    Opus,
-    /// `avenc_aac` (AAC-LC).
-    Aac,
-}
 
 /// The optional audio track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +90,17 @@ impl EncoderSettings {
         }
     }
 
+    /// Settings for `width`x`height` at `fps` with the operator's `media` configuration.
+    pub fn from_config(media: &MediaSettings, width: u32, height: u32, fps: u32) -> Self {
+        Self {
+            video_encoder: media.video_encoder,
+            x264_speed_preset: media.x264_speed_preset.clone(),
+            bitrate_kbps: media.bitrate_kbps,
+            profile: media.h264_profile,
+            ..Self::new(width, height, fps, media.fragment_duration_ms)
+        }
+    }
+
     /// Bytes in one RGB24 frame.
     pub fn frame_bytes(&self) -> usize {
         self.width as usize * self.height as usize * 3
@@ -174,6 +153,8 @@ pub struct MediaChunk {
     pub duration: Duration,
     /// The bytes to append to the SourceBuffer.
     pub bytes: Vec<u8>,
+    /// When the muxer finished the chunk (for latency metrics and benchmarks).
+    pub emitted_at: Instant,
 }
 
 impl MediaChunk {
@@ -273,6 +254,7 @@ impl ChunkSink {
                 fragment_idx,
                 duration,
                 bytes: chunk.bytes,
+                emitted_at: Instant::now(),
             }))?;
         }
         Ok(())
@@ -407,7 +389,7 @@ impl Fmp4Encoder {
         profile_filter.set_property(
             "caps",
             gst::Caps::builder("video/x-h264")
-                .field("profile", settings.profile.caps_name())
+                .field("profile", profile_caps_name(settings.profile))
                 .build(),
         );
         let parse = make_named("h264parse", "h264parse")?;
@@ -801,6 +783,14 @@ impl Fmp4Encoder {
             gst::MessageView::Error(err) => Some(element_error(err)),
             _ => None,
         }
+    }
+}
+
+fn profile_caps_name(profile: H264Profile) -> &'static str {
+    match profile {
+        H264Profile::ConstrainedBaseline => "constrained-baseline",
+        H264Profile::Main => "main",
+        H264Profile::High => "high",
     }
 }
 

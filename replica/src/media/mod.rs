@@ -11,10 +11,9 @@ pub mod encoder;
 
 use std::time::Duration;
 
+pub use crate::config::{AudioEncoderKind, H264Profile};
 pub use boxes::ChunkKind;
-pub use encoder::{
-    AudioEncoderKind, AudioSettings, EncoderSettings, Fmp4Encoder, H264Profile, MediaChunk,
-};
+pub use encoder::{AudioSettings, EncoderSettings, Fmp4Encoder, MediaChunk};
 
 /// What went wrong in the media layer; variants name the element or input involved.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -40,9 +40,19 @@ fn text(tx: &mpsc::UnboundedSender<Message>, value: serde_json::Value) {
     let _ = tx.send(Message::Text(value.to_string().into()));
 }
 
+/// How the test server shapes the stream.
+#[derive(Debug, Clone, Copy)]
+struct StreamShape {
+    /// Add an Opus track.
+    audio: bool,
+    /// Send the init segment again at every segment start, as FastVideo's server does.
+    resend_init: bool,
+}
+
 /// Encodes the stream live (segment by segment, a little faster than real time) and sends
 /// protocol messages the way the replica does.
-fn produce(tx: mpsc::UnboundedSender<Message>, audio: bool) {
+fn produce(tx: mpsc::UnboundedSender<Message>, shape: StreamShape) {
+    let StreamShape { audio, resend_init } = shape;
     let mut settings = EncoderSettings::new(W, H, FPS, 250);
     if audio {
         settings.audio = Some(AudioSettings {
@@ -53,7 +63,11 @@ fn produce(tx: mpsc::UnboundedSender<Message>, audio: bool) {
     }
     let mut enc = Fmp4Encoder::new(settings).expect("encoder");
     let mut announced = false;
+    let mut init: Option<Vec<u8>> = None;
     for s in 0..SEGMENTS {
+        if resend_init && let Some(init) = &init {
+            let _ = tx.send(Message::Binary(init.clone().into()));
+        }
         enc.begin_segment(s).unwrap();
         if audio {
             let tone: Vec<f32> = (0..48_000)
@@ -81,6 +95,9 @@ fn produce(tx: mpsc::UnboundedSender<Message>, audio: bool) {
             .filter(|c| c.kind == ChunkKind::Fragment)
             .count();
         for c in chunks {
+            if c.kind == ChunkKind::Init {
+                init = Some(c.bytes.clone());
+            }
             let _ = tx.send(Message::Binary(c.bytes.into()));
         }
         text(
@@ -100,10 +117,10 @@ fn produce(tx: mpsc::UnboundedSender<Message>, audio: bool) {
     );
 }
 
-async fn stream(ws: WebSocketUpgrade, audio: bool) -> impl IntoResponse {
+async fn stream(ws: WebSocketUpgrade, shape: StreamShape) -> impl IntoResponse {
     ws.on_upgrade(move |mut socket: WebSocket| async move {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let producer = tokio::task::spawn_blocking(move || produce(tx, audio));
+        let producer = tokio::task::spawn_blocking(move || produce(tx, shape));
         while let Some(msg) = rx.recv().await {
             if socket.send(msg).await.is_err() {
                 break;
@@ -114,7 +131,7 @@ async fn stream(ws: WebSocketUpgrade, audio: bool) -> impl IntoResponse {
     })
 }
 
-async fn play(audio: bool) -> serde_json::Value {
+async fn play(shape: StreamShape) -> serde_json::Value {
     let app = Router::new()
         .route(
             "/player.html",
@@ -131,7 +148,7 @@ async fn play(audio: bool) -> serde_json::Value {
         )
         .route(
             "/stream",
-            get(move |ws: WebSocketUpgrade| stream(ws, audio)),
+            get(move |ws: WebSocketUpgrade| stream(ws, shape)),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -176,14 +193,33 @@ fn assert_played_through(result: &serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_the_live_stream_to_the_end() {
-    let result = play(false).await;
+    let result = play(StreamShape {
+        audio: false,
+        resend_init: false,
+    })
+    .await;
     eprintln!("browser stats: {result}");
     assert_played_through(&result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_video_with_opus_audio() {
-    let result = play(true).await;
+    let result = play(StreamShape {
+        audio: true,
+        resend_init: false,
+    })
+    .await;
+    eprintln!("browser stats: {result}");
+    assert_played_through(&result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_when_the_init_segment_is_resent_every_segment() {
+    let result = play(StreamShape {
+        audio: false,
+        resend_init: true,
+    })
+    .await;
     eprintln!("browser stats: {result}");
     assert_played_through(&result);
 }

@@ -406,3 +406,38 @@ fn configured_profile_shows_in_the_codec_string() {
         "High profile is 0x64: {mime}"
     );
 }
+
+#[test]
+fn nvenc_requested_without_a_gpu_names_the_element() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return; // A GPU machine may legitimately have nvh264enc.
+    }
+    let mut s = settings();
+    s.video_encoder = framecast_replica::config::VideoEncoderKind::Nvh264;
+    let err = Fmp4Encoder::new(s).unwrap_err();
+    assert!(
+        matches!(err, MediaError::MissingElement { ref element, .. } if element == "nvh264enc"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_consumer_that_never_reads_gets_a_bounded_wait_and_a_prompt_drop() {
+    let mut s = EncoderSettings::new(W, H, FPS, 40); // one frame per fragment
+    s.wait_timeout = Duration::from_millis(500);
+    let mut enc = Fmp4Encoder::new(s).unwrap();
+    let started = std::time::Instant::now();
+    let err = (0..2000)
+        .map(|i| enc.push_frame(frame(i)))
+        .find_map(Result::err)
+        .expect("pushing without reading must hit the bound");
+    assert!(matches!(err, MediaError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let dropping = std::time::Instant::now();
+    drop(enc);
+    assert!(
+        dropping.elapsed() < Duration::from_millis(400),
+        "drop took {:?}",
+        dropping.elapsed()
+    );
+}

@@ -201,7 +201,6 @@ struct ChunkSink {
     open_duration: u64,
     timeline: Arc<Mutex<Timeline>>,
     tx: SyncSender<Output>,
-    wait_timeout: Duration,
 }
 
 impl ChunkSink {
@@ -260,18 +259,18 @@ impl ChunkSink {
         Ok(())
     }
 
-    /// Waits (bounded) for room in the queue so a slow consumer slows the pipeline down.
+    /// Waits for room in the queue, so a slow consumer slows the whole pipeline down and the
+    /// producer's bounded `push_frame` reports it. Dropping the encoder disconnects the queue,
+    /// which ends this wait.
     fn send(&self, mut item: Output) -> Result<(), gst::FlowError> {
-        let deadline = Instant::now() + self.wait_timeout;
         loop {
             match self.tx.try_send(item) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                Err(TrySendError::Full(back)) => {
                     item = back;
                     std::thread::sleep(POLL);
                 }
-                Err(TrySendError::Full(_)) => return Err(gst::FlowError::Error),
             }
         }
     }
@@ -475,7 +474,6 @@ impl Fmp4Encoder {
             open_duration: 0,
             timeline: timeline.clone(),
             tx,
-            wait_timeout: settings.wait_timeout,
         });
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -817,6 +815,10 @@ fn element_error(err: &gst::message::Error) -> MediaError {
 
 impl Drop for Fmp4Encoder {
     fn drop(&mut self) {
+        // Disconnect the chunk queue first: a muxer thread waiting for room in it then gives
+        // up at once instead of holding up the state change below for its whole timeout.
+        let (_, disconnected) = sync_channel(1);
+        drop(std::mem::replace(&mut self.chunks, disconnected));
         // Null joins the streaming threads and frees every buffer the pipeline holds.
         let _ = self.pipeline.set_state(gst::State::Null);
     }

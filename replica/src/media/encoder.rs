@@ -1,11 +1,5 @@
-//! One long-lived GStreamer pipeline per session that turns RGB frames (and optional PCM
-//! audio) into fragmented MP4 chunks.
-//!
-//! ```text
-//! appsrc (RGB) ─ videoconvert ─ x264enc | nvh264enc ─ h264parse ─┐
-//!                                                                 ├─ isofmp4mux ─ appsink
-//! appsrc (F32 PCM) ─ audioconvert ─ audioresample ─ opusenc|avenc_aac ┘
-//! ```
+//! One long-lived GStreamer pipeline per session (built by [`super::pipeline`]) that turns
+//! RGB frames and optional PCM audio into fragmented MP4 chunks.
 //!
 //! The pipeline stays up across segments: segment k+1 continues segment k's timeline, so
 //! one init segment serves the whole stream. Each segment starts on a forced keyframe and
@@ -15,9 +9,8 @@
 //! Every wait is bounded, bus errors become [`MediaError::Element`] naming the element, and
 //! dropping the encoder takes the pipeline to `Null`, which joins its threads.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,256 +18,16 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::MediaError;
-use super::boxes::{ChunkKind, ChunkSplitter};
+use super::chunks::{ChunkSink, MediaChunk, Output, Timeline};
 use super::codec::{self, AudioCodec};
-use super::elements;
-use crate::config::{AudioEncoderKind, H264Profile, MediaSettings, VideoEncoderKind};
+use super::pipeline::{self, Graph};
+use super::settings::EncoderSettings;
+use super::{MediaError, elements};
 
 /// Chunks waiting for the consumer; when full the muxer thread waits (backpressure).
 const CHUNK_QUEUE: usize = 256;
 /// Polling step while waiting for room in an `appsrc` queue.
 const POLL: Duration = Duration::from_millis(2);
-
-/// The optional audio track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AudioSettings {
-    /// Samples per second per channel of the PCM handed in.
-    pub sample_rate: u32,
-    /// Interleaved channels of the PCM handed in.
-    pub channels: u32,
-    /// Which encoder produces the track.
-    pub encoder: AudioEncoderKind,
-}
-
-/// Everything the pipeline is built from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncoderSettings {
-    /// Frame width in pixels (even).
-    pub width: u32,
-    /// Frame height in pixels (even).
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-    /// Frames per GOP and per fMP4 fragment.
-    pub frames_per_fragment: u32,
-    /// Which H.264 encoder to use.
-    pub video_encoder: VideoEncoderKind,
-    /// x264 `speed-preset`.
-    pub x264_speed_preset: String,
-    /// Target bitrate in kbit/s.
-    pub bitrate_kbps: u32,
-    /// Requested H.264 profile.
-    pub profile: H264Profile,
-    /// The audio track, if any.
-    pub audio: Option<AudioSettings>,
-    /// Longest time any single call waits for the pipeline.
-    pub wait_timeout: Duration,
-}
-
-impl EncoderSettings {
-    /// Settings for `width`x`height` at `fps` with fragments of about `fragment_ms`.
-    pub fn new(width: u32, height: u32, fps: u32, fragment_ms: u32) -> Self {
-        let frames_per_fragment = ((fps * fragment_ms).div_ceil(1000)).max(1);
-        Self {
-            width,
-            height,
-            fps,
-            frames_per_fragment,
-            video_encoder: VideoEncoderKind::X264,
-            x264_speed_preset: "ultrafast".into(),
-            bitrate_kbps: 2500,
-            profile: H264Profile::default(),
-            audio: None,
-            wait_timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// Settings for `width`x`height` at `fps` with the operator's `media` configuration.
-    pub fn from_config(media: &MediaSettings, width: u32, height: u32, fps: u32) -> Self {
-        Self {
-            video_encoder: media.video_encoder,
-            x264_speed_preset: media.x264_speed_preset.clone(),
-            bitrate_kbps: media.bitrate_kbps,
-            profile: media.h264_profile,
-            ..Self::new(width, height, fps, media.fragment_duration_ms)
-        }
-    }
-
-    /// Bytes in one RGB24 frame.
-    pub fn frame_bytes(&self) -> usize {
-        self.width as usize * self.height as usize * 3
-    }
-
-    fn frame_duration_ns(&self) -> u64 {
-        1_000_000_000 / u64::from(self.fps)
-    }
-
-    fn validate(&self) -> Result<(), MediaError> {
-        let bad = |reason: String| Err(MediaError::InvalidSettings(reason));
-        if self.width == 0
-            || self.height == 0
-            || !self.width.is_multiple_of(2)
-            || !self.height.is_multiple_of(2)
-        {
-            return bad(format!(
-                "frame size {}x{} must be non-zero and even (4:2:0 chroma)",
-                self.width, self.height
-            ));
-        }
-        if self.fps == 0 || self.fps > 240 {
-            return bad(format!("fps {} must be between 1 and 240", self.fps));
-        }
-        if self.frames_per_fragment == 0 {
-            return bad("frames_per_fragment must be at least 1".into());
-        }
-        if let Some(a) = self.audio
-            && (a.sample_rate == 0 || a.channels == 0 || a.channels > 8)
-        {
-            return bad(format!(
-                "audio {} Hz x {} channels is not supported",
-                a.sample_rate, a.channels
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// One piece of fMP4 output, cut on box boundaries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaChunk {
-    /// Init segment (`ftyp`+`moov`) or fragment (`moof`+`mdat`).
-    pub kind: ChunkKind,
-    /// Segment the chunk belongs to (the init segment: the first segment).
-    pub segment_idx: u32,
-    /// 0-based fragment number within its segment (0 for the init segment).
-    pub fragment_idx: u32,
-    /// Media time the fragment covers (zero for the init segment).
-    pub duration: Duration,
-    /// The bytes to append to the SourceBuffer.
-    pub bytes: Vec<u8>,
-    /// When the muxer finished the chunk (for latency metrics and benchmarks).
-    pub emitted_at: Instant,
-}
-
-impl MediaChunk {
-    /// Length in bytes.
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// What the muxer thread hands to the encoder's owner.
-#[derive(Debug)]
-enum Output {
-    Chunk(MediaChunk),
-    Failed(MediaError),
-}
-
-/// Maps fragment start times to the segment they belong to.
-#[derive(Debug, Default)]
-struct Timeline {
-    /// `(start time in ns, segment index)` of segments begun and not yet fully emitted.
-    segments: VecDeque<(u64, u32)>,
-    current: Option<(u32, u32)>, // (segment, next fragment index)
-}
-
-impl Timeline {
-    fn locate(&mut self, start_ns: u64) -> (u32, u32) {
-        while self.segments.len() > 1 && self.segments[1].0 <= start_ns {
-            self.segments.pop_front();
-        }
-        let segment = self.segments.front().map_or(0, |s| s.1);
-        let fragment = match self.current {
-            Some((s, next)) if s == segment => next,
-            _ => 0,
-        };
-        self.current = Some((segment, fragment + 1));
-        (segment, fragment)
-    }
-}
-
-/// Splits the muxer output into chunks and forwards them; runs on the streaming thread.
-struct ChunkSink {
-    splitter: ChunkSplitter,
-    open_start: Option<u64>,
-    open_duration: u64,
-    timeline: Arc<Mutex<Timeline>>,
-    tx: SyncSender<Output>,
-}
-
-impl ChunkSink {
-    fn on_buffer(&mut self, buffer: &gst::BufferRef) -> Result<(), gst::FlowError> {
-        let is_header = buffer.flags().contains(gst::BufferFlags::HEADER);
-        if !is_header && self.open_start.is_none() {
-            self.open_start = buffer.pts().map(gst::ClockTime::nseconds);
-            self.open_duration = 0;
-        }
-        if !is_header {
-            self.open_duration += buffer.duration().map_or(0, gst::ClockTime::nseconds);
-        }
-        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-        let chunks = match self.splitter.push(map.as_slice()) {
-            Ok(chunks) => chunks,
-            Err(err) => {
-                let _ = self.tx.try_send(Output::Failed(MediaError::Element {
-                    element: "isofmp4mux".into(),
-                    message: err.to_string(),
-                }));
-                return Err(gst::FlowError::Error);
-            }
-        };
-        for chunk in chunks {
-            let (segment_idx, fragment_idx, duration) = match chunk.kind {
-                ChunkKind::Init => (
-                    self.timeline
-                        .lock()
-                        .map_or(0, |t| t.segments.front().map_or(0, |s| s.1)),
-                    0,
-                    Duration::ZERO,
-                ),
-                ChunkKind::Fragment => {
-                    let start = self.open_start.take().unwrap_or(0);
-                    let (s, f) = self
-                        .timeline
-                        .lock()
-                        .map_err(|_| gst::FlowError::Error)?
-                        .locate(start);
-                    (
-                        s,
-                        f,
-                        Duration::from_nanos(std::mem::take(&mut self.open_duration)),
-                    )
-                }
-            };
-            self.send(Output::Chunk(MediaChunk {
-                kind: chunk.kind,
-                segment_idx,
-                fragment_idx,
-                duration,
-                bytes: chunk.bytes,
-                emitted_at: Instant::now(),
-            }))?;
-        }
-        Ok(())
-    }
-
-    /// Waits for room in the queue, so a slow consumer slows the whole pipeline down and the
-    /// producer's bounded `push_frame` reports it. Dropping the encoder disconnects the queue,
-    /// which ends this wait.
-    fn send(&self, mut item: Output) -> Result<(), gst::FlowError> {
-        loop {
-            match self.tx.try_send(item) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
-                Err(TrySendError::Full(back)) => {
-                    item = back;
-                    std::thread::sleep(POLL);
-                }
-            }
-        }
-    }
-}
 
 /// A live RGB (+PCM) to fragmented-MP4 encoder.
 pub struct Fmp4Encoder {
@@ -307,129 +60,20 @@ impl std::fmt::Debug for Fmp4Encoder {
     }
 }
 
-fn make_named(factory: &str, name: &str) -> Result<gst::Element, MediaError> {
-    let element = elements::make(factory)?;
-    element.set_property("name", name);
-    Ok(element)
-}
-
-fn link(chain: &[&gst::Element]) -> Result<(), MediaError> {
-    gst::Element::link_many(chain).map_err(|e| MediaError::Element {
-        element: chain
-            .iter()
-            .map(|e| e.name().to_string())
-            .collect::<Vec<_>>()
-            .join(" ! "),
-        message: format!("linking failed: {e}"),
-    })
-}
-
-/// Whether `nvh264enc` should be used for `kind`.
-fn use_nvenc(kind: VideoEncoderKind) -> Result<bool, MediaError> {
-    let available = gst::ElementFactory::find("nvh264enc").is_some()
-        && std::path::Path::new("/dev/nvidia0").exists();
-    match kind {
-        VideoEncoderKind::X264 => Ok(false),
-        VideoEncoderKind::Auto => Ok(available),
-        VideoEncoderKind::Nvh264 if available => Ok(true),
-        VideoEncoderKind::Nvh264 => Err(MediaError::MissingElement {
-            element: "nvh264enc".into(),
-            provider: "gstreamer1.0-plugins-bad with an NVIDIA GPU and driver",
-        }),
-    }
-}
-
 impl Fmp4Encoder {
     /// Builds the pipeline and starts it; the first chunk appears once frames are pushed.
     pub fn new(settings: EncoderSettings) -> Result<Self, MediaError> {
         settings.validate()?;
         elements::init()?;
-        let pipeline = gst::Pipeline::with_name("fmp4-encoder");
-        let ns_per_fragment =
-            settings.frame_duration_ns() * u64::from(settings.frames_per_fragment);
-
-        // Video branch.
-        let video_src = gst_app::AppSrc::builder()
-            .name("video_src")
-            .caps(
-                &gst::Caps::builder("video/x-raw")
-                    .field("format", "RGB")
-                    .field("width", settings.width as i32)
-                    .field("height", settings.height as i32)
-                    .field("framerate", gst::Fraction::new(settings.fps as i32, 1))
-                    .build(),
-            )
-            .format(gst::Format::Time)
-            .is_live(false)
-            .block(false)
-            .max_bytes(settings.frame_bytes() as u64 * u64::from(settings.frames_per_fragment) * 2)
-            .build();
-        let convert = make_named("videoconvert", "videoconvert")?;
-        let nvenc = use_nvenc(settings.video_encoder)?;
-        let encoder = if nvenc {
-            let e = make_named("nvh264enc", "nvh264enc")?;
-            e.set_property("gop-size", settings.frames_per_fragment as i32);
-            e.set_property("bframes", 0u32);
-            e.set_property("bitrate", settings.bitrate_kbps);
-            e.set_property_from_str("preset", "low-latency-hp");
-            e.set_property("zerolatency", true);
-            e
-        } else {
-            let e = make_named("x264enc", "x264enc")?;
-            e.set_property_from_str("tune", "zerolatency");
-            e.set_property_from_str("speed-preset", &settings.x264_speed_preset);
-            e.set_property("key-int-max", settings.frames_per_fragment);
-            e.set_property("bframes", 0u32);
-            e.set_property("bitrate", settings.bitrate_kbps);
-            e
-        };
-        let encoder_name = encoder.name().to_string();
-        let profile_filter = make_named("capsfilter", "h264_caps")?;
-        profile_filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264")
-                .field("profile", profile_caps_name(settings.profile))
-                .build(),
-        );
-        let parse = make_named("h264parse", "h264parse")?;
-
-        let mux = make_named("isofmp4mux", "isofmp4mux")?;
-        mux.set_property("fragment-duration", ns_per_fragment);
-        let sink = gst_app::AppSink::builder()
-            .name("fmp4_sink")
-            .sync(false)
-            .build();
-
-        pipeline
-            .add_many([
-                video_src.upcast_ref(),
-                &convert,
-                &encoder,
-                &profile_filter,
-                &parse,
-                &mux,
-                sink.upcast_ref(),
-            ])
-            .map_err(|e| MediaError::Element {
-                element: "pipeline".into(),
-                message: e.to_string(),
-            })?;
-        link(&[
-            video_src.upcast_ref(),
-            &convert,
-            &encoder,
-            &profile_filter,
-            &parse,
-            &mux,
-        ])?;
-        link(&[&mux, sink.upcast_ref()])?;
-        let mux_video_pad = parse
-            .static_pad("src")
-            .and_then(|p| p.peer())
-            .ok_or_else(|| MediaError::Element {
-                element: "isofmp4mux".into(),
-                message: "video input pad missing after linking".into(),
-            })?;
+        let Graph {
+            pipeline,
+            video_src,
+            audio_src,
+            mux,
+            mux_video_pad,
+            sink,
+            encoder_name,
+        } = pipeline::build(&settings)?;
         let frames_at_mux = Arc::new(AtomicU64::new(0));
         let counter = frames_at_mux.clone();
         mux_video_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -437,44 +81,9 @@ impl Fmp4Encoder {
             gst::PadProbeReturn::Ok
         });
 
-        // Audio branch.
-        let audio_src = match settings.audio {
-            None => None,
-            Some(audio) => {
-                let src = gst_app::AppSrc::builder()
-                    .name("audio_src")
-                    .caps(&gst_audio_caps(audio.sample_rate, audio.channels))
-                    .format(gst::Format::Time)
-                    .is_live(false)
-                    .block(false)
-                    .max_bytes(u64::from(audio.sample_rate) * u64::from(audio.channels) * 4)
-                    .build();
-                let aconvert = make_named("audioconvert", "audioconvert")?;
-                let resample = make_named("audioresample", "audioresample")?;
-                let aenc = match audio.encoder {
-                    AudioEncoderKind::Opus => make_named("opusenc", "opusenc")?,
-                    AudioEncoderKind::Aac => make_named("avenc_aac", "avenc_aac")?,
-                };
-                pipeline
-                    .add_many([src.upcast_ref(), &aconvert, &resample, &aenc])
-                    .map_err(|e| MediaError::Element {
-                        element: "pipeline".into(),
-                        message: e.to_string(),
-                    })?;
-                link(&[src.upcast_ref(), &aconvert, &resample, &aenc, &mux])?;
-                Some(src)
-            }
-        };
-
         let (tx, chunks) = sync_channel(CHUNK_QUEUE);
         let timeline = Arc::new(Mutex::new(Timeline::default()));
-        let sink_state = Mutex::new(ChunkSink {
-            splitter: ChunkSplitter::new(),
-            open_start: None,
-            open_duration: 0,
-            timeline: timeline.clone(),
-            tx,
-        });
+        let sink_state = Mutex::new(ChunkSink::new(timeline.clone(), tx));
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |appsink| {
@@ -782,22 +391,6 @@ impl Fmp4Encoder {
             _ => None,
         }
     }
-}
-
-fn profile_caps_name(profile: H264Profile) -> &'static str {
-    match profile {
-        H264Profile::ConstrainedBaseline => "constrained-baseline",
-        H264Profile::Main => "main",
-        H264Profile::High => "high",
-    }
-}
-
-fn gst_audio_caps(rate: u32, channels: u32) -> gst::Caps {
-    gstreamer_audio::AudioCapsBuilder::new_interleaved()
-        .format(gstreamer_audio::AudioFormat::F32le)
-        .rate(rate as i32)
-        .channels(channels as i32)
-        .build()
 }
 
 fn element_error(err: &gst::message::Error) -> MediaError {

@@ -1,19 +1,25 @@
 //! Frames to fragmented MP4 with GStreamer.
 //!
-//! [`encoder::Fmp4Encoder`] owns one pipeline per session; [`boxes`] cuts its output on box
-//! boundaries; [`codec`] builds the MSE codec string from what was produced; [`elements`]
-//! initialises GStreamer and names the package behind a missing element.
+//! [`Fmp4Encoder`] owns one pipeline per session: `pipeline` builds its graph from
+//! [`EncoderSettings`], `chunks` turns the muxer's bytes into [`MediaChunk`]s, [`boxes`] cuts
+//! on box boundaries, [`codec`] builds the MSE codec string from what was produced, and
+//! [`elements`] initialises GStreamer and names the package behind a missing element.
 
 pub mod boxes;
+mod chunks;
 pub mod codec;
 pub mod elements;
 pub mod encoder;
+mod pipeline;
+mod settings;
 
 use std::time::Duration;
 
 pub use crate::config::{AudioEncoderKind, H264Profile};
 pub use boxes::ChunkKind;
-pub use encoder::{AudioSettings, EncoderSettings, Fmp4Encoder, MediaChunk};
+pub use chunks::MediaChunk;
+pub use encoder::Fmp4Encoder;
+pub use settings::{AudioSettings, EncoderSettings};
 
 /// What went wrong in the media layer; variants name the element or input involved.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -6,5 +6,7 @@
 
 pub mod config;
 pub mod device;
+pub mod generate;
 pub mod media;
 pub mod server;
+pub mod session;

@@ -1,0 +1,303 @@
+//! `MockGenerator`: a clearly named test double that produces deterministic synthetic video
+//! (and optionally a tone) without a model, for tests, benchmarks and demos without weights.
+//!
+//! Frames depend on the seed, the prompt and the position in the stream; motion and the
+//! tone's phase continue across segments through the continuation state, so a restored
+//! session produces exactly the frames the original would have.
+
+use std::time::Duration;
+
+use framecast_common::protocol::ContinuationState;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    GenerateError, GeneratedSegment, Generator, SegmentRequest, StepProgress, StreamFormat,
+};
+
+/// The `kind` of the mock's continuation state.
+pub const MOCK_STATE_KIND: &str = "framecast.mock.v1";
+
+/// How the mock behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockSettings {
+    /// Output geometry (and audio format, if any).
+    pub format: StreamFormat,
+    /// Wall time one segment takes, spread evenly over its steps.
+    pub latency: Duration,
+}
+
+/// What the mock carries from one segment to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct MockState {
+    /// Frames generated so far in the stream.
+    frames_done: u64,
+    /// Audio samples (per channel) generated so far.
+    samples_done: u64,
+}
+
+/// Deterministic synthetic frames; a test double, never a stand-in for real generation.
+#[derive(Debug, Clone)]
+pub struct MockGenerator {
+    settings: MockSettings,
+}
+
+impl MockGenerator {
+    /// A mock with the given output format and latency.
+    pub fn new(settings: MockSettings) -> Self {
+        Self { settings }
+    }
+
+    fn parse_state(&self, state: Option<&ContinuationState>) -> Result<MockState, GenerateError> {
+        match state {
+            None => Ok(MockState {
+                frames_done: 0,
+                samples_done: 0,
+            }),
+            Some(s) if s.kind != MOCK_STATE_KIND => Err(GenerateError::InvalidState(format!(
+                "kind `{}` is not `{MOCK_STATE_KIND}`",
+                s.kind
+            ))),
+            Some(s) => serde_json::from_value(s.payload.clone())
+                .map_err(|e| GenerateError::InvalidState(format!("payload: {e}"))),
+        }
+    }
+}
+
+/// FNV-1a: a stable hash, so frames are identical across runs and processes.
+fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn render_frame(format: &StreamFormat, look: u64, frame_index: u64) -> Vec<u8> {
+    let (w, h) = (format.width as usize, format.height as usize);
+    let base = [(look >> 8) as u8, (look >> 16) as u8, (look >> 24) as u8];
+    // A vertical bar sweeps across the frame; its speed depends on the prompt.
+    let speed = 2 + (look % 5) as usize;
+    let bar = (frame_index as usize * speed) % w.max(1);
+    let mut frame = vec![0u8; w * h * 3];
+    for (y, row) in frame.chunks_exact_mut(w * 3).enumerate() {
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let on_bar = x.abs_diff(bar) < w / 32 + 2;
+            px[0] = if on_bar {
+                255
+            } else {
+                base[0].wrapping_add((x * 255 / w) as u8 / 2)
+            };
+            px[1] = if on_bar {
+                255
+            } else {
+                base[1].wrapping_add((y * 255 / h) as u8 / 2)
+            };
+            px[2] = if on_bar { 255 } else { base[2] };
+        }
+    }
+    frame
+}
+
+impl Generator for MockGenerator {
+    fn format(&self) -> StreamFormat {
+        self.settings.format
+    }
+
+    fn state_kind(&self) -> &'static str {
+        MOCK_STATE_KIND
+    }
+
+    fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError> {
+        self.parse_state(Some(state)).map(|_| ())
+    }
+
+    fn generate(
+        &mut self,
+        request: &SegmentRequest,
+        state: Option<&ContinuationState>,
+        progress: &mut dyn FnMut(StepProgress),
+    ) -> Result<GeneratedSegment, GenerateError> {
+        if request.num_inference_steps == 0 {
+            return Err(GenerateError::InvalidRequest(
+                "num_inference_steps must be at least 1".into(),
+            ));
+        }
+        let start = self.parse_state(state)?;
+        let format = self.settings.format;
+        let steps = request.num_inference_steps;
+        let per_step = self.settings.latency / steps;
+        for step in 1..=steps {
+            std::thread::sleep(per_step);
+            progress(StepProgress {
+                step,
+                total_steps: steps,
+            });
+        }
+
+        let look = fnv1a(
+            request.prompt.as_bytes(),
+            fnv1a(&request.seed.to_le_bytes(), 0xcbf2_9ce4_8422_2325),
+        );
+        let frames: Vec<Vec<u8>> = (0..u64::from(format.frames_per_segment))
+            .map(|i| render_frame(&format, look, start.frames_done + i))
+            .collect();
+
+        let mut samples_done = start.samples_done;
+        let audio = format.audio.map(|(rate, channels)| {
+            let n = u64::from(rate) * u64::from(format.frames_per_segment) / u64::from(format.fps);
+            let freq = 220.0 + (look % 440) as f64;
+            let samples: Vec<f32> = (samples_done..samples_done + n)
+                .flat_map(|t| {
+                    let v =
+                        ((t as f64) * freq * std::f64::consts::TAU / f64::from(rate)).sin() * 0.2;
+                    std::iter::repeat_n(v as f32, channels as usize)
+                })
+                .collect();
+            samples_done += n;
+            samples
+        });
+
+        let next = MockState {
+            frames_done: start.frames_done + u64::from(format.frames_per_segment),
+            samples_done,
+        };
+        Ok(GeneratedSegment {
+            frames,
+            audio,
+            next_state: ContinuationState {
+                kind: MOCK_STATE_KIND.into(),
+                payload: serde_json::to_value(next).expect("mock state serializes"),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mock(audio: bool) -> MockGenerator {
+        MockGenerator::new(MockSettings {
+            format: StreamFormat {
+                width: 64,
+                height: 32,
+                fps: 8,
+                frames_per_segment: 4,
+                audio: audio.then_some((8000, 2)),
+            },
+            latency: Duration::from_millis(8),
+        })
+    }
+
+    fn request(prompt: &str, seed: u64, segment_idx: u32) -> SegmentRequest {
+        SegmentRequest {
+            segment_idx,
+            prompt: prompt.into(),
+            negative_prompt: None,
+            seed,
+            num_inference_steps: 4,
+            guidance_scale: 1.0,
+        }
+    }
+
+    fn run(
+        g: &mut MockGenerator,
+        r: &SegmentRequest,
+        s: Option<&ContinuationState>,
+    ) -> GeneratedSegment {
+        g.generate(r, s, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn frames_are_deterministic_and_depend_on_seed_and_prompt() {
+        let mut g = mock(false);
+        let a = run(&mut g, &request("a cat", 1, 0), None);
+        assert_eq!(
+            a,
+            run(&mut g, &request("a cat", 1, 0), None),
+            "same inputs, same output"
+        );
+        assert_eq!(a.frames.len(), 4);
+        assert!(a.frames.iter().all(|f| f.len() == 64 * 32 * 3));
+        assert_ne!(
+            a.frames,
+            run(&mut g, &request("a cat", 2, 0), None).frames,
+            "seed matters"
+        );
+        assert_ne!(
+            a.frames,
+            run(&mut g, &request("a dog", 1, 0), None).frames,
+            "prompt matters"
+        );
+    }
+
+    #[test]
+    fn continuation_moves_on_and_restores_identically() {
+        let mut g = mock(true);
+        let first = run(&mut g, &request("p", 1, 0), None);
+        let second = run(&mut g, &request("p", 1, 1), Some(&first.next_state));
+        assert_ne!(first.frames, second.frames, "the stream moves on");
+        // A state carried to a fresh generator (another process) gives the same segment.
+        let exported = serde_json::to_string(&first.next_state).unwrap();
+        let imported: ContinuationState = serde_json::from_str(&exported).unwrap();
+        let mut other = mock(true);
+        assert_eq!(
+            run(&mut other, &request("p", 1, 1), Some(&imported)),
+            second
+        );
+    }
+
+    #[test]
+    fn audio_covers_the_segment() {
+        let mut g = mock(true);
+        let seg = run(&mut g, &request("p", 1, 0), None);
+        // 4 frames at 8 fps = 0.5 s of 8 kHz stereo.
+        assert_eq!(seg.audio.unwrap().len(), 4000 * 2);
+        assert!(
+            run(&mut mock(false), &request("p", 1, 0), None)
+                .audio
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn progress_is_reported_for_every_step() {
+        let mut g = mock(false);
+        let mut seen = Vec::new();
+        g.generate(&request("p", 1, 0), None, &mut |p| seen.push(p))
+            .unwrap();
+        assert_eq!(
+            seen.iter().map(|p| p.step).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(seen.iter().all(|p| p.total_steps == 4));
+    }
+
+    #[test]
+    fn foreign_or_broken_states_are_rejected() {
+        let g = mock(false);
+        let foreign = ContinuationState {
+            kind: "framecast.wan.v1".into(),
+            payload: serde_json::json!({}),
+        };
+        assert!(matches!(
+            g.validate_state(&foreign),
+            Err(GenerateError::InvalidState(_))
+        ));
+        let broken = ContinuationState {
+            kind: MOCK_STATE_KIND.into(),
+            payload: serde_json::json!({"frames_done": "x"}),
+        };
+        assert!(matches!(
+            g.validate_state(&broken),
+            Err(GenerateError::InvalidState(_))
+        ));
+        let mut g = mock(false);
+        let mut r = request("p", 1, 0);
+        r.num_inference_steps = 0;
+        assert!(matches!(
+            g.generate(&r, None, &mut |_| {}),
+            Err(GenerateError::InvalidRequest(_))
+        ));
+    }
+}

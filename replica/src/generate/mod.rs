@@ -1,0 +1,104 @@
+//! Video generation behind one small trait, so the session controller does not care whether
+//! frames come from the real libtorch model or from the [`mock::MockGenerator`] test double.
+//!
+//! A generator runs on one worker thread at a time; it is `Send` but never shared. Each call
+//! produces one segment of owned frames (handed to the encoder without copying or aliasing)
+//! and the continuation state the next segment starts from.
+
+pub mod mock;
+
+use framecast_common::protocol::ContinuationState;
+
+/// Frame geometry and audio format of everything a generator produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFormat {
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Frames in one segment.
+    pub frames_per_segment: u32,
+    /// `(sample rate, channels)` of the interleaved f32 audio, when there is sound.
+    pub audio: Option<(u32, u32)>,
+}
+
+impl StreamFormat {
+    /// Media time of one segment in milliseconds.
+    pub fn segment_duration_ms(&self) -> u64 {
+        u64::from(self.frames_per_segment) * 1000 / u64::from(self.fps)
+    }
+}
+
+/// What to generate next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRequest {
+    /// 0-based segment number within the session.
+    pub segment_idx: u32,
+    /// What to show.
+    pub prompt: String,
+    /// What to steer away from.
+    pub negative_prompt: Option<String>,
+    /// Noise seed.
+    pub seed: u64,
+    /// Denoising steps.
+    pub num_inference_steps: u32,
+    /// Classifier-free guidance scale.
+    pub guidance_scale: f32,
+}
+
+/// Progress reported after each denoising step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    /// 1-based step just finished.
+    pub step: u32,
+    /// Steps in all.
+    pub total_steps: u32,
+}
+
+/// One generated segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedSegment {
+    /// RGB24 frames, `width * height * 3` bytes each, owned by the receiver.
+    pub frames: Vec<Vec<u8>>,
+    /// Interleaved f32 samples covering the segment, when the format has audio.
+    pub audio: Option<Vec<f32>>,
+    /// Where the next segment continues from.
+    pub next_state: ContinuationState,
+}
+
+/// Why generation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    /// The continuation state is of another kind or malformed.
+    #[error("continuation state rejected: {0}")]
+    InvalidState(String),
+    /// The request cannot be served (zero steps, empty prompt, ...).
+    #[error("invalid segment request: {0}")]
+    InvalidRequest(String),
+    /// The model failed.
+    #[error("generation failed: {0}")]
+    Failed(String),
+}
+
+/// Produces video segment by segment.
+pub trait Generator: Send {
+    /// Geometry and audio format of every segment.
+    fn format(&self) -> StreamFormat;
+
+    /// The `kind` this generator writes into continuation states and accepts back.
+    fn state_kind(&self) -> &'static str;
+
+    /// Checks a state imported from a client before any segment is generated.
+    fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError>;
+
+    /// Generates one segment, continuing from `state` (`None` for a fresh stream), calling
+    /// `progress` after every denoising step.
+    fn generate(
+        &mut self,
+        request: &SegmentRequest,
+        state: Option<&ContinuationState>,
+        progress: &mut dyn FnMut(StepProgress),
+    ) -> Result<GeneratedSegment, GenerateError>;
+}

@@ -8,5 +8,6 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod media;
+pub mod pool;
 pub mod server;
 pub mod session;

@@ -1,0 +1,143 @@
+//! Workers that run generation, and the FIFO queue sessions wait in for one.
+//!
+//! [`WorkerPool`] is the seam between the session controller and where generation runs: the
+//! in-process pool ([`in_process::InProcessPool`]) hands out generators living in this
+//! process; a subprocess-per-GPU pool hands out leases whose generator forwards to a child
+//! process over IPC. Either way a session holds a [`WorkerLease`] while it streams, and
+//! dropping the lease (on every kind of ending) gives the worker back.
+
+pub mod in_process;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::generate::Generator;
+
+/// Where a waiting session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePosition {
+    /// 1-based place in the queue.
+    pub position: u32,
+    /// Sessions waiting in all.
+    pub queue_depth: u32,
+}
+
+/// Why no worker was granted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// No worker became free within the acquire timeout.
+    #[error("no worker became free within {0:?}")]
+    Timeout(Duration),
+    /// No worker is ready (warmup failed or still running).
+    #[error("no worker is ready")]
+    NoneReady,
+}
+
+/// Gives a leased generator back to its pool.
+type Release = Box<dyn FnOnce(Box<dyn Generator>) + Send>;
+
+/// A worker granted to one session; dropping it returns the worker to the pool.
+pub struct WorkerLease {
+    gpu_id: u32,
+    generator: Option<Box<dyn Generator>>,
+    release: Option<Release>,
+}
+
+impl std::fmt::Debug for WorkerLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLease")
+            .field("gpu_id", &self.gpu_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerLease {
+    /// A lease on `generator` that calls `release` with it when dropped.
+    pub fn new(
+        gpu_id: u32,
+        generator: Box<dyn Generator>,
+        release: impl FnOnce(Box<dyn Generator>) + Send + 'static,
+    ) -> Self {
+        Self {
+            gpu_id,
+            generator: Some(generator),
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// The worker's device index (reported to the client as `gpu_id`).
+    pub fn gpu_id(&self) -> u32 {
+        self.gpu_id
+    }
+
+    /// The generator, for this session only.
+    pub fn generator(&mut self) -> &mut dyn Generator {
+        self.generator.as_deref_mut().expect("present until drop")
+    }
+}
+
+impl Drop for WorkerLease {
+    fn drop(&mut self) {
+        if let (Some(generator), Some(release)) = (self.generator.take(), self.release.take()) {
+            release(generator);
+        }
+    }
+}
+
+/// One worker's row in `/status` (`gpu_status` in FastVideo's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStatus {
+    /// Warmed up and able to serve.
+    pub ready: bool,
+    /// Ready and not serving a session.
+    pub available: bool,
+    /// Sessions it serves now (0 or 1).
+    pub client_count: u32,
+    /// The process running it is alive (always true in-process).
+    pub process_alive: bool,
+    /// Whether warmup succeeded (`None` while it runs or when disabled).
+    pub warmup_success: Option<bool>,
+    /// Why warmup failed.
+    pub warmup_error: Option<String>,
+}
+
+/// The pool as `/status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolStatus {
+    /// Workers in all.
+    pub total_gpus: u32,
+    /// Ready workers not serving anyone.
+    pub available_gpus: u32,
+    /// Sessions waiting.
+    pub queue_size: u32,
+    /// Whether workers warm up before serving.
+    pub warmup_enabled: bool,
+    /// Workers whose warmup succeeded.
+    pub warmup_successful_gpus: u32,
+    /// Workers whose warmup failed.
+    pub warmup_failed_gpus: u32,
+    /// Per worker, keyed by its index as a string.
+    pub gpu_status: std::collections::BTreeMap<String, WorkerStatus>,
+}
+
+/// Hands workers to sessions, first come first served.
+#[async_trait]
+pub trait WorkerPool: Send + Sync {
+    /// Waits up to `timeout` for a worker, calling `on_queued` whenever this session's place
+    /// in the queue changes (not at all when a worker is free at once).
+    async fn acquire(
+        &self,
+        timeout: Duration,
+        on_queued: &mut (dyn FnMut(QueuePosition) + Send),
+    ) -> Result<WorkerLease, PoolError>;
+
+    /// A snapshot for `/status` and metrics.
+    fn status(&self) -> PoolStatus;
+
+    /// Whether at least one worker is warm (drives `/readyz`).
+    fn is_ready(&self) -> bool {
+        self.status().gpu_status.values().any(|w| w.ready)
+    }
+}

@@ -65,6 +65,12 @@ pub struct StreamingSettings {
     pub max_sessions: u32,
     /// Largest client WebSocket message accepted; larger ones close the session with 1009.
     pub max_message_bytes: usize,
+    /// A client that sends no `session_init_v2` within this time is closed.
+    pub init_timeout_seconds: u64,
+    /// A client that takes this long to accept one message is disconnected (slow reader).
+    pub client_write_timeout_seconds: u64,
+    /// Messages queued for one client; when full, generation waits instead of buffering.
+    pub send_queue_messages: usize,
 }
 
 impl Default for StreamingSettings {
@@ -74,6 +80,9 @@ impl Default for StreamingSettings {
             generation_segment_cap: 32,
             max_sessions: 4,
             max_message_bytes: 1 << 20,
+            init_timeout_seconds: 10,
+            client_write_timeout_seconds: 10,
+            send_queue_messages: 64,
         }
     }
 }
@@ -132,6 +141,20 @@ pub struct GeneratorSettings {
     pub model_path: PathBuf,
     /// Where tensors live.
     pub device: DeviceKind,
+    /// Output width in pixels (even).
+    pub width: u32,
+    /// Output height in pixels (even).
+    pub height: u32,
+    /// Output frames per second.
+    pub fps: u32,
+    /// Frames in one segment.
+    pub frames_per_segment: u32,
+    /// Denoising steps when the client does not say.
+    pub num_inference_steps: u32,
+    /// `mock` only: wall time one segment takes.
+    pub mock_latency_ms: u64,
+    /// `mock` only: add a tone audio track.
+    pub mock_audio: bool,
 }
 
 impl Default for GeneratorSettings {
@@ -140,6 +163,13 @@ impl Default for GeneratorSettings {
             kind: GeneratorKind::default(),
             model_path: PathBuf::from("models/wan-tiny"),
             device: DeviceKind::default(),
+            width: 512,
+            height: 288,
+            fps: 24,
+            frames_per_segment: 24,
+            num_inference_steps: 4,
+            mock_latency_ms: 250,
+            mock_audio: false,
         }
     }
 }
@@ -254,6 +284,52 @@ impl Validate for ReplicaConfig {
             return Err(FieldError::new(
                 "streaming.max_message_bytes",
                 "must be at least 1024",
+            ));
+        }
+        if s.init_timeout_seconds == 0 {
+            return Err(FieldError::new(
+                "streaming.init_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if s.client_write_timeout_seconds == 0 {
+            return Err(FieldError::new(
+                "streaming.client_write_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if s.send_queue_messages < 4 {
+            return Err(FieldError::new(
+                "streaming.send_queue_messages",
+                "must be at least 4",
+            ));
+        }
+        let g = &self.generator;
+        if g.width < 16 || g.height < 16 || g.width % 2 == 1 || g.height % 2 == 1 {
+            return Err(FieldError::new(
+                "generator.width",
+                format!(
+                    "frame size {}x{} must be even and at least 16x16",
+                    g.width, g.height
+                ),
+            ));
+        }
+        if !(1..=120).contains(&g.fps) {
+            return Err(FieldError::new(
+                "generator.fps",
+                "must be between 1 and 120",
+            ));
+        }
+        if g.frames_per_segment == 0 {
+            return Err(FieldError::new(
+                "generator.frames_per_segment",
+                "must be at least 1",
+            ));
+        }
+        if g.num_inference_steps == 0 {
+            return Err(FieldError::new(
+                "generator.num_inference_steps",
+                "must be at least 1",
             ));
         }
         if self.pool.num_workers == 0 {

@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use framecast_replica::config::ReplicaConfig;
+use framecast_replica::generate::SegmentRequest;
+use framecast_replica::pool::in_process::InProcessPool;
 use framecast_replica::server::{self, AppState};
+use framecast_replica::session::SessionContext;
 use framecast_replica::{device, media};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Framecast replica: real-time text-to-video generation streamed as fragmented MP4.
@@ -90,9 +94,28 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
     .context("start-up checks panicked")?
     .context("start-up checks failed")?;
 
-    let state = AppState::new(checks, metrics);
+    let config = Arc::new(config);
+    let generators = (0..config.pool.num_workers)
+        .map(|_| framecast_replica::generate::build(&config.generator))
+        .collect();
+    let pool = InProcessPool::new(generators, config.pool.warmup);
+    let sessions = SessionContext {
+        pool: Arc::new(pool.clone()),
+        config: config.clone(),
+        active: Default::default(),
+    };
+    let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
     state.mark_ready();
+    if config.pool.warmup {
+        // /readyz stays 503 until a worker has generated a first and a continuation segment.
+        let request = warmup_request(&config);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let ready = pool.warm_up(&request);
+            tracing::info!(ready_workers = ready, elapsed = ?started.elapsed(), "warmup finished");
+        });
+    }
     tracing::info!(address = %local, "framecast-replica listening on http://{local}/");
 
     axum::serve(listener, app)
@@ -101,6 +124,17 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     tracing::info!("framecast-replica stopped");
     Ok(())
+}
+
+fn warmup_request(config: &ReplicaConfig) -> SegmentRequest {
+    SegmentRequest {
+        segment_idx: 0,
+        prompt: "warmup".into(),
+        negative_prompt: None,
+        seed: 0,
+        num_inference_steps: config.generator.num_inference_steps,
+        guidance_scale: 1.0,
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -5,6 +5,7 @@
 //! tone's phase continue across segments through the continuation state, so a restored
 //! session produces exactly the frames the original would have.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use framecast_common::protocol::ContinuationState;
@@ -115,7 +116,7 @@ impl Generator for MockGenerator {
         &mut self,
         request: &SegmentRequest,
         state: Option<&ContinuationState>,
-        progress: &mut dyn FnMut(StepProgress),
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<GeneratedSegment, GenerateError> {
         if request.num_inference_steps == 0 {
             return Err(GenerateError::InvalidRequest(
@@ -128,10 +129,14 @@ impl Generator for MockGenerator {
         let per_step = self.settings.latency / steps;
         for step in 1..=steps {
             std::thread::sleep(per_step);
-            progress(StepProgress {
+            if progress(StepProgress {
                 step,
                 total_steps: steps,
-            });
+            })
+            .is_break()
+            {
+                return Err(GenerateError::Cancelled);
+            }
         }
 
         let look = fnv1a(
@@ -205,7 +210,8 @@ mod tests {
         r: &SegmentRequest,
         s: Option<&ContinuationState>,
     ) -> GeneratedSegment {
-        g.generate(r, s, &mut |_| {}).unwrap()
+        g.generate(r, s, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
     }
 
     #[test]
@@ -264,13 +270,32 @@ mod tests {
     fn progress_is_reported_for_every_step() {
         let mut g = mock(false);
         let mut seen = Vec::new();
-        g.generate(&request("p", 1, 0), None, &mut |p| seen.push(p))
-            .unwrap();
+        g.generate(&request("p", 1, 0), None, &mut |p| {
+            seen.push(p);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(
             seen.iter().map(|p| p.step).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
         );
         assert!(seen.iter().all(|p| p.total_steps == 4));
+    }
+
+    #[test]
+    fn breaking_from_progress_cancels() {
+        let mut g = mock(false);
+        let mut steps = 0;
+        let result = g.generate(&request("p", 1, 0), None, &mut |_| {
+            steps += 1;
+            if steps == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(result, Err(GenerateError::Cancelled));
+        assert_eq!(steps, 2);
     }
 
     #[test]
@@ -296,7 +321,7 @@ mod tests {
         let mut r = request("p", 1, 0);
         r.num_inference_steps = 0;
         assert!(matches!(
-            g.generate(&r, None, &mut |_| {}),
+            g.generate(&r, None, &mut |_| ControlFlow::Continue(())),
             Err(GenerateError::InvalidRequest(_))
         ));
     }

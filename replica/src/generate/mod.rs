@@ -7,6 +7,10 @@
 
 pub mod mock;
 
+use std::time::Duration;
+
+use std::ops::ControlFlow;
+
 use framecast_common::protocol::ContinuationState;
 
 /// Frame geometry and audio format of everything a generator produces.
@@ -80,6 +84,9 @@ pub enum GenerateError {
     /// The model failed.
     #[error("generation failed: {0}")]
     Failed(String),
+    /// The progress callback asked to stop (the session went away).
+    #[error("generation cancelled")]
+    Cancelled,
 }
 
 /// Produces video segment by segment.
@@ -94,11 +101,30 @@ pub trait Generator: Send {
     fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError>;
 
     /// Generates one segment, continuing from `state` (`None` for a fresh stream), calling
-    /// `progress` after every denoising step.
+    /// `progress` after every denoising step; `ControlFlow::Break` from it stops generation
+    /// with [`GenerateError::Cancelled`], so a worker is freed soon after its client leaves.
     fn generate(
         &mut self,
         request: &SegmentRequest,
         state: Option<&ContinuationState>,
-        progress: &mut dyn FnMut(StepProgress),
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<GeneratedSegment, GenerateError>;
+}
+
+/// The generator `settings` ask for (one per worker).
+pub fn build(settings: &crate::config::GeneratorSettings) -> Box<dyn Generator> {
+    match settings.kind {
+        crate::config::GeneratorKind::Mock => {
+            Box::new(mock::MockGenerator::new(mock::MockSettings {
+                format: StreamFormat {
+                    width: settings.width,
+                    height: settings.height,
+                    fps: settings.fps,
+                    frames_per_segment: settings.frames_per_segment,
+                    audio: settings.mock_audio.then_some((48_000, 2)),
+                },
+                latency: Duration::from_millis(settings.mock_latency_ms),
+            }))
+        }
+    }
 }

@@ -154,10 +154,11 @@ impl InProcessPool {
                 continue;
             };
             let result = (|| {
-                let first = generator.generate(request, None, &mut |_| {})?;
+                let go_on = &mut |_| std::ops::ControlFlow::Continue(());
+                let first = generator.generate(request, None, go_on)?;
                 let mut next = request.clone();
                 next.segment_idx += 1;
-                generator.generate(&next, Some(&first.next_state), &mut |_| {})?;
+                generator.generate(&next, Some(&first.next_state), go_on)?;
                 Ok::<(), crate::generate::GenerateError>(())
             })();
             let mut inner = self.shared.lock();

@@ -12,7 +12,7 @@ use super::AppState;
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({
         "status": "ok",
-        "sessions": 0,
+        "sessions": state.inner.sessions.active.load(std::sync::atomic::Ordering::Relaxed),
         "stream_mode": "av_fmp4",
         "device": state.inner.device,
     }))
@@ -30,9 +30,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "detail": "replica is starting: device and media checks not finished" })),
+            Json(
+                json!({ "detail": "replica is starting: device checks or worker warmup not finished" }),
+            ),
         )
     }
+}
+
+/// `GET /status`: the worker pool, in FastVideo's shape.
+pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.inner.sessions.pool.status())
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -3,6 +3,7 @@
 
 mod health;
 mod player;
+mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,8 @@ use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+use crate::session::SessionContext;
 
 /// HTTP requests (not WebSocket sessions) that take longer than this are cut off.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,16 +35,19 @@ struct Inner {
     ready: AtomicBool,
     device: String,
     metrics: PrometheusHandle,
+    sessions: SessionContext,
 }
 
 impl AppState {
-    /// Starts not ready; [`AppState::mark_ready`] flips `/readyz` once start-up checks pass.
-    pub fn new(device: String, metrics: PrometheusHandle) -> Self {
+    /// Starts not ready; [`AppState::mark_ready`] flips `/readyz` once start-up checks pass
+    /// (and a worker must be warm as well).
+    pub fn new(device: String, metrics: PrometheusHandle, sessions: SessionContext) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
                 device,
                 metrics,
+                sessions,
             }),
         }
     }
@@ -52,7 +58,7 @@ impl AppState {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire)
+        self.inner.ready.load(Ordering::Acquire) && self.inner.sessions.pool.is_ready()
     }
 }
 
@@ -63,7 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/status", get(health::status))
         .route("/metrics", get(health::metrics))
+        .route("/v1/stream", get(stream::upgrade))
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
@@ -83,7 +91,17 @@ mod tests {
 
     fn state() -> AppState {
         let recorder = framecast_common::metrics::standalone_recorder();
-        AppState::new("cpu".into(), recorder.handle())
+        let config = std::sync::Arc::new(crate::config::ReplicaConfig::default());
+        let pool = crate::pool::in_process::InProcessPool::new(
+            vec![crate::generate::build(&config.generator)],
+            false,
+        );
+        let sessions = SessionContext {
+            pool: std::sync::Arc::new(pool),
+            config,
+            active: Default::default(),
+        };
+        AppState::new("cpu".into(), recorder.handle(), sessions)
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String) {

@@ -1,0 +1,17 @@
+//! `GET /v1/stream`: upgrades to a WebSocket and hands it to a session.
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+
+use super::AppState;
+use crate::session::run_session;
+
+/// Upgrades with the configured message size limit; larger frames close the session (1009).
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let ctx = state.inner.sessions.clone();
+    let limit = ctx.config.streaming.max_message_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run_session(socket, ctx))
+}

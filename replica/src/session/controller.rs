@@ -1,0 +1,684 @@
+//! The protocol loop of one session: validate the opening frame, wait for a worker, then
+//! turn client messages and pipeline events into segments until the stream ends.
+//!
+//! Bad input never kills a session that can go on: a malformed or unknown message gets an
+//! `error {code: invalid_message}` naming the problem and the loop continues. Only a bad
+//! first frame (1003), an oversized frame (1009), capacity (1013) and internal failures
+//! (1011) close the connection, always with a close frame.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use framecast_common::protocol::{
+    ClientMessage, ContinuationState, ErrorCode, PromptSource, ProtocolError, SegmentPrompt,
+    ServerMessage, SessionInit, StreamEndReason, parse_client_message,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
+use super::{Outgoing, SessionState, close_code};
+use crate::config::ReplicaConfig;
+use crate::generate::SegmentRequest;
+use crate::media::{AudioSettings, EncoderSettings};
+use crate::pool::WorkerPool;
+
+/// What every session shares.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// Where workers come from.
+    pub pool: Arc<dyn WorkerPool>,
+    /// The replica's settings.
+    pub config: Arc<ReplicaConfig>,
+    /// Sessions connected now (past their opening frame).
+    pub active: Arc<AtomicU32>,
+}
+
+impl std::fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("active", &self.active.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a session as active for as long as it lives.
+struct ActiveGuard(Arc<AtomicU32>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn error(
+    code: ErrorCode,
+    message: impl Into<String>,
+    retryable: bool,
+    reason: Option<String>,
+) -> Outgoing {
+    Outgoing::text(&ServerMessage::Error {
+        code,
+        message: message.into(),
+        retryable,
+        reason,
+    })
+}
+
+/// What the loop does after handling one input.
+enum Flow {
+    Continue,
+    End,
+}
+
+/// Serves one WebSocket until the stream ends; always finishes with a close frame.
+pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
+    let streaming = ctx.config.streaming.clone();
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
+
+    // The writer: one message at a time, each within the client write timeout.
+    let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
+    let mut writer = tokio::spawn(async move {
+        while let Some(item) = out_rx.recv().await {
+            let (message, last) = match item {
+                Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),
+                Outgoing::Binary(b) => (Message::Binary(b.into()), false),
+                Outgoing::Close(code, reason) => (
+                    Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from(reason),
+                    })),
+                    true,
+                ),
+            };
+            match tokio::time::timeout(write_timeout, sink.send(message)).await {
+                Ok(Ok(())) if !last => {}
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::warn!(?write_timeout, "client too slow to read; disconnecting");
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut session = Session::new(ctx, out.clone());
+    session.run(&mut stream).await;
+    drop(session);
+    drop(out);
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+type ClientStream = futures_util::stream::SplitStream<WebSocket>;
+
+struct Session {
+    ctx: SessionContext,
+    out: mpsc::Sender<Outgoing>,
+    state: SessionState,
+    id: String,
+    seed: u64,
+    init: SessionInit,
+    pending: VecDeque<SegmentPrompt>,
+    last_prompt: Option<SegmentPrompt>,
+    paused: bool,
+    generating: bool,
+    scheduled: u32,
+    media_done: u32,
+    cap: u32,
+    last_state: Option<ContinuationState>,
+    last_activity: Instant,
+    pipeline: Option<SegmentPipeline>,
+    events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
+    _active: Option<ActiveGuard>,
+}
+
+impl Session {
+    fn new(ctx: SessionContext, out: mpsc::Sender<Outgoing>) -> Self {
+        let seed = RandomState::new().hash_one(Instant::now());
+        Self {
+            cap: ctx.config.streaming.generation_segment_cap,
+            ctx,
+            out,
+            state: SessionState::Initializing,
+            id: format!("{seed:016x}"),
+            seed: seed >> 16,
+            init: SessionInit::default(),
+            pending: VecDeque::new(),
+            last_prompt: None,
+            paused: false,
+            generating: false,
+            scheduled: 0,
+            media_done: 0,
+            last_state: None,
+            last_activity: Instant::now(),
+            pipeline: None,
+            events: None,
+            _active: None,
+        }
+    }
+
+    fn become_(&mut self, to: SessionState) {
+        if let Err(e) = self.state.transition(to) {
+            tracing::error!(session = %self.id, error = %e, "session state bug");
+        } else {
+            tracing::info!(session = %self.id, state = ?to, "session state");
+        }
+    }
+
+    async fn send(&self, item: Outgoing) -> bool {
+        self.out.send(item).await.is_ok()
+    }
+
+    async fn close(&mut self, end: SessionState, code: u16, reason: &str) {
+        self.become_(end);
+        if let Some(p) = self.pipeline.take() {
+            p.cancel();
+        }
+        let _ = self.send(Outgoing::Close(code, reason.into())).await;
+    }
+
+    async fn run(&mut self, stream: &mut ClientStream) {
+        if !self.handshake(stream).await {
+            return;
+        }
+        let Some(buffered) = self.bind_worker(stream).await else {
+            return;
+        };
+        for msg in buffered {
+            if let Flow::End = self.on_client(msg).await {
+                return;
+            }
+        }
+        self.main_loop(stream).await;
+    }
+
+    /// Waits for a valid `session_init_v2` and checks capacity.
+    async fn handshake(&mut self, stream: &mut ClientStream) -> bool {
+        let init_timeout = Duration::from_secs(self.ctx.config.streaming.init_timeout_seconds);
+        let first = match tokio::time::timeout(init_timeout, stream.next()).await {
+            Err(_) => {
+                let _ = self
+                    .send(error(
+                        ErrorCode::SessionRejected,
+                        "no session_init_v2 within the init timeout",
+                        true,
+                        Some("init_timeout".into()),
+                    ))
+                    .await;
+                self.close(SessionState::Timeout, close_code::NORMAL, "init timeout")
+                    .await;
+                return false;
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                self.become_(SessionState::Complete);
+                return false;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let init = match &first {
+            Message::Text(t) => parse_client_message(t.as_str()),
+            Message::Close(_) => {
+                self.become_(SessionState::Complete);
+                return false;
+            }
+            _ => Err(ProtocolError::MissingType),
+        };
+        let init = match init {
+            Ok(ClientMessage::SessionInitV2(init)) => init,
+            Ok(_) | Err(_) => {
+                let detail = match init {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the first message must be session_init_v2".into(),
+                };
+                let _ = self
+                    .send(error(
+                        ErrorCode::SessionRejected,
+                        detail,
+                        false,
+                        Some("bad_first_frame".into()),
+                    ))
+                    .await;
+                self.close(
+                    SessionState::Rejected,
+                    close_code::UNSUPPORTED,
+                    "expected session_init_v2",
+                )
+                .await;
+                return false;
+            }
+        };
+        if let Some(mode) = &init.stream_mode
+            && mode != "av_fmp4"
+        {
+            let _ = self
+                .send(error(
+                    ErrorCode::SessionRejected,
+                    format!("stream_mode `{mode}` is not supported (only av_fmp4)"),
+                    false,
+                    Some("field:stream_mode".into()),
+                ))
+                .await;
+            self.close(
+                SessionState::Rejected,
+                close_code::UNSUPPORTED,
+                "unsupported stream_mode",
+            )
+            .await;
+            return false;
+        }
+        let max = self.ctx.config.streaming.max_sessions;
+        let active = self.ctx.active.fetch_add(1, Ordering::AcqRel);
+        self._active = Some(ActiveGuard(self.ctx.active.clone()));
+        if active >= max {
+            let _ = self
+                .send(error(
+                    ErrorCode::SessionRejected,
+                    format!("replica is at capacity ({max} sessions)"),
+                    true,
+                    Some("capacity".into()),
+                ))
+                .await;
+            self.close(
+                SessionState::Rejected,
+                close_code::TRY_AGAIN_LATER,
+                "at capacity",
+            )
+            .await;
+            return false;
+        }
+        if init.single_clip_mode {
+            self.cap = 1;
+        }
+        self.init = init;
+        self.last_activity = Instant::now();
+        true
+    }
+
+    /// Queues for a worker (reporting positions), then starts the pipeline. Client messages
+    /// that arrive meanwhile are returned to be handled once active.
+    async fn bind_worker(&mut self, stream: &mut ClientStream) -> Option<Vec<Message>> {
+        self.become_(SessionState::Queued);
+        let timeout = Duration::from_secs(self.ctx.config.pool.acquire_timeout_seconds);
+        let pool = self.ctx.pool.clone();
+        let out = self.out.clone();
+        let mut on_queued = move |p: crate::pool::QueuePosition| {
+            let _ = out.try_send(Outgoing::text(&ServerMessage::QueueStatus {
+                position: p.position,
+                queue_depth: p.queue_depth,
+            }));
+        };
+        let acquire = pool.acquire(timeout, &mut on_queued);
+        tokio::pin!(acquire);
+        let mut buffered = Vec::new();
+        let lease = loop {
+            tokio::select! {
+                lease = &mut acquire => break lease,
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        self.become_(SessionState::Complete);
+                        return None;
+                    }
+                    Some(Ok(m)) => buffered.push(m),
+                },
+            }
+        };
+        let mut lease = match lease {
+            Ok(lease) => lease,
+            Err(e) => {
+                let _ = self
+                    .send(error(ErrorCode::GpuUnavailable, e.to_string(), true, None))
+                    .await;
+                self.close(
+                    SessionState::Rejected,
+                    close_code::TRY_AGAIN_LATER,
+                    "no worker available",
+                )
+                .await;
+                return None;
+            }
+        };
+        self.become_(SessionState::GpuBinding);
+        let format = lease.generator().format();
+        let mut initial_state = None;
+        if let Some(state) = self.init.continuation_state.take() {
+            match lease.generator().validate_state(&state) {
+                Ok(()) => initial_state = Some(state),
+                Err(e) => {
+                    let _ = self
+                        .send(error(
+                            ErrorCode::InvalidMessage,
+                            format!("continuation_state: {e}"),
+                            true,
+                            Some("field:continuation_state".into()),
+                        ))
+                        .await;
+                }
+            }
+        }
+        self.last_state = initial_state.clone();
+        let media = &self.ctx.config.media;
+        let mut encoder =
+            EncoderSettings::from_config(media, format.width, format.height, format.fps);
+        encoder.audio = format.audio.map(|(sample_rate, channels)| AudioSettings {
+            sample_rate,
+            channels,
+            encoder: media.audio_encoder,
+        });
+        let gpu_id = lease.gpu_id();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        self.events = Some(events_rx);
+        self.pipeline = Some(SegmentPipeline::start(
+            lease,
+            initial_state,
+            encoder,
+            self.id.clone(),
+            PipelineOutputs {
+                out: self.out.clone(),
+                events: events_tx,
+            },
+        ));
+        self.become_(SessionState::Active);
+        let timeout_s = self.ctx.config.streaming.session_timeout_seconds;
+        self.send(Outgoing::text(&ServerMessage::GpuAssigned {
+            gpu_id,
+            session_timeout: timeout_s,
+        }))
+        .await;
+        self.send(Outgoing::text(&ServerMessage::Ltx2StreamStart {
+            preset: self.init.preset.clone(),
+            width: format.width,
+            height: format.height,
+            fps: format.fps,
+            num_frames: format.frames_per_segment,
+        }))
+        .await;
+        self.try_schedule();
+        Some(buffered)
+    }
+
+    async fn main_loop(&mut self, stream: &mut ClientStream) {
+        let idle = Duration::from_secs(self.ctx.config.streaming.session_timeout_seconds);
+        let mut events = self.events.take().expect("set when the worker was bound");
+        loop {
+            let idle_deadline = tokio::time::Instant::from_std(self.last_activity + idle);
+            let flow = tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(m)) => self.on_client(m).await,
+                    Some(Err(e)) => self.on_read_error(e).await,
+                    None => {
+                        tracing::info!(session = %self.id, "client went away");
+                        self.become_(SessionState::Complete);
+                        Flow::End
+                    }
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => Flow::End,
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    let secs = idle.as_secs();
+                    self.send(Outgoing::text(&ServerMessage::SessionTimeout { timeout_seconds: secs })).await;
+                    self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete { reason: StreamEndReason::IdleTimeout })).await;
+                    self.close(SessionState::Timeout, close_code::NORMAL, "idle timeout").await;
+                    Flow::End
+                }
+                _ = self.out.closed() => {
+                    // The writer gave up on a client that does not read.
+                    self.close(SessionState::Error, close_code::NORMAL, "client too slow").await;
+                    Flow::End
+                }
+            };
+            if let Flow::End = flow {
+                if let Some(p) = self.pipeline.take() {
+                    p.cancel();
+                }
+                return;
+            }
+        }
+    }
+
+    async fn on_read_error(&mut self, e: axum::Error) -> Flow {
+        let text = e.to_string();
+        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+            let limit = self.ctx.config.streaming.max_message_bytes;
+            self.send(error(
+                ErrorCode::InvalidMessage,
+                format!("message larger than {limit} bytes"),
+                false,
+                Some("frame_too_large".into()),
+            ))
+            .await;
+            self.close(SessionState::Error, close_code::TOO_BIG, "message too big")
+                .await;
+        } else {
+            tracing::info!(session = %self.id, error = %text, "client connection failed");
+            self.become_(SessionState::Complete);
+        }
+        Flow::End
+    }
+
+    async fn on_client(&mut self, msg: Message) -> Flow {
+        self.last_activity = Instant::now();
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not accepted; send JSON text",
+                    true,
+                    Some("binary_frame".into()),
+                ))
+                .await;
+                return Flow::Continue;
+            }
+            Message::Close(_) => {
+                tracing::info!(session = %self.id, "client closed the session");
+                self.become_(SessionState::Complete);
+                return Flow::End;
+            }
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+        };
+        let parsed = match parse_client_message(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    e.to_string(),
+                    true,
+                    Some(e.reason()),
+                ))
+                .await;
+                return Flow::Continue;
+            }
+        };
+        match parsed {
+            ClientMessage::SessionInitV2(_) => {
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    "session already initialised",
+                    true,
+                    Some("duplicate_init".into()),
+                ))
+                .await;
+            }
+            ClientMessage::SegmentPromptSource(p) => {
+                if p.prompt.trim().is_empty() {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "prompt must not be empty",
+                        true,
+                        Some("field:prompt".into()),
+                    ))
+                    .await;
+                } else if p.num_inference_steps == Some(0) {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "num_inference_steps must be at least 1",
+                        true,
+                        Some("field:num_inference_steps".into()),
+                    ))
+                    .await;
+                } else {
+                    self.pending.push_back(p);
+                    self.try_schedule();
+                }
+            }
+            ClientMessage::SeedPromptsUpdated(s) => self.init.curated_prompts = s.seed_prompts,
+            ClientMessage::EnhancementUpdated(t) => self.init.enhancement_enabled = t.enabled,
+            ClientMessage::AutoExtensionUpdated(t) => {
+                self.init.auto_extension_enabled = t.enabled;
+                self.try_schedule();
+            }
+            ClientMessage::LoopGenerationUpdated(t) => {
+                self.init.loop_generation_enabled = t.enabled;
+                self.try_schedule();
+            }
+            ClientMessage::GenerationPausedUpdated(p) => {
+                self.paused = p.paused;
+                self.try_schedule();
+            }
+            ClientMessage::SnapshotState(_) => match &self.last_state {
+                Some(state) => {
+                    let msg = ServerMessage::ContinuationStateSnapshot {
+                        state: state.clone(),
+                    };
+                    self.send(Outgoing::text(&msg)).await;
+                }
+                None => {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "no segment generated yet: nothing to snapshot",
+                        true,
+                        Some("no_state".into()),
+                    ))
+                    .await;
+                }
+            },
+            ClientMessage::Ping(_) => {}
+        }
+        Flow::Continue
+    }
+
+    async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
+        match ev {
+            PipelineEvent::Generated { next_state, .. } => {
+                self.last_state = Some(next_state);
+                self.generating = false;
+                self.try_schedule();
+                Flow::Continue
+            }
+            PipelineEvent::MediaDone { .. } => {
+                self.media_done += 1;
+                if self.media_done >= self.cap {
+                    self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete {
+                        reason: StreamEndReason::SegmentCap,
+                    }))
+                    .await;
+                    self.close(
+                        SessionState::Complete,
+                        close_code::NORMAL,
+                        "segment cap reached",
+                    )
+                    .await;
+                    return Flow::End;
+                }
+                Flow::Continue
+            }
+            PipelineEvent::Failed { code, message } => {
+                tracing::error!(session = %self.id, ?code, %message, "session failed");
+                self.send(error(code, message, code == ErrorCode::WorkerFailed, None))
+                    .await;
+                self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete {
+                    reason: StreamEndReason::Error,
+                }))
+                .await;
+                self.close(SessionState::Error, close_code::INTERNAL, "internal error")
+                    .await;
+                Flow::End
+            }
+        }
+    }
+
+    /// Picks the next prompt: a requested one first, then the curated loop, then the
+    /// newest prompt again under auto-extension.
+    fn next_prompt(&mut self) -> Option<(SegmentPrompt, PromptSource)> {
+        if let Some(p) = self.pending.pop_front() {
+            let source = p.source.unwrap_or(PromptSource::User);
+            return Some((p, source));
+        }
+        let curated = &self.init.curated_prompts;
+        if self.init.loop_generation_enabled && !curated.is_empty() {
+            let prompt = curated[self.scheduled as usize % curated.len()].clone();
+            return Some((
+                SegmentPrompt {
+                    prompt,
+                    negative_prompt: None,
+                    source: Some(PromptSource::Curated),
+                    seed: None,
+                    num_inference_steps: None,
+                    guidance_scale: None,
+                },
+                PromptSource::Curated,
+            ));
+        }
+        if self.init.auto_extension_enabled {
+            let last = self.last_prompt.clone().or_else(|| {
+                curated.first().map(|prompt| SegmentPrompt {
+                    prompt: prompt.clone(),
+                    negative_prompt: None,
+                    source: None,
+                    seed: None,
+                    num_inference_steps: None,
+                    guidance_scale: None,
+                })
+            })?;
+            return Some((last, PromptSource::AutoExtension));
+        }
+        None
+    }
+
+    /// Starts the next segment when nothing is being generated and the session wants more.
+    fn try_schedule(&mut self) {
+        if self.generating || self.paused || self.scheduled >= self.cap || self.pipeline.is_none() {
+            return;
+        }
+        let Some((prompt, _source)) = self.next_prompt() else {
+            return;
+        };
+        let defaults = &self.ctx.config.generator;
+        let segment_idx = self.scheduled;
+        let request = SegmentRequest {
+            segment_idx,
+            prompt: prompt.prompt.clone(),
+            negative_prompt: prompt.negative_prompt.clone(),
+            seed: prompt
+                .seed
+                .unwrap_or(self.seed.wrapping_add(u64::from(segment_idx))),
+            num_inference_steps: prompt
+                .num_inference_steps
+                .unwrap_or(defaults.num_inference_steps),
+            guidance_scale: prompt.guidance_scale.unwrap_or(1.0),
+        };
+        self.last_prompt = Some(prompt);
+        let job = SegmentJob {
+            request,
+            scheduled_at: Instant::now(),
+        };
+        if self.pipeline.as_ref().is_some_and(|p| p.submit(job)) {
+            self.generating = true;
+            self.scheduled += 1;
+        }
+    }
+}

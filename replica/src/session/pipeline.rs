@@ -1,0 +1,367 @@
+//! The two threads behind one session that keep generation and media apart:
+//!
+//! ```text
+//! controller ──jobs──▶ generation thread ──segments (bounded: 1)──▶ media thread ──▶ send queue
+//!     ▲                    │ (owns the worker lease)                 │ (owns the encoder)
+//!     └────────── events: generated / media done / failed ──────────┘
+//! ```
+//!
+//! Segment k+1 is generated while segment k is encoded and sent. Frames move into the media
+//! thread by value, so the generator never sees them again. Every hand-off is bounded: a slow
+//! client fills the send queue, the media thread waits on it, the segment channel fills and
+//! the generation thread waits; nothing buffers without bound. When the session ends the
+//! controller cancels: generation stops at the next step and the lease (the worker) goes back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use framecast_common::protocol::{ContinuationState, ErrorCode, ServerMessage};
+use tokio::sync::mpsc;
+
+use super::Outgoing;
+use crate::generate::{GenerateError, GeneratedSegment, SegmentRequest};
+use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaError};
+use crate::pool::WorkerLease;
+
+/// How long the media thread waits for a segment's last fragment before moving on.
+const FRAGMENT_WAIT: Duration = Duration::from_secs(5);
+
+/// One segment to generate.
+#[derive(Debug, Clone)]
+pub struct SegmentJob {
+    /// What to generate.
+    pub request: SegmentRequest,
+    /// When the controller asked for it (for `e2e_latency_ms`).
+    pub scheduled_at: Instant,
+}
+
+/// What the threads tell the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineEvent {
+    /// A segment was generated; `next_state` continues from it.
+    Generated {
+        /// The segment.
+        segment_idx: u32,
+        /// State after it.
+        next_state: ContinuationState,
+    },
+    /// Every fragment of a segment is in the send queue.
+    MediaDone {
+        /// The segment.
+        segment_idx: u32,
+    },
+    /// The session cannot go on.
+    Failed {
+        /// Error category for the client.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+}
+
+struct MediaJob {
+    segment_idx: u32,
+    segment: GeneratedSegment,
+    generation_ms: u64,
+    scheduled_at: Instant,
+}
+
+/// The running threads of one session; dropping it cancels them.
+#[derive(Debug)]
+pub struct SegmentPipeline {
+    jobs: SyncSender<SegmentJob>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Channels the threads report through.
+#[derive(Debug, Clone)]
+pub struct PipelineOutputs {
+    /// Messages and media for the client (bounded).
+    pub out: mpsc::Sender<Outgoing>,
+    /// Events for the controller.
+    pub events: mpsc::UnboundedSender<PipelineEvent>,
+}
+
+impl SegmentPipeline {
+    /// Starts both threads; the lease moves into the generation thread.
+    pub fn start(
+        lease: WorkerLease,
+        initial_state: Option<ContinuationState>,
+        encoder: EncoderSettings,
+        stream_id: String,
+        outputs: PipelineOutputs,
+    ) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (jobs_tx, jobs_rx) = sync_channel::<SegmentJob>(4);
+        let (media_tx, media_rx) = sync_channel::<MediaJob>(1);
+        {
+            let (cancel, outputs) = (cancel.clone(), outputs.clone());
+            std::thread::Builder::new()
+                .name("fc-generate".into())
+                .spawn(move || {
+                    generation_loop(lease, initial_state, jobs_rx, media_tx, &cancel, &outputs)
+                })
+                .expect("spawn generation thread");
+        }
+        {
+            let cancel = cancel.clone();
+            std::thread::Builder::new()
+                .name("fc-media".into())
+                .spawn(move || media_loop(encoder, stream_id, media_rx, &cancel, &outputs))
+                .expect("spawn media thread");
+        }
+        Self {
+            jobs: jobs_tx,
+            cancel,
+        }
+    }
+
+    /// Queues a segment; false when the pipeline has stopped.
+    pub fn submit(&self, job: SegmentJob) -> bool {
+        self.jobs.try_send(job).is_ok()
+    }
+
+    /// Stops both threads as soon as they notice (within one denoising step).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for SegmentPipeline {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+fn generation_loop(
+    mut lease: WorkerLease,
+    mut state: Option<ContinuationState>,
+    jobs: Receiver<SegmentJob>,
+    media: SyncSender<MediaJob>,
+    cancel: &AtomicBool,
+    outputs: &PipelineOutputs,
+) {
+    let send = |msg: ServerMessage| outputs.out.blocking_send(Outgoing::text(&msg)).is_ok();
+    while let Ok(job) = jobs.recv() {
+        if cancel.load(Ordering::Acquire) {
+            break;
+        }
+        let idx = job.request.segment_idx;
+        let total_steps = job.request.num_inference_steps;
+        if !send(ServerMessage::Ltx2SegmentStart {
+            segment_idx: idx,
+            prompt: job.request.prompt.clone(),
+            total_steps,
+        }) {
+            break;
+        }
+        let started = Instant::now();
+        let result = lease
+            .generator()
+            .generate(&job.request, state.as_ref(), &mut |p| {
+                let delivered = send(ServerMessage::StepComplete {
+                    segment_idx: idx,
+                    step: p.step,
+                    total_steps: p.total_steps,
+                    stage: "denoise".into(),
+                });
+                if cancel.load(Ordering::Acquire) || !delivered {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            });
+        match result {
+            Ok(segment) => {
+                state = Some(segment.next_state.clone());
+                let _ = outputs.events.send(PipelineEvent::Generated {
+                    segment_idx: idx,
+                    next_state: segment.next_state.clone(),
+                });
+                let job = MediaJob {
+                    segment_idx: idx,
+                    segment,
+                    generation_ms: started.elapsed().as_millis() as u64,
+                    scheduled_at: job.scheduled_at,
+                };
+                // Waits while the media thread is busy with the previous segment.
+                if media.send(job).is_err() {
+                    break;
+                }
+            }
+            Err(GenerateError::Cancelled) => break,
+            Err(e) => {
+                let _ = outputs.events.send(PipelineEvent::Failed {
+                    code: ErrorCode::WorkerFailed,
+                    message: e.to_string(),
+                });
+                break;
+            }
+        }
+    }
+    tracing::debug!(
+        gpu = lease.gpu_id(),
+        "generation thread done; worker released"
+    );
+}
+
+fn media_loop(
+    settings: EncoderSettings,
+    stream_id: String,
+    jobs: Receiver<MediaJob>,
+    cancel: &AtomicBool,
+    outputs: &PipelineOutputs,
+) {
+    let fail = |e: MediaError| {
+        let _ = outputs.events.send(PipelineEvent::Failed {
+            code: ErrorCode::InternalError,
+            message: format!("media: {e}"),
+        });
+    };
+    let frames_per_fragment = settings.frames_per_fragment;
+    let fps = settings.fps;
+    let mut encoder = match Fmp4Encoder::new(settings) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let mut announced = false;
+    while let Ok(job) = jobs.recv() {
+        if cancel.load(Ordering::Acquire) {
+            return;
+        }
+        match encode_segment(
+            &mut encoder,
+            job,
+            &stream_id,
+            &mut announced,
+            frames_per_fragment,
+            fps,
+            outputs,
+            cancel,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return fail(e),
+        }
+    }
+}
+
+/// Encodes one segment and queues its chunks as they appear; `Ok(false)` once the client
+/// is gone.
+#[allow(clippy::too_many_arguments)]
+fn encode_segment(
+    encoder: &mut Fmp4Encoder,
+    job: MediaJob,
+    stream_id: &str,
+    announced: &mut bool,
+    frames_per_fragment: u32,
+    fps: u32,
+    outputs: &PipelineOutputs,
+    cancel: &AtomicBool,
+) -> Result<bool, MediaError> {
+    let idx = job.segment_idx;
+    let frame_count = job.segment.frames.len() as u32;
+    let expected_fragments = frame_count.div_ceil(frames_per_fragment);
+    let mut sender = ChunkSender {
+        segment_idx: idx,
+        stream_id,
+        announced,
+        fragments: 0,
+        chunks: 0,
+        out: &outputs.out,
+    };
+
+    encoder.begin_segment(idx)?;
+    if let Some(audio) = job.segment.audio {
+        encoder.push_audio(audio)?;
+    }
+    for frame in job.segment.frames {
+        if cancel.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        encoder.push_frame(frame)?;
+        // Send fragments as soon as they exist: playback starts before the segment ends.
+        if !sender.send(encoder, encoder.drain_ready()?) {
+            return Ok(false);
+        }
+    }
+    encoder.end_segment()?;
+    while sender.fragments < expected_fragments {
+        match encoder.next_chunk(FRAGMENT_WAIT)? {
+            Some(chunk) => {
+                if !sender.send(encoder, vec![chunk]) {
+                    return Ok(false);
+                }
+            }
+            // An audio track's tail can wait for the next segment's audio; go on.
+            None => break,
+        }
+    }
+    let duration_ms = u64::from(frame_count) * 1000 / u64::from(fps);
+    let done = [
+        ServerMessage::MediaSegmentComplete {
+            segment_idx: idx,
+            stream_id: stream_id.to_string(),
+            chunks: sender.chunks,
+            duration_ms,
+        },
+        ServerMessage::Ltx2SegmentComplete {
+            segment_idx: idx,
+            generation_time_ms: job.generation_ms,
+            e2e_latency_ms: job.scheduled_at.elapsed().as_millis() as u64,
+        },
+    ];
+    for msg in done {
+        if outputs.out.blocking_send(Outgoing::text(&msg)).is_err() {
+            return Ok(false);
+        }
+    }
+    let _ = outputs
+        .events
+        .send(PipelineEvent::MediaDone { segment_idx: idx });
+    Ok(true)
+}
+
+/// Queues one segment's chunks for the client, announcing the codec before the first one.
+struct ChunkSender<'a> {
+    segment_idx: u32,
+    stream_id: &'a str,
+    announced: &'a mut bool,
+    fragments: u32,
+    chunks: u32,
+    out: &'a mpsc::Sender<Outgoing>,
+}
+
+impl ChunkSender<'_> {
+    /// False once the client is gone.
+    fn send(&mut self, encoder: &Fmp4Encoder, chunks: Vec<crate::media::MediaChunk>) -> bool {
+        for chunk in chunks {
+            if !*self.announced {
+                let msg = ServerMessage::MediaInit {
+                    segment_idx: self.segment_idx,
+                    mime: encoder.mime().unwrap_or_else(|| "video/mp4".into()),
+                    stream_id: self.stream_id.to_string(),
+                    mode: "av_fmp4".into(),
+                };
+                if self.out.blocking_send(Outgoing::text(&msg)).is_err() {
+                    return false;
+                }
+                *self.announced = true;
+            }
+            if chunk.kind == ChunkKind::Fragment {
+                self.fragments += 1;
+            }
+            self.chunks += 1;
+            if self
+                .out
+                .blocking_send(Outgoing::Binary(chunk.bytes))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,360 @@
+//! Real WebSocket clients against the real replica server on 127.0.0.1, with MockGenerator
+//! (the test double) producing frames and the real GStreamer encoder producing fMP4.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use framecast_replica::config::ReplicaConfig;
+use framecast_replica::generate;
+use framecast_replica::pool::WorkerPool;
+use framecast_replica::pool::in_process::InProcessPool;
+use framecast_replica::server::{self, AppState};
+use framecast_replica::session::SessionContext;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    url: String,
+    pool: Arc<InProcessPool>,
+}
+
+fn test_config() -> ReplicaConfig {
+    let mut c = ReplicaConfig::default();
+    c.generator.width = 128;
+    c.generator.height = 72;
+    c.generator.fps = 24;
+    c.generator.frames_per_segment = 12;
+    c.generator.num_inference_steps = 3;
+    c.generator.mock_latency_ms = 60;
+    c.media.fragment_duration_ms = 250;
+    c.streaming.generation_segment_cap = 2;
+    c.streaming.max_sessions = 2;
+    c.streaming.max_message_bytes = 64 * 1024;
+    c
+}
+
+async fn start(config: ReplicaConfig) -> Server {
+    // As in main: GStreamer is initialised once at start-up, before any session.
+    framecast_replica::media::elements::init().unwrap();
+    framecast_common::logging::init("framecast_replica=debug");
+    let config = Arc::new(config);
+    let generators = (0..config.pool.num_workers)
+        .map(|_| generate::build(&config.generator))
+        .collect();
+    let pool = Arc::new(InProcessPool::new(generators, false));
+    let sessions = SessionContext {
+        pool: pool.clone(),
+        config,
+        active: Default::default(),
+    };
+    let recorder = framecast_common::metrics::standalone_recorder();
+    let state = AppState::new("cpu".into(), recorder.handle(), sessions);
+    state.mark_ready();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::router(state)).await.unwrap() });
+    Server {
+        url: format!("ws://{addr}/v1/stream"),
+        pool,
+    }
+}
+
+async fn connect(server: &Server) -> Client {
+    tokio_tungstenite::connect_async(&server.url)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn send(client: &mut Client, value: Value) {
+    client
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// Everything the server sends until it closes: JSON messages, binary sizes, the close code.
+#[derive(Debug, Default)]
+struct Transcript {
+    events: Vec<String>,
+    messages: Vec<Value>,
+    binary_bytes: usize,
+    close: Option<u16>,
+}
+
+async fn read_until_close(client: &mut Client, limit: Duration) -> Transcript {
+    let mut t = Transcript::default();
+    let deadline = Instant::now() + limit;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), client.next()).await {
+        match msg {
+            Ok(Message::Text(text)) => {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                t.events.push(v["type"].as_str().unwrap().to_string());
+                t.messages.push(v);
+            }
+            Ok(Message::Binary(b)) => {
+                t.events.push("binary".into());
+                t.binary_bytes += b.len();
+            }
+            Ok(Message::Close(frame)) => {
+                t.close = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    t
+}
+
+fn first<'a>(t: &'a Transcript, kind: &str) -> &'a Value {
+    t.messages
+        .iter()
+        .find(|m| m["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", t.events))
+}
+
+fn index(t: &Transcript, kind: &str) -> usize {
+    t.events
+        .iter()
+        .position(|e| e == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", t.events))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_streams_segments_in_protocol_order() {
+    let server = start(test_config()).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["a red fox"], "auto_extension_enabled": true})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+
+    assert_eq!(t.close, Some(1000), "{:?}", t.events);
+    assert_eq!(first(&t, "gpu_assigned")["gpu_id"], 0);
+    let start = first(&t, "ltx2_stream_start");
+    assert_eq!(
+        (
+            start["width"].as_u64(),
+            start["height"].as_u64(),
+            start["num_frames"].as_u64()
+        ),
+        (Some(128), Some(72), Some(12))
+    );
+    // Order: assigned, stream start, segment 0 start, its steps, media init, bytes, completions.
+    assert!(index(&t, "gpu_assigned") < index(&t, "ltx2_stream_start"));
+    assert!(index(&t, "ltx2_stream_start") < index(&t, "ltx2_segment_start"));
+    assert!(index(&t, "ltx2_segment_start") < index(&t, "step_complete"));
+    assert!(index(&t, "step_complete") < index(&t, "media_init"));
+    assert_eq!(
+        t.events[index(&t, "media_init") + 1],
+        "binary",
+        "init segment follows media_init"
+    );
+    assert!(index(&t, "binary") < index(&t, "media_segment_complete"));
+    assert!(index(&t, "media_segment_complete") < index(&t, "ltx2_segment_complete"));
+    let steps: Vec<&Value> = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "step_complete")
+        .collect();
+    assert_eq!(steps.len(), 6, "3 steps x 2 segments");
+    let completes: Vec<u64> = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ltx2_segment_complete")
+        .map(|m| m["segment_idx"].as_u64().unwrap())
+        .collect();
+    assert_eq!(completes, vec![0, 1]);
+    assert_eq!(t.events.last().unwrap(), "ltx2_stream_complete");
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+    let mime = first(&t, "media_init")["mime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(mime.starts_with("video/mp4; codecs=\"avc1."), "{mime}");
+    assert!(t.binary_bytes > 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_first_frame_is_rejected_with_1003() {
+    let server = start(test_config()).await;
+    for first_frame in [
+        json!({"type": "segment_prompt_source", "prompt": "x"}),
+        json!({"hello": 1}),
+    ] {
+        let mut client = connect(&server).await;
+        send(&mut client, first_frame).await;
+        let t = read_until_close(&mut client, Duration::from_secs(5)).await;
+        assert_eq!(first(&t, "error")["code"], "session_rejected");
+        assert_eq!(t.close, Some(1003));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_get_errors_and_the_session_goes_on() {
+    let server = start(test_config()).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    client
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    send(&mut client, json!({"type": "warp_drive"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "x", "seed": "seven"}),
+    )
+    .await;
+    client
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "a boat"}),
+    )
+    .await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "a boat at dusk"}),
+    )
+    .await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    let errors: Vec<&Value> = t.messages.iter().filter(|m| m["type"] == "error").collect();
+    assert_eq!(errors.len(), 4, "{:?}", t.events);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == "invalid_message" && e["retryable"] == true)
+    );
+    assert_eq!(errors[2]["reason"], "field:seed", "{}", errors[2]);
+    assert_eq!(
+        t.close,
+        Some(1000),
+        "the session carried on to its cap: {:?}",
+        t.events
+    );
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_capacity_is_refused_with_1013() {
+    let mut config = test_config();
+    config.streaming.max_sessions = 1;
+    let server = start(config).await;
+    let mut holder = connect(&server).await;
+    send(&mut holder, json!({"type": "session_init_v2"})).await;
+    // Wait until the first session holds its slot.
+    let assigned = holder.next().await.unwrap().unwrap();
+    assert!(assigned.to_text().unwrap().contains("gpu_assigned"));
+    let mut extra = connect(&server).await;
+    send(&mut extra, json!({"type": "session_init_v2"})).await;
+    let t = read_until_close(&mut extra, Duration::from_secs(5)).await;
+    assert_eq!(first(&t, "error")["code"], "session_rejected");
+    assert_eq!(t.close, Some(1013));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_with_1009() {
+    let server = start(test_config()).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    let big = json!({"type": "segment_prompt_source", "prompt": "x".repeat(100 * 1024)});
+    let _ = client.send(Message::Text(big.to_string().into())).await;
+    let t = read_until_close(&mut client, Duration::from_secs(5)).await;
+    assert_eq!(t.close, Some(u16::from(CloseCode::Size)), "{:?}", t.events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_segment_frees_its_worker_within_a_second() {
+    let mut config = test_config();
+    config.generator.mock_latency_ms = 3000;
+    config.generator.num_inference_steps = 30;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "slow"}),
+    )
+    .await;
+    // Wait for generation to be under way.
+    loop {
+        let msg = client.next().await.unwrap().unwrap();
+        if msg.to_text().is_ok_and(|t| t.contains("step_complete")) {
+            break;
+        }
+    }
+    assert_eq!(server.pool.status().available_gpus, 0);
+    drop(client);
+    let left = Instant::now();
+    while server.pool.status().available_gpus == 0 {
+        assert!(
+            left.elapsed() < Duration::from_secs(1),
+            "worker still busy after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_restore_continue_the_stream() {
+    let server = start(test_config()).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "p"}),
+    )
+    .await;
+    // After segment 0 completes, ask for the state.
+    loop {
+        let msg = client.next().await.unwrap().unwrap();
+        if msg
+            .to_text()
+            .is_ok_and(|t| t.contains("ltx2_segment_complete"))
+        {
+            break;
+        }
+    }
+    send(&mut client, json!({"type": "snapshot_state"})).await;
+    let state = loop {
+        let msg = client.next().await.unwrap().unwrap();
+        if let Ok(text) = msg.to_text() {
+            let v: Value = serde_json::from_str(text).unwrap();
+            if v["type"] == "continuation_state_snapshot" {
+                break v["state"].clone();
+            }
+        }
+    };
+    assert_eq!(state["kind"], "framecast.mock.v1");
+    drop(client);
+
+    let mut restored = connect(&server).await;
+    send(
+        &mut restored,
+        json!({"type": "session_init_v2", "continuation_state": state}),
+    )
+    .await;
+    send(&mut restored, json!({"type": "snapshot_state"})).await;
+    let t = read_until_close(&mut restored, Duration::from_millis(800)).await;
+    assert_eq!(
+        first(&t, "continuation_state_snapshot")["state"],
+        state,
+        "restored state is the session's state"
+    );
+    drop(restored);
+    while server.pool.status().available_gpus == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut bad = connect(&server).await;
+    send(&mut bad, json!({"type": "session_init_v2", "continuation_state": {"kind": "someone.else.v9", "payload": {}}})).await;
+    let t = read_until_close(&mut bad, Duration::from_millis(800)).await;
+    assert_eq!(first(&t, "error")["code"], "invalid_message");
+    assert_eq!(first(&t, "error")["reason"], "field:continuation_state");
+}

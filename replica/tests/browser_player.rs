@@ -1,6 +1,7 @@
 //! The player page plays the encoder's output in a real browser: Debian's headless chromium,
-//! driven by playwright-core (tests/browser/play.mjs), loads replica/static/player.html, which
-//! connects to a small local WebSocket server fed live by `Fmp4Encoder`.
+//! driven by playwright-core (tests/browser/play.mjs), loads the player page
+//! (replica/static/index.html), which connects to a small local WebSocket server fed live by
+//! `Fmp4Encoder`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -135,7 +136,7 @@ async fn play(shape: StreamShape) -> serde_json::Value {
     let app = Router::new()
         .route(
             "/player.html",
-            get(|| async { Html(include_str!("../static/player.html")) }),
+            get(|| async { Html(include_str!("../static/index.html")) }),
         )
         .route(
             "/player.js",

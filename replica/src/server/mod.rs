@@ -66,6 +66,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(player::index))
+        .route("/player.js", get(player::script))
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

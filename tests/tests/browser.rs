@@ -1,0 +1,83 @@
+//! Headless chromium plays a 3-segment session from the real replica binary, through the
+//! real router binary: the whole product path, MockGenerator (the test double) standing in
+//! only for the model.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use framecast_e2e::{ChildGuard, free_port, wait_for_status};
+
+#[tokio::test]
+async fn chromium_plays_a_three_segment_session_through_the_router() {
+    let replica_port = free_port().to_string();
+    let router_port = free_port().to_string();
+    let _replica = ChildGuard::spawn(
+        "framecast-replica",
+        &[],
+        &[
+            ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
+            ("FRAMECAST_REPLICA__SERVER__PORT", &replica_port),
+            ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),
+            ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
+            ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "180"),
+            ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "300"),
+            ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "3"),
+        ],
+    );
+    let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  replicas:\n    - url: http://127.0.0.1:{replica_port}\n      primary: true\n"
+        ),
+    )
+    .unwrap();
+    let _router = ChildGuard::spawn(
+        "framecast-router",
+        &["--config", config.path().to_str().unwrap()],
+        &[],
+    );
+    // Ready once the worker has warmed up (two mock segments).
+    wait_for_status(
+        &format!("http://127.0.0.1:{router_port}/readyz"),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/play.mjs");
+    assert!(
+        script
+            .with_file_name("node_modules")
+            .join("playwright-core")
+            .exists(),
+        "playwright-core is missing: run scripts/setup"
+    );
+    let url = format!(
+        "http://127.0.0.1:{router_port}/?autoplay=1&prompt=a%20lighthouse%20in%20a%20storm"
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(url)
+            .arg("40000")
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "play.mjs failed: {stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&output.stdout)));
+    eprintln!("browser stats: {result}");
+
+    // Three 1 s segments (24 frames at 24 fps by default).
+    assert_eq!(result["errors"], serde_json::json!([]), "{result}");
+    assert_eq!(result["timedOut"], false, "{result}");
+    assert_eq!(result["segmentsComplete"], 3, "{result}");
+    assert_eq!(result["streamComplete"], true, "{result}");
+    let played = result["currentTime"].as_f64().unwrap();
+    assert!(played >= 0.9 * 3.0, "played {played} s of 3 s: {result}");
+}

@@ -9,14 +9,26 @@ use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandl
 ///
 /// `component` is `router` or `replica`; dashboards use the build info to spot mixed versions.
 pub fn install_recorder(component: &'static str) -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new().install_recorder()?;
+    let handle = builder()?.install_recorder()?;
     describe_and_record_build_info(component);
     Ok(handle)
 }
 
+/// Histogram buckets in seconds, from one denoising step on a GPU to a slow CPU segment.
+/// Real histograms (not summaries) so dashboards can aggregate quantiles across replicas.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets(&LATENCY_BUCKETS)
+}
+
 /// A recorder that is not installed globally, for tests that render metrics in isolation.
 pub fn standalone_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
-    PrometheusBuilder::new().build_recorder()
+    builder()
+        .expect("static buckets are valid")
+        .build_recorder()
 }
 
 fn describe_and_record_build_info(component: &'static str) {

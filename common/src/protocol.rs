@@ -197,6 +197,21 @@ pub enum ErrorCode {
     InternalError,
 }
 
+impl ErrorCode {
+    /// The wire name (`invalid_message`, ...), for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SessionRejected => "session_rejected",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::PresetMismatch => "preset_mismatch",
+            ErrorCode::GpuUnavailable => "gpu_unavailable",
+            ErrorCode::WorkerFailed => "worker_failed",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
 /// Messages the server sends (binary fMP4 frames travel separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -583,6 +598,21 @@ mod tests {
                 !matches!(result, Err(ProtocolError::UnknownType(_))),
                 "{t}: {result:?}"
             );
+        }
+    }
+
+    #[test]
+    fn error_code_names_match_serde() {
+        for code in [
+            ErrorCode::SessionRejected,
+            ErrorCode::InvalidMessage,
+            ErrorCode::PresetMismatch,
+            ErrorCode::GpuUnavailable,
+            ErrorCode::WorkerFailed,
+            ErrorCode::UpstreamTimeout,
+            ErrorCode::InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod media;
+pub mod observability;
 pub mod pool;
 pub mod server;
 pub mod session;

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
 async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
     let metrics = framecast_common::metrics::install_recorder("replica")
         .context("installing the Prometheus recorder")?;
+    framecast_replica::observability::describe();
 
     let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
         .await

@@ -80,4 +80,47 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     assert_eq!(result["streamComplete"], true, "{result}");
     let played = result["currentTime"].as_f64().unwrap();
     assert!(played >= 0.9 * 3.0, "played {played} s of 3 s: {result}");
+
+    // The session shows up in the replica's metrics, and the exposition is clean.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{replica_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "framecast_sessions_total{outcome=\"complete\"} 1",
+        "framecast_segment_generation_seconds_count",
+        "framecast_denoise_step_seconds_count",
+        "framecast_time_to_first_media_seconds_count 1",
+        "framecast_encode_seconds_count",
+        "framecast_media_bytes_total",
+        "framecast_realtime_factor",
+        "framecast_worker_up{gpu=\"0\"} 1",
+        "framecast_queue_depth 0",
+        "framecast_sessions_active",
+    ] {
+        assert!(metrics.contains(name), "missing `{name}` in:\n{metrics}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

@@ -44,6 +44,11 @@ pub async fn status(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let sessions = &state.inner.sessions;
+    crate::observability::record_pool(
+        &sessions.pool.status(),
+        sessions.active.load(std::sync::atomic::Ordering::Relaxed),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -25,6 +25,7 @@ use super::{Outgoing, SessionState, close_code};
 use crate::config::ReplicaConfig;
 use crate::generate::SegmentRequest;
 use crate::media::{AudioSettings, EncoderSettings};
+use crate::observability;
 use crate::pool::WorkerPool;
 
 /// What every session shares.
@@ -172,9 +173,17 @@ impl Session {
     fn become_(&mut self, to: SessionState) {
         if let Err(e) = self.state.transition(to) {
             tracing::error!(session = %self.id, error = %e, "session state bug");
-        } else {
-            tracing::info!(session = %self.id, state = ?to, "session state");
+            return;
         }
+        tracing::info!(session = %self.id, state = ?to, "session state");
+        let outcome = match to {
+            SessionState::Complete => "complete",
+            SessionState::Error => "error",
+            SessionState::Timeout => "timeout",
+            SessionState::Rejected => "rejected",
+            _ => return,
+        };
+        observability::session_ended(outcome);
     }
 
     async fn send(&self, item: Outgoing) -> bool {
@@ -387,6 +396,7 @@ impl Session {
             PipelineOutputs {
                 out: self.out.clone(),
                 events: events_tx,
+                started: Instant::now(),
             },
         ));
         self.become_(SessionState::Active);

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::Outgoing;
 use crate::generate::{GenerateError, GeneratedSegment, SegmentRequest};
 use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaError};
+use crate::observability;
 use crate::pool::WorkerLease;
 
 /// How long the media thread waits for a segment's last fragment before moving on.
@@ -82,6 +83,8 @@ pub struct PipelineOutputs {
     pub out: mpsc::Sender<Outgoing>,
     /// Events for the controller.
     pub events: mpsc::UnboundedSender<PipelineEvent>,
+    /// When the session became active (for time-to-first-media).
+    pub started: Instant,
 }
 
 impl SegmentPipeline {
@@ -158,9 +161,12 @@ fn generation_loop(
             break;
         }
         let started = Instant::now();
+        let mut last_step = started;
         let result = lease
             .generator()
             .generate(&job.request, state.as_ref(), &mut |p| {
+                observability::denoise_step(last_step.elapsed());
+                last_step = Instant::now();
                 let delivered = send(ServerMessage::StepComplete {
                     segment_idx: idx,
                     step: p.step,
@@ -175,6 +181,7 @@ fn generation_loop(
             });
         match result {
             Ok(segment) => {
+                observability::segment_generated(started.elapsed());
                 state = Some(segment.next_state.clone());
                 let _ = outputs.events.send(PipelineEvent::Generated {
                     segment_idx: idx,
@@ -220,27 +227,21 @@ fn media_loop(
             message: format!("media: {e}"),
         });
     };
-    let frames_per_fragment = settings.frames_per_fragment;
-    let fps = settings.fps;
-    let mut encoder = match Fmp4Encoder::new(settings) {
+    let encoder = match Fmp4Encoder::new(settings) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let mut announced = false;
+    let mut media = MediaStream {
+        encoder,
+        stream_id,
+        announced: false,
+        last_done: None,
+    };
     while let Ok(job) = jobs.recv() {
         if cancel.load(Ordering::Acquire) {
             return;
         }
-        match encode_segment(
-            &mut encoder,
-            job,
-            &stream_id,
-            &mut announced,
-            frames_per_fragment,
-            fps,
-            outputs,
-            cancel,
-        ) {
+        match media.encode_segment(job, outputs, cancel) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return fail(e),
@@ -248,84 +249,104 @@ fn media_loop(
     }
 }
 
-/// Encodes one segment and queues its chunks as they appear; `Ok(false)` once the client
-/// is gone.
-#[allow(clippy::too_many_arguments)]
-fn encode_segment(
-    encoder: &mut Fmp4Encoder,
-    job: MediaJob,
-    stream_id: &str,
-    announced: &mut bool,
-    frames_per_fragment: u32,
-    fps: u32,
-    outputs: &PipelineOutputs,
-    cancel: &AtomicBool,
-) -> Result<bool, MediaError> {
-    let idx = job.segment_idx;
-    let frame_count = job.segment.frames.len() as u32;
-    let expected_fragments = frame_count.div_ceil(frames_per_fragment);
-    let mut sender = ChunkSender {
-        segment_idx: idx,
-        stream_id,
-        announced,
-        fragments: 0,
-        chunks: 0,
-        out: &outputs.out,
-    };
+/// The media thread's state across segments.
+struct MediaStream {
+    encoder: Fmp4Encoder,
+    stream_id: String,
+    /// Whether `media_init` went out (once per stream).
+    announced: bool,
+    /// When the previous segment was done (for the realtime factor).
+    last_done: Option<Instant>,
+}
 
-    encoder.begin_segment(idx)?;
-    if let Some(audio) = job.segment.audio {
-        encoder.push_audio(audio)?;
-    }
-    for frame in job.segment.frames {
-        if cancel.load(Ordering::Acquire) {
-            return Ok(false);
+impl MediaStream {
+    /// Encodes one segment and queues its chunks as they appear; `Ok(false)` once the client
+    /// is gone.
+    fn encode_segment(
+        &mut self,
+        job: MediaJob,
+        outputs: &PipelineOutputs,
+        cancel: &AtomicBool,
+    ) -> Result<bool, MediaError> {
+        let frames_per_fragment = self.encoder.settings().frames_per_fragment;
+        let fps = self.encoder.settings().fps;
+        let encoder = &mut self.encoder;
+        let idx = job.segment_idx;
+        let frame_count = job.segment.frames.len() as u32;
+        let expected_fragments = frame_count.div_ceil(frames_per_fragment);
+        let encode_started = Instant::now();
+        let mut sender = ChunkSender {
+            session_started: outputs.started,
+            segment_idx: idx,
+            stream_id: &self.stream_id,
+            announced: &mut self.announced,
+            fragments: 0,
+            chunks: 0,
+            out: &outputs.out,
+        };
+
+        encoder.begin_segment(idx)?;
+        if let Some(audio) = job.segment.audio {
+            encoder.push_audio(audio)?;
         }
-        encoder.push_frame(frame)?;
-        // Send fragments as soon as they exist: playback starts before the segment ends.
-        if !sender.send(encoder, encoder.drain_ready()?) {
-            return Ok(false);
-        }
-    }
-    encoder.end_segment()?;
-    while sender.fragments < expected_fragments {
-        match encoder.next_chunk(FRAGMENT_WAIT)? {
-            Some(chunk) => {
-                if !sender.send(encoder, vec![chunk]) {
-                    return Ok(false);
-                }
+        for frame in job.segment.frames {
+            if cancel.load(Ordering::Acquire) {
+                return Ok(false);
             }
-            // An audio track's tail can wait for the next segment's audio; go on.
-            None => break,
+            encoder.push_frame(frame)?;
+            // Send fragments as soon as they exist: playback starts before the segment ends.
+            if !sender.send(encoder, encoder.drain_ready()?) {
+                return Ok(false);
+            }
         }
-    }
-    let duration_ms = u64::from(frame_count) * 1000 / u64::from(fps);
-    let done = [
-        ServerMessage::MediaSegmentComplete {
-            segment_idx: idx,
-            stream_id: stream_id.to_string(),
-            chunks: sender.chunks,
-            duration_ms,
-        },
-        ServerMessage::Ltx2SegmentComplete {
-            segment_idx: idx,
-            generation_time_ms: job.generation_ms,
-            e2e_latency_ms: job.scheduled_at.elapsed().as_millis() as u64,
-        },
-    ];
-    for msg in done {
-        if outputs.out.blocking_send(Outgoing::text(&msg)).is_err() {
-            return Ok(false);
+        encoder.end_segment()?;
+        while sender.fragments < expected_fragments {
+            match encoder.next_chunk(FRAGMENT_WAIT)? {
+                Some(chunk) => {
+                    if !sender.send(encoder, vec![chunk]) {
+                        return Ok(false);
+                    }
+                }
+                // An audio track's tail can wait for the next segment's audio; go on.
+                None => break,
+            }
         }
+        let duration_ms = u64::from(frame_count) * 1000 / u64::from(fps);
+        observability::segment_encoded(
+            encode_started.elapsed(),
+            Duration::from_millis(duration_ms),
+            self.last_done
+                .replace(Instant::now())
+                .map_or(Duration::ZERO, |t| t.elapsed()),
+        );
+        let done = [
+            ServerMessage::MediaSegmentComplete {
+                segment_idx: idx,
+                stream_id: self.stream_id.clone(),
+                chunks: sender.chunks,
+                duration_ms,
+            },
+            ServerMessage::Ltx2SegmentComplete {
+                segment_idx: idx,
+                generation_time_ms: job.generation_ms,
+                e2e_latency_ms: job.scheduled_at.elapsed().as_millis() as u64,
+            },
+        ];
+        for msg in done {
+            if outputs.out.blocking_send(Outgoing::text(&msg)).is_err() {
+                return Ok(false);
+            }
+        }
+        let _ = outputs
+            .events
+            .send(PipelineEvent::MediaDone { segment_idx: idx });
+        Ok(true)
     }
-    let _ = outputs
-        .events
-        .send(PipelineEvent::MediaDone { segment_idx: idx });
-    Ok(true)
 }
 
 /// Queues one segment's chunks for the client, announcing the codec before the first one.
 struct ChunkSender<'a> {
+    session_started: Instant,
     segment_idx: u32,
     stream_id: &'a str,
     announced: &'a mut bool,
@@ -349,7 +370,9 @@ impl ChunkSender<'_> {
                     return false;
                 }
                 *self.announced = true;
+                observability::first_media(self.session_started.elapsed());
             }
+            observability::media_bytes(chunk.bytes.len());
             if chunk.kind == ChunkKind::Fragment {
                 self.fragments += 1;
             }

@@ -358,3 +358,113 @@ async fn snapshot_and_restore_continue_the_stream() {
     assert_eq!(first(&t, "error")["code"], "invalid_message");
     assert_eq!(first(&t, "error")["reason"], "field:continuation_state");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_told_and_closed() {
+    let mut config = test_config();
+    config.streaming.session_timeout_seconds = 1;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    let started = Instant::now();
+    let t = read_until_close(&mut client, Duration::from_secs(5)).await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(first(&t, "session_timeout")["timeout_seconds"], 1);
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "idle_timeout");
+    assert_eq!(t.close, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_session_hears_its_position_and_gets_the_worker_next() {
+    let server = start(test_config()).await;
+    let mut holder = connect(&server).await;
+    send(&mut holder, json!({"type": "session_init_v2"})).await;
+    let assigned = holder.next().await.unwrap().unwrap();
+    assert!(assigned.to_text().unwrap().contains("gpu_assigned"));
+
+    let mut waiting = connect(&server).await;
+    send(&mut waiting, json!({"type": "session_init_v2"})).await;
+    let queued: Value =
+        serde_json::from_str(waiting.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(
+        queued,
+        json!({"type": "queue_status", "position": 1, "queue_depth": 1})
+    );
+    drop(holder);
+    let next: Value =
+        serde_json::from_str(waiting.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(next["type"], "gpu_assigned", "{next}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_generation_cycles_the_curated_prompts_until_the_cap() {
+    let mut config = test_config();
+    config.streaming.generation_segment_cap = 3;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["one", "two"], "loop_generation_enabled": true})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    let prompts: Vec<&str> = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ltx2_segment_start")
+        .map(|m| m["prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts, ["one", "two", "one"]);
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_stops_after_the_current_segment_and_resuming_goes_on() {
+    let mut config = test_config();
+    config.streaming.generation_segment_cap = 3;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
+    send(
+        &mut client,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    // At most the segment already under way completes; then nothing for a while.
+    let t = read_until_close(&mut client, Duration::from_millis(1500)).await;
+    let started = t
+        .events
+        .iter()
+        .filter(|e| *e == "ltx2_segment_start")
+        .count();
+    assert!(
+        started <= 1,
+        "paused session kept generating: {:?}",
+        t.events
+    );
+    assert_eq!(t.close, None);
+    send(
+        &mut client,
+        json!({"type": "generation_paused_updated", "paused": false}),
+    )
+    .await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    assert_eq!(
+        first(&t, "ltx2_stream_complete")["reason"],
+        "segment_cap",
+        "{:?}",
+        t.events
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_clip_mode_ends_after_one_segment() {
+    let server = start(test_config()).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "single_clip_mode": true, "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    assert_eq!(
+        t.events
+            .iter()
+            .filter(|e| *e == "ltx2_segment_complete")
+            .count(),
+        1
+    );
+    assert_eq!(t.close, Some(1000));
+}

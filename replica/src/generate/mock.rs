@@ -73,27 +73,36 @@ fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
     hash
 }
 
+/// A horizontal gradient with a vertical bar sweeping across and a bright band sweeping
+/// down; built from one template row so synthesis stays cheap next to real encoding.
 fn render_frame(format: &StreamFormat, look: u64, frame_index: u64) -> Vec<u8> {
     let (w, h) = (format.width as usize, format.height as usize);
     let base = [(look >> 8) as u8, (look >> 16) as u8, (look >> 24) as u8];
-    // A vertical bar sweeps across the frame; its speed depends on the prompt.
+    // The bar's speed depends on the prompt.
     let speed = 2 + (look % 5) as usize;
     let bar = (frame_index as usize * speed) % w.max(1);
+    let half_bar = w / 32 + 2;
+    let mut row = vec![0u8; w * 3];
+    for (x, px) in row.chunks_exact_mut(3).enumerate() {
+        if x.abs_diff(bar) < half_bar {
+            px.copy_from_slice(&[255, 255, 255]);
+        } else {
+            let ramp = (x * 255 / w) as u8 / 2;
+            px.copy_from_slice(&[
+                base[0].wrapping_add(ramp),
+                base[1],
+                base[2].wrapping_add(ramp / 2),
+            ]);
+        }
+    }
+    let band_height = (h / 12).max(1);
+    let band = (frame_index as usize * speed) % h.max(1);
     let mut frame = vec![0u8; w * h * 3];
-    for (y, row) in frame.chunks_exact_mut(w * 3).enumerate() {
-        for (x, px) in row.chunks_exact_mut(3).enumerate() {
-            let on_bar = x.abs_diff(bar) < w / 32 + 2;
-            px[0] = if on_bar {
-                255
-            } else {
-                base[0].wrapping_add((x * 255 / w) as u8 / 2)
-            };
-            px[1] = if on_bar {
-                255
-            } else {
-                base[1].wrapping_add((y * 255 / h) as u8 / 2)
-            };
-            px[2] = if on_bar { 255 } else { base[2] };
+    for (y, out) in frame.chunks_exact_mut(w * 3).enumerate() {
+        if y.abs_diff(band) < band_height {
+            out.fill(base[1] | 0x80);
+        } else {
+            out.copy_from_slice(&row);
         }
     }
     frame

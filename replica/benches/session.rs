@@ -1,0 +1,201 @@
+//! Session benchmarks against the real server on loopback (MockGenerator as the model):
+//!
+//!   cargo bench -p framecast-replica --bench session
+//!
+//! (a) Segment cadence: with generation taking G and encoding taking E per segment, the wall
+//!     time per segment must approach max(G, E) (overlapped), not G + E (serial). G and E are
+//!     measured in the same run, each on its own; G is set close to E so overlap matters.
+//! (b) Time from sending `session_init_v2` to the first media byte, with the default
+//!     generator settings (mock latency 250 ms), median of several sessions.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use framecast_replica::config::ReplicaConfig;
+use framecast_replica::generate::{self, SegmentRequest};
+use framecast_replica::media::{EncoderSettings, Fmp4Encoder};
+use framecast_replica::pool::in_process::InProcessPool;
+use framecast_replica::server::{self, AppState};
+use framecast_replica::session::SessionContext;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn request(idx: u32, steps: u32) -> SegmentRequest {
+    SegmentRequest {
+        segment_idx: idx,
+        prompt: "bench".into(),
+        negative_prompt: None,
+        seed: 1,
+        num_inference_steps: steps,
+        guidance_scale: 1.0,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn start(config: ReplicaConfig) -> String {
+    framecast_replica::media::elements::init().unwrap();
+    let config = Arc::new(config);
+    let pool = InProcessPool::new(vec![generate::build(&config.generator)], false);
+    let sessions = SessionContext {
+        pool: Arc::new(pool),
+        config,
+        active: Default::default(),
+    };
+    let state = AppState::new(
+        "cpu".into(),
+        framecast_common::metrics::standalone_recorder().handle(),
+        sessions,
+    );
+    state.mark_ready();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::router(state)).await.unwrap() });
+    format!("ws://{addr}/v1/stream")
+}
+
+/// Generation time of one segment, measured alone (sleep plus frame synthesis).
+fn measure_generation(config: &ReplicaConfig) -> Duration {
+    let mut g = generate::build(&config.generator);
+    let runs: Vec<f64> = (0..5)
+        .map(|i| {
+            let t = Instant::now();
+            g.generate(
+                &request(i, config.generator.num_inference_steps),
+                None,
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    Duration::from_secs_f64(median(runs))
+}
+
+/// Encode time of one segment, measured alone on a live encoder.
+fn measure_encoding(config: &ReplicaConfig) -> Duration {
+    let g = &config.generator;
+    let mut gen_ = generate::build(g);
+    let segment = gen_
+        .generate(&request(0, 1), None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    let mut enc = Fmp4Encoder::new(EncoderSettings::from_config(
+        &config.media,
+        g.width,
+        g.height,
+        g.fps,
+    ))
+    .unwrap();
+    let fragments = g
+        .frames_per_segment
+        .div_ceil(enc.settings().frames_per_fragment) as usize;
+    let mut runs = Vec::new();
+    for s in 0..6u32 {
+        let t = Instant::now();
+        enc.begin_segment(s).unwrap();
+        for f in segment.frames.clone() {
+            enc.push_frame(f).unwrap();
+        }
+        enc.end_segment().unwrap();
+        let mut got = 0;
+        while got < fragments {
+            let c = enc.next_chunk(Duration::from_secs(10)).unwrap().unwrap();
+            got += usize::from(c.kind == framecast_replica::media::ChunkKind::Fragment);
+        }
+        if s > 0 {
+            runs.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Duration::from_secs_f64(median(runs))
+}
+
+async fn cadence(config: ReplicaConfig, segments: u32) -> Duration {
+    let url = start(config).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let init = json!({"type": "session_init_v2", "curated_prompts": ["bench"], "auto_extension_enabled": true});
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "ltx2_segment_complete" {
+                done.push(Instant::now());
+                if done.len() as u32 == segments {
+                    break;
+                }
+            }
+        }
+    }
+    // Steady state: from the first segment's completion to the last's.
+    (done[done.len() - 1] - done[0]) / (segments - 1)
+}
+
+async fn time_to_first_byte(url: &str) -> Duration {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let init = json!({"type": "session_init_v2", "curated_prompts": ["bench"], "auto_extension_enabled": true});
+    let sent = Instant::now();
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Binary(_) = msg {
+            return sent.elapsed();
+        }
+    }
+    panic!("no media arrived");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // (a) Cadence at 1280x720, where encoding a 1 s segment takes real time.
+    let mut config = ReplicaConfig::default();
+    config.generator.width = 1280;
+    config.generator.height = 720;
+    config.streaming.generation_segment_cap = 12;
+    config.streaming.session_timeout_seconds = 600;
+    let e = measure_encoding(&config);
+    // Make generation about as long as encoding: the case where overlap matters most.
+    config.generator.mock_latency_ms = (e.as_millis() as u64).max(20);
+    let g = measure_generation(&config);
+    let per_segment = cadence(config, 10).await;
+    let ideal = g.max(e);
+    println!("session benchmark (a): segment cadence, 1280x720, 24 frames per segment");
+    println!("  generation alone G = {:>7.1} ms", g.as_secs_f64() * 1e3);
+    println!("  encoding alone   E = {:>7.1} ms", e.as_secs_f64() * 1e3);
+    println!(
+        "  measured per segment = {:>7.1} ms (serial G+E would be {:.1} ms)",
+        per_segment.as_secs_f64() * 1e3,
+        (g + e).as_secs_f64() * 1e3
+    );
+    println!(
+        "  measured / max(G, E) = {:.2}  (target <= 1.10; serial would be {:.2})",
+        per_segment.as_secs_f64() / ideal.as_secs_f64(),
+        (g + e).as_secs_f64() / ideal.as_secs_f64()
+    );
+
+    // (b) Time to first media byte with the default generator settings.
+    let mut config = ReplicaConfig::default();
+    config.streaming.max_sessions = 64;
+    let latency = config.generator.mock_latency_ms;
+    let url = start(config).await;
+    let mut runs = Vec::new();
+    for _ in 0..7 {
+        runs.push(time_to_first_byte(&url).await.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "session benchmark (b): session_init_v2 -> first media byte, 512x288, mock latency {latency} ms"
+    );
+    println!(
+        "  median {:.1} ms over {} sessions (target < 300 ms); of which mock generation {latency} ms",
+        median(runs.clone()),
+        runs.len()
+    );
+}

@@ -65,6 +65,9 @@ pub struct StreamingSettings {
     pub max_sessions: u32,
     /// Largest client WebSocket message accepted; larger ones close the session with 1009.
     pub max_message_bytes: usize,
+    /// Largest decoded `initial_image` in `session_init_v2` (the opening frame may exceed
+    /// `max_message_bytes` by what such an image needs in base64).
+    pub max_init_image_bytes: usize,
     /// A client that sends no `session_init_v2` within this time is closed.
     pub init_timeout_seconds: u64,
     /// A client that takes this long to accept one message is disconnected (slow reader).
@@ -80,6 +83,7 @@ impl Default for StreamingSettings {
             generation_segment_cap: 32,
             max_sessions: 4,
             max_message_bytes: 1 << 20,
+            max_init_image_bytes: 32 << 20,
             init_timeout_seconds: 10,
             client_write_timeout_seconds: 10,
             send_queue_messages: 64,
@@ -255,6 +259,13 @@ pub const X264_SPEED_PRESETS: [&str; 10] = [
     "veryslow",
     "placebo",
 ];
+
+impl StreamingSettings {
+    /// The largest opening frame: room for the biggest image in base64 plus the other fields.
+    pub fn max_init_frame_bytes(&self) -> usize {
+        (self.max_init_image_bytes.div_ceil(3) * 4 + 64 * 1024).max(self.max_message_bytes)
+    }
+}
 
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Result<(), FieldError> {

@@ -468,3 +468,37 @@ async fn single_clip_mode_ends_after_one_segment() {
     );
     assert_eq!(t.close, Some(1000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_images_are_checked_and_a_bad_one_does_not_end_the_session() {
+    use base64::Engine;
+    let server = start(test_config()).await;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let good = base64::engine::general_purpose::STANDARD.encode(png.into_inner());
+
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "initial_image": {"mime": "image/png", "name": "red.png", "data": good}})).await;
+    let t = read_until_close(&mut client, Duration::from_millis(500)).await;
+    assert!(!t.events.contains(&"error".to_string()), "{:?}", t.messages);
+    assert_eq!(t.events.first().map(String::as_str), Some("gpu_assigned"));
+    drop(client);
+    while server.pool.status().available_gpus == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "initial_image": {"mime": "image/png", "data": "bm90IGFuIGltYWdl"}})).await;
+    let t = read_until_close(&mut client, Duration::from_millis(500)).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "invalid_message");
+    assert_eq!(err["reason"], "initial_image_undecodable");
+    assert!(
+        t.events.contains(&"gpu_assigned".to_string()),
+        "the session went on: {:?}",
+        t.events
+    );
+    assert_eq!(t.close, None);
+}

@@ -7,10 +7,11 @@ use axum::response::Response;
 use super::AppState;
 use crate::session::run_session;
 
-/// Upgrades with the configured message size limit; larger frames close the session (1009).
+/// Upgrades with room for the opening frame (which may carry an image); the session applies
+/// the ordinary limit to every later message. Larger frames close the session (1009).
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let ctx = state.inner.sessions.clone();
-    let limit = ctx.config.streaming.max_message_bytes;
+    let limit = ctx.config.streaming.max_init_frame_bytes();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| run_session(socket, ctx))

@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
-use super::{Outgoing, SessionState, close_code};
+use super::{Outgoing, SessionState, close_code, initial_image};
 use crate::config::ReplicaConfig;
 use crate::generate::SegmentRequest;
 use crate::media::{AudioSettings, EncoderSettings};
@@ -142,6 +142,8 @@ struct Session {
     last_activity: Instant,
     pipeline: Option<SegmentPipeline>,
     events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
+    /// Conditions segment 0 once a model-backed generator uses it.
+    initial_image: Option<initial_image::DecodedImage>,
     _active: Option<ActiveGuard>,
 }
 
@@ -166,6 +168,7 @@ impl Session {
             last_activity: Instant::now(),
             pipeline: None,
             events: None,
+            initial_image: None,
             _active: None,
         }
     }
@@ -309,6 +312,26 @@ impl Session {
         }
         if init.single_clip_mode {
             self.cap = 1;
+        }
+        if let Some(image) = &init.initial_image {
+            let limit = self.ctx.config.streaming.max_init_image_bytes;
+            match initial_image::decode(image, limit) {
+                Ok(decoded) => {
+                    tracing::info!(session = %self.id, width = decoded.width, height = decoded.height, "initial image accepted");
+                    self.initial_image = Some(decoded);
+                }
+                // The session goes on without the image.
+                Err(e) => {
+                    let _ = self
+                        .send(error(
+                            ErrorCode::InvalidMessage,
+                            e.to_string(),
+                            true,
+                            Some(e.reason().into()),
+                        ))
+                        .await;
+                }
+            }
         }
         self.init = init;
         self.last_activity = Instant::now();
@@ -481,6 +504,24 @@ impl Session {
 
     async fn on_client(&mut self, msg: Message) -> Flow {
         self.last_activity = Instant::now();
+        let limit = self.ctx.config.streaming.max_message_bytes;
+        let size = match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        if size > limit {
+            self.send(error(
+                ErrorCode::InvalidMessage,
+                format!("message of {size} bytes is larger than {limit} bytes"),
+                false,
+                Some("frame_too_large".into()),
+            ))
+            .await;
+            self.close(SessionState::Error, close_code::TOO_BIG, "message too big")
+                .await;
+            return Flow::End;
+        }
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {

@@ -4,6 +4,7 @@
 //! of one session, [`pipeline`] the generation and media threads behind it.
 
 pub mod controller;
+pub mod initial_image;
 pub mod pipeline;
 pub mod state;
 

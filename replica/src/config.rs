@@ -74,6 +74,8 @@ pub struct StreamingSettings {
     pub client_write_timeout_seconds: u64,
     /// Messages queued for one client; when full, generation waits instead of buffering.
     pub send_queue_messages: usize,
+    /// Directory for one JSONL event log per session; `null` turns the logs off.
+    pub session_log_dir: Option<PathBuf>,
 }
 
 impl Default for StreamingSettings {
@@ -87,6 +89,7 @@ impl Default for StreamingSettings {
             init_timeout_seconds: 10,
             client_write_timeout_seconds: 10,
             send_queue_messages: 64,
+            session_log_dir: Some(std::env::temp_dir().join("framecast-sessions")),
         }
     }
 }

@@ -35,6 +35,7 @@ fn test_config() -> ReplicaConfig {
     c.streaming.generation_segment_cap = 2;
     c.streaming.max_sessions = 2;
     c.streaming.max_message_bytes = 64 * 1024;
+    c.streaming.session_log_dir = None;
     c
 }
 
@@ -501,4 +502,41 @@ async fn initial_images_are_checked_and_a_bad_one_does_not_end_the_session() {
         t.events
     );
     assert_eq!(t.close, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_writes_a_jsonl_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.streaming.session_log_dir = Some(dir.path().to_path_buf());
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    assert_eq!(t.close, Some(1000));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let lines: Vec<Value> = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "state")
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "gpu_binding", "active", "complete"]);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "segment_complete")
+            .count(),
+        2
+    );
+    assert!(lines.iter().all(|l| l["ts_ms"].as_u64().is_some()));
 }

@@ -20,6 +20,7 @@ use framecast_common::protocol::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
+use super::log::SessionLog;
 use super::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
 use super::{Outgoing, SessionState, close_code, initial_image};
 use crate::config::ReplicaConfig;
@@ -144,18 +145,21 @@ struct Session {
     events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
     /// Conditions segment 0 once a model-backed generator uses it.
     initial_image: Option<initial_image::DecodedImage>,
+    log: SessionLog,
     _active: Option<ActiveGuard>,
 }
 
 impl Session {
     fn new(ctx: SessionContext, out: mpsc::Sender<Outgoing>) -> Self {
         let seed = RandomState::new().hash_one(Instant::now());
+        let id = format!("{seed:016x}");
+        let log = SessionLog::open(ctx.config.streaming.session_log_dir.as_deref(), &id);
         Self {
             cap: ctx.config.streaming.generation_segment_cap,
             ctx,
             out,
             state: SessionState::Initializing,
-            id: format!("{seed:016x}"),
+            id,
             seed: seed >> 16,
             init: SessionInit::default(),
             pending: VecDeque::new(),
@@ -169,6 +173,7 @@ impl Session {
             pipeline: None,
             events: None,
             initial_image: None,
+            log,
             _active: None,
         }
     }
@@ -179,6 +184,7 @@ impl Session {
             return;
         }
         tracing::info!(session = %self.id, state = ?to, "session state");
+        self.log.event("state", serde_json::json!({"state": to}));
         let outcome = match to {
             SessionState::Complete => "complete",
             SessionState::Error => "error",
@@ -542,8 +548,14 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
         };
         let parsed = match parse_client_message(text.as_str()) {
-            Ok(m) => m,
+            Ok(m) => {
+                self.log
+                    .event("client_message", serde_json::json!({"message": &m}));
+                m
+            }
             Err(e) => {
+                self.log
+                    .event("client_error", serde_json::json!({"error": e.to_string()}));
                 self.send(error(
                     ErrorCode::InvalidMessage,
                     e.to_string(),
@@ -630,7 +642,11 @@ impl Session {
                 self.try_schedule();
                 Flow::Continue
             }
-            PipelineEvent::MediaDone { .. } => {
+            PipelineEvent::MediaDone { segment_idx } => {
+                self.log.event(
+                    "segment_complete",
+                    serde_json::json!({"segment_idx": segment_idx}),
+                );
                 self.media_done += 1;
                 if self.media_done >= self.cap {
                     self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete {
@@ -649,6 +665,10 @@ impl Session {
             }
             PipelineEvent::Failed { code, message } => {
                 tracing::error!(session = %self.id, ?code, %message, "session failed");
+                self.log.event(
+                    "failed",
+                    serde_json::json!({"code": code, "message": &message}),
+                );
                 self.send(error(code, message, code == ErrorCode::WorkerFailed, None))
                     .await;
                 self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete {

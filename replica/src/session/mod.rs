@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod initial_image;
+pub mod log;
 pub mod pipeline;
 pub mod state;
 

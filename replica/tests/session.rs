@@ -540,3 +540,52 @@ async fn each_session_writes_a_jsonl_event_log() {
     );
     assert!(lines.iter().all(|l| l["ts_ms"].as_u64().is_some()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_disconnected_and_frees_its_worker() {
+    let mut config = test_config();
+    config.generator.width = 640;
+    config.generator.height = 360;
+    config.generator.mock_latency_ms = 5;
+    config.generator.num_inference_steps = 1;
+    config.streaming.generation_segment_cap = 10_000;
+    config.streaming.send_queue_messages = 4;
+    config.streaming.client_write_timeout_seconds = 1;
+    let server = start(config).await;
+    // Connect with a tiny receive buffer and then never read.
+    let stream = tokio::net::TcpStream::connect(
+        server
+            .url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/v1/stream"),
+    )
+    .await
+    .unwrap();
+    let sock = socket2::SockRef::from(&stream);
+    sock.set_recv_buffer_size(4096).unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(&server.url, stream)
+        .await
+        .unwrap();
+    let init = json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true});
+    client
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.pool.status().available_gpus,
+        0,
+        "streaming to the client"
+    );
+    // The writer blocks on the full socket, gives up after the write timeout, and the
+    // session ends: the worker comes back although the cap is far away.
+    let started = Instant::now();
+    while server.pool.status().available_gpus == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slow client never disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(client);
+}

@@ -108,7 +108,10 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
                 }
             }
         }
-        let _ = sink.close().await;
+        // Stop accepting output first: senders blocked on a full queue fail at once and the
+        // session notices, even when closing a stalled socket takes a while.
+        drop(out_rx);
+        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
     });
 
     let mut session = Session::new(ctx, out.clone());

@@ -42,11 +42,7 @@ async fn start(config: ReplicaConfig) -> String {
     framecast_replica::media::elements::init().unwrap();
     let config = Arc::new(config);
     let pool = InProcessPool::new(vec![generate::build(&config.generator)], false);
-    let sessions = SessionContext {
-        pool: Arc::new(pool),
-        config,
-        active: Default::default(),
-    };
+    let sessions = SessionContext::new(Arc::new(pool), config);
     let state = AppState::new(
         "cpu".into(),
         framecast_common::metrics::standalone_recorder().handle(),

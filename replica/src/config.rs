@@ -25,6 +25,8 @@ pub struct ReplicaConfig {
     pub generator: GeneratorSettings,
     /// How frames become fragmented MP4.
     pub media: MediaSettings,
+    /// Where continuation states and blobs are kept.
+    pub store: StoreSettings,
 }
 
 impl ReplicaConfig {
@@ -249,6 +251,28 @@ impl Default for MediaSettings {
     }
 }
 
+/// Bounds of the in-memory session and blob stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Continuation states kept at most (oldest evicted first).
+    pub max_sessions: usize,
+    /// Bytes of blobs (tensors) kept at most (oldest evicted first).
+    pub blob_capacity_bytes: usize,
+    /// Anything older than this is dropped.
+    pub ttl_seconds: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1024,
+            blob_capacity_bytes: 256 << 20,
+            ttl_seconds: 3600,
+        }
+    }
+}
+
 /// x264's `speed-preset` names, fastest first.
 pub const X264_SPEED_PRESETS: [&str; 10] = [
     "ultrafast",
@@ -345,6 +369,12 @@ impl Validate for ReplicaConfig {
                 "generator.num_inference_steps",
                 "must be at least 1",
             ));
+        }
+        if self.store.max_sessions == 0 {
+            return Err(FieldError::new("store.max_sessions", "must be at least 1"));
+        }
+        if self.store.ttl_seconds == 0 {
+            return Err(FieldError::new("store.ttl_seconds", "must be at least 1"));
         }
         if self.pool.num_workers == 0 {
             return Err(FieldError::new("pool.num_workers", "must be at least 1"));

@@ -12,3 +12,4 @@ pub mod observability;
 pub mod pool;
 pub mod server;
 pub mod session;
+pub mod store;

@@ -100,11 +100,7 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
         .map(|_| framecast_replica::generate::build(&config.generator))
         .collect();
     let pool = InProcessPool::new(generators, config.pool.warmup);
-    let sessions = SessionContext {
-        pool: Arc::new(pool.clone()),
-        config: config.clone(),
-        active: Default::default(),
-    };
+    let sessions = SessionContext::new(Arc::new(pool.clone()), config.clone());
     let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
     state.mark_ready();

@@ -21,6 +21,7 @@ type Client =
 struct Server {
     url: String,
     pool: Arc<InProcessPool>,
+    states: Arc<framecast_replica::store::memory::MemorySessionStore>,
 }
 
 fn test_config() -> ReplicaConfig {
@@ -48,11 +49,12 @@ async fn start(config: ReplicaConfig) -> Server {
         .map(|_| generate::build(&config.generator))
         .collect();
     let pool = Arc::new(InProcessPool::new(generators, false));
-    let sessions = SessionContext {
-        pool: pool.clone(),
-        config,
-        active: Default::default(),
-    };
+    let mut sessions = SessionContext::new(pool.clone(), config);
+    let states = Arc::new(framecast_replica::store::memory::MemorySessionStore::new(
+        16,
+        Duration::from_secs(60),
+    ));
+    sessions.states = states.clone();
     let recorder = framecast_common::metrics::standalone_recorder();
     let state = AppState::new("cpu".into(), recorder.handle(), sessions);
     state.mark_ready();
@@ -62,6 +64,7 @@ async fn start(config: ReplicaConfig) -> Server {
     Server {
         url: format!("ws://{addr}/v1/stream"),
         pool,
+        states,
     }
 }
 
@@ -333,7 +336,16 @@ async fn snapshot_and_restore_continue_the_stream() {
         }
     };
     assert_eq!(state["kind"], "framecast.mock.v1");
+    assert_eq!(server.states.len(), 1, "the live session's state is stored");
     drop(client);
+    let left = Instant::now();
+    while !server.states.is_empty() {
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "state outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let mut restored = connect(&server).await;
     send(

@@ -97,11 +97,7 @@ mod tests {
             vec![crate::generate::build(&config.generator)],
             false,
         );
-        let sessions = SessionContext {
-            pool: std::sync::Arc::new(pool),
-            config,
-            active: Default::default(),
-        };
+        let sessions = SessionContext::new(std::sync::Arc::new(pool), config);
         AppState::new("cpu".into(), recorder.handle(), sessions)
     }
 

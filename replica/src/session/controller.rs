@@ -28,6 +28,8 @@ use crate::generate::SegmentRequest;
 use crate::media::{AudioSettings, EncoderSettings};
 use crate::observability;
 use crate::pool::WorkerPool;
+use crate::store::memory::{MemoryBlobStore, MemorySessionStore};
+use crate::store::{BlobStore, SessionStore};
 
 /// What every session shares.
 #[derive(Clone)]
@@ -38,6 +40,24 @@ pub struct SessionContext {
     pub config: Arc<ReplicaConfig>,
     /// Sessions connected now (past their opening frame).
     pub active: Arc<AtomicU32>,
+    /// Latest continuation state of each live session.
+    pub states: Arc<dyn SessionStore>,
+    /// Large payloads of continuation states, owned by sessions.
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+impl SessionContext {
+    /// A context with in-memory stores bounded as `config.store` says.
+    pub fn new(pool: Arc<dyn WorkerPool>, config: Arc<ReplicaConfig>) -> Self {
+        let ttl = Duration::from_secs(config.store.ttl_seconds);
+        Self {
+            states: Arc::new(MemorySessionStore::new(config.store.max_sessions, ttl)),
+            blobs: Arc::new(MemoryBlobStore::new(config.store.blob_capacity_bytes, ttl)),
+            pool,
+            config,
+            active: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionContext {
@@ -150,6 +170,14 @@ struct Session {
     initial_image: Option<initial_image::DecodedImage>,
     log: SessionLog,
     _active: Option<ActiveGuard>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Everything the session stored goes with it.
+        self.ctx.states.remove(&self.id);
+        self.ctx.blobs.drop_owner(&self.id);
+    }
 }
 
 impl Session {
@@ -615,7 +643,14 @@ impl Session {
                 self.paused = p.paused;
                 self.try_schedule();
             }
-            ClientMessage::SnapshotState(_) => match &self.last_state {
+            ClientMessage::SnapshotState(_) => match self
+                .ctx
+                .states
+                .load(&self.id)
+                .ok()
+                .flatten()
+                .or_else(|| self.last_state.clone())
+            {
                 Some(state) => {
                     let msg = ServerMessage::ContinuationStateSnapshot {
                         state: state.clone(),
@@ -640,6 +675,9 @@ impl Session {
     async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
         match ev {
             PipelineEvent::Generated { next_state, .. } => {
+                if let Err(e) = self.ctx.states.save(&self.id, &next_state) {
+                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
+                }
                 self.last_state = Some(next_state);
                 self.generating = false;
                 self.try_schedule();

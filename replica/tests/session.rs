@@ -41,13 +41,20 @@ fn test_config() -> ReplicaConfig {
 }
 
 async fn start(config: ReplicaConfig) -> Server {
+    let generators = (0..config.pool.num_workers)
+        .map(|_| generate::build(&config.generator))
+        .collect();
+    start_with(config, generators).await
+}
+
+async fn start_with(
+    config: ReplicaConfig,
+    generators: Vec<Box<dyn generate::Generator>>,
+) -> Server {
     // As in main: GStreamer is initialised once at start-up, before any session.
     framecast_replica::media::elements::init().unwrap();
     framecast_common::logging::init("framecast_replica=debug");
     let config = Arc::new(config);
-    let generators = (0..config.pool.num_workers)
-        .map(|_| generate::build(&config.generator))
-        .collect();
     let pool = Arc::new(InProcessPool::new(generators, false));
     let mut sessions = SessionContext::new(pool.clone(), config);
     let states = Arc::new(framecast_replica::store::memory::MemorySessionStore::new(
@@ -600,4 +607,108 @@ async fn a_client_that_reads_nothing_is_disconnected_and_frees_its_worker() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(client);
+}
+
+/// A test double that fails the way a broken model or a bad frame would.
+struct FaultyGenerator {
+    inner: Box<dyn generate::Generator>,
+    fault: Fault,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Generation itself fails.
+    Fails,
+    /// Frames of the wrong size reach the encoder.
+    WrongFrameSize,
+}
+
+impl generate::Generator for FaultyGenerator {
+    fn format(&self) -> generate::StreamFormat {
+        self.inner.format()
+    }
+    fn state_kind(&self) -> &'static str {
+        self.inner.state_kind()
+    }
+    fn validate_state(
+        &self,
+        s: &framecast_common::protocol::ContinuationState,
+    ) -> Result<(), generate::GenerateError> {
+        self.inner.validate_state(s)
+    }
+    fn generate(
+        &mut self,
+        request: &generate::SegmentRequest,
+        state: Option<&framecast_common::protocol::ContinuationState>,
+        progress: &mut dyn FnMut(generate::StepProgress) -> std::ops::ControlFlow<()>,
+    ) -> Result<generate::GeneratedSegment, generate::GenerateError> {
+        match self.fault {
+            Fault::Fails => Err(generate::GenerateError::Failed(
+                "out of memory (simulated)".into(),
+            )),
+            Fault::WrongFrameSize => {
+                let mut segment = self.inner.generate(request, state, progress)?;
+                segment.frames[3].truncate(10);
+                Ok(segment)
+            }
+        }
+    }
+}
+
+async fn failing_session(fault: Fault) -> (Transcript, Server) {
+    let config = test_config();
+    let inner = generate::build(&config.generator);
+    let server = start_with(config, vec![Box::new(FaultyGenerator { inner, fault })]).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
+    (
+        read_until_close(&mut client, Duration::from_secs(10)).await,
+        server,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_failure_ends_with_worker_failed_and_1011_and_frees_the_worker() {
+    let (t, server) = failing_session(Fault::Fails).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "worker_failed");
+    assert_eq!(err["retryable"], true);
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "error");
+    assert_eq!(t.close, Some(1011));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.pool.status().available_gpus, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_error_ends_with_internal_error_and_1011_and_frees_the_worker() {
+    let (t, server) = failing_session(Fault::WrongFrameSize).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "internal_error");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("frame has 10 bytes"),
+        "{err}"
+    );
+    assert_eq!(t.close, Some(1011));
+    let left = Instant::now();
+    while server.pool.status().available_gpus == 0 {
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "worker not freed after a media error"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_sends_session_init_is_closed_after_the_init_timeout() {
+    let mut config = test_config();
+    config.streaming.init_timeout_seconds = 1;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    let t = read_until_close(&mut client, Duration::from_secs(5)).await;
+    assert_eq!(first(&t, "error")["reason"], "init_timeout");
+    assert_eq!(t.close, Some(1000));
 }

@@ -3,8 +3,6 @@
 //! (replica/static/index.html), which connects to a small local WebSocket server fed live by
 //! `Fmp4Encoder`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,10 +20,6 @@ const FPS: u32 = 24;
 const FRAMES_PER_SEGMENT: u32 = 24;
 const W: u32 = 320;
 const H: u32 = 180;
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
-}
 
 /// A moving diagonal gradient, so the decoder has real motion to show.
 fn frame(i: u32) -> Vec<u8> {
@@ -155,26 +149,8 @@ async fn play(shape: StreamShape) -> serde_json::Value {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run scripts/setup"
-    );
     let url = format!("http://{addr}/player.html?autoplay=1&ws=ws://{addr}/stream");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("play.mjs"))
-            .arg(url)
-            .arg("30000")
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "play.mjs failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+    framecast_e2e::play_in_chromium(&url, Duration::from_secs(30)).await
 }
 
 fn assert_played_through(result: &serde_json::Value) {
@@ -199,7 +175,6 @@ async fn chromium_plays_the_live_stream_to_the_end() {
         resend_init: false,
     })
     .await;
-    eprintln!("browser stats: {result}");
     assert_played_through(&result);
 }
 
@@ -210,7 +185,6 @@ async fn chromium_plays_video_with_opus_audio() {
         resend_init: false,
     })
     .await;
-    eprintln!("browser stats: {result}");
     assert_played_through(&result);
 }
 
@@ -221,6 +195,5 @@ async fn chromium_plays_when_the_init_segment_is_resent_every_segment() {
         resend_init: true,
     })
     .await;
-    eprintln!("browser stats: {result}");
     assert_played_through(&result);
 }

@@ -2,7 +2,7 @@
 //! binaries as child processes on loopback.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -125,4 +125,37 @@ pub async fn wait_for_status(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{url} did not answer {expected_status} within {timeout:?} (last: {last})");
+}
+
+/// The browser driver and its npm packages (installed by scripts/setup).
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Opens `url` in Debian's headless chromium through playwright-core (tests/browser/play.mjs)
+/// and returns the player's stats once playback ended, failed or `timeout` passed.
+pub async fn play_in_chromium(url: &str, timeout: Duration) -> serde_json::Value {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/setup"
+    );
+    let (url, millis) = (url.to_string(), timeout.as_millis().to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("play.mjs"))
+            .arg(url)
+            .arg(millis)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("browser task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "play.mjs failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stats =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    eprintln!("browser stats: {stats}");
+    stats
 }

@@ -2,11 +2,10 @@
 //! real router binary: the whole product path, MockGenerator (the test double) standing in
 //! only for the model.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use framecast_e2e::{ChildGuard, free_port, wait_for_status};
+use framecast_e2e::{ChildGuard, free_port, play_in_chromium, wait_for_status};
 
 #[tokio::test]
 async fn chromium_plays_a_three_segment_session_through_the_router() {
@@ -46,32 +45,10 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     )
     .await;
 
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/play.mjs");
-    assert!(
-        script
-            .with_file_name("node_modules")
-            .join("playwright-core")
-            .exists(),
-        "playwright-core is missing: run scripts/setup"
-    );
     let url = format!(
         "http://127.0.0.1:{router_port}/?autoplay=1&prompt=a%20lighthouse%20in%20a%20storm"
     );
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(url)
-            .arg("40000")
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "play.mjs failed: {stderr}");
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&output.stdout)));
-    eprintln!("browser stats: {result}");
+    let result = play_in_chromium(&url, Duration::from_secs(40)).await;
 
     // Three 1 s segments (24 frames at 24 fps by default).
     assert_eq!(result["errors"], serde_json::json!([]), "{result}");

@@ -132,22 +132,9 @@ impl Generator for MockGenerator {
                 "num_inference_steps must be at least 1".into(),
             ));
         }
+        let began = std::time::Instant::now();
         let start = self.parse_state(state)?;
         let format = self.settings.format;
-        let steps = request.num_inference_steps;
-        let per_step = self.settings.latency / steps;
-        for step in 1..=steps {
-            std::thread::sleep(per_step);
-            if progress(StepProgress {
-                step,
-                total_steps: steps,
-            })
-            .is_break()
-            {
-                return Err(GenerateError::Cancelled);
-            }
-        }
-
         let look = fnv1a(
             request.prompt.as_bytes(),
             fnv1a(&request.seed.to_le_bytes(), 0xcbf2_9ce4_8422_2325),
@@ -170,6 +157,22 @@ impl Generator for MockGenerator {
             samples_done += n;
             samples
         });
+
+        // Pace the steps so the whole call takes `latency` of wall time, synthesis included:
+        // like a GPU model, the segment's duration does not grow when the CPU is busy.
+        let steps = request.num_inference_steps;
+        for step in 1..=steps {
+            let due = self.settings.latency * step / steps;
+            std::thread::sleep(due.saturating_sub(began.elapsed()));
+            if progress(StepProgress {
+                step,
+                total_steps: steps,
+            })
+            .is_break()
+            {
+                return Err(GenerateError::Cancelled);
+            }
+        }
 
         let next = MockState {
             frames_done: start.frames_done + u64::from(format.frames_per_segment),

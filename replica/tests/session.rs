@@ -712,3 +712,28 @@ async fn a_client_that_never_sends_session_init_is_closed_after_the_init_timeout
     assert_eq!(first(&t, "error")["reason"], "init_timeout");
     assert_eq!(t.close, Some(1000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_prompts_updated_changes_what_loop_generation_cycles() {
+    let mut config = test_config();
+    config.streaming.generation_segment_cap = 3;
+    config.generator.mock_latency_ms = 150;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["old"], "loop_generation_enabled": true})).await;
+    send(
+        &mut client,
+        json!({"type": "seed_prompts_updated", "seed_prompts": ["new a", "new b"]}),
+    )
+    .await;
+    let t = read_until_close(&mut client, Duration::from_secs(20)).await;
+    let prompts: Vec<&str> = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ltx2_segment_start")
+        .map(|m| m["prompt"].as_str().unwrap())
+        .collect();
+    // The first segment may already have started with the old list.
+    assert_eq!(prompts.len(), 3, "{prompts:?}");
+    assert_eq!(&prompts[1..], ["new b", "new a"], "{prompts:?}");
+}

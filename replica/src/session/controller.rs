@@ -6,25 +6,24 @@
 //! first frame (1003), an oversized frame (1009), capacity (1013) and internal failures
 //! (1011) close the connection, always with a close frame.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use framecast_common::protocol::{
-    ClientMessage, ContinuationState, ErrorCode, PromptSource, ProtocolError, SegmentPrompt,
-    ServerMessage, SessionInit, StreamEndReason, parse_client_message,
+    ClientMessage, ContinuationState, ErrorCode, ProtocolError, ServerMessage, SessionInit,
+    StreamEndReason, parse_client_message,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::log::SessionLog;
 use super::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
-use super::{Outgoing, SessionState, close_code, initial_image};
+use super::schedule::SegmentScheduler;
+use super::{Outgoing, SessionState, close_code, initial_image, writer};
 use crate::config::ReplicaConfig;
-use crate::generate::SegmentRequest;
 use crate::media::{AudioSettings, EncoderSettings};
 use crate::observability;
 use crate::pool::WorkerPool;
@@ -100,39 +99,11 @@ enum Flow {
 /// Serves one WebSocket until the stream ends; always finishes with a close frame.
 pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
     let streaming = ctx.config.streaming.clone();
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
 
-    // The writer: one message at a time, each within the client write timeout.
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
-    let mut writer = tokio::spawn(async move {
-        while let Some(item) = out_rx.recv().await {
-            let (message, last) = match item {
-                Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),
-                Outgoing::Binary(b) => (Message::Binary(b.into()), false),
-                Outgoing::Close(code, reason) => (
-                    Message::Close(Some(CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from(reason),
-                    })),
-                    true,
-                ),
-            };
-            match tokio::time::timeout(write_timeout, sink.send(message)).await {
-                Ok(Ok(())) if !last => {}
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    tracing::warn!(?write_timeout, "client too slow to read; disconnecting");
-                    break;
-                }
-            }
-        }
-        // Stop accepting output first: senders blocked on a full queue fail at once and the
-        // session notices, even when closing a stalled socket takes a while.
-        drop(out_rx);
-        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-    });
+    let mut writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
 
     let mut session = Session::new(ctx, out.clone());
     session.run(&mut stream).await;
@@ -153,15 +124,8 @@ struct Session {
     out: mpsc::Sender<Outgoing>,
     state: SessionState,
     id: String,
-    seed: u64,
     init: SessionInit,
-    pending: VecDeque<SegmentPrompt>,
-    last_prompt: Option<SegmentPrompt>,
-    paused: bool,
-    generating: bool,
-    scheduled: u32,
-    media_done: u32,
-    cap: u32,
+    schedule: SegmentScheduler,
     last_state: Option<ContinuationState>,
     last_activity: Instant,
     pipeline: Option<SegmentPipeline>,
@@ -186,19 +150,16 @@ impl Session {
         let id = format!("{seed:016x}");
         let log = SessionLog::open(ctx.config.streaming.session_log_dir.as_deref(), &id);
         Self {
-            cap: ctx.config.streaming.generation_segment_cap,
+            schedule: SegmentScheduler::new(
+                ctx.config.streaming.generation_segment_cap,
+                seed >> 16,
+                ctx.config.generator.num_inference_steps,
+            ),
             ctx,
             out,
             state: SessionState::Initializing,
             id,
-            seed: seed >> 16,
             init: SessionInit::default(),
-            pending: VecDeque::new(),
-            last_prompt: None,
-            paused: false,
-            generating: false,
-            scheduled: 0,
-            media_done: 0,
             last_state: None,
             last_activity: Instant::now(),
             pipeline: None,
@@ -348,7 +309,7 @@ impl Session {
             return false;
         }
         if init.single_clip_mode {
-            self.cap = 1;
+            self.schedule.limit(1);
         }
         if let Some(image) = &init.initial_image {
             let limit = self.ctx.config.streaming.max_init_image_bytes;
@@ -625,7 +586,7 @@ impl Session {
                     ))
                     .await;
                 } else {
-                    self.pending.push_back(p);
+                    self.schedule.request(p);
                     self.try_schedule();
                 }
             }
@@ -640,7 +601,7 @@ impl Session {
                 self.try_schedule();
             }
             ClientMessage::GenerationPausedUpdated(p) => {
-                self.paused = p.paused;
+                self.schedule.set_paused(p.paused);
                 self.try_schedule();
             }
             ClientMessage::SnapshotState(_) => match self
@@ -679,7 +640,7 @@ impl Session {
                     tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
                 }
                 self.last_state = Some(next_state);
-                self.generating = false;
+                self.schedule.generated();
                 self.try_schedule();
                 Flow::Continue
             }
@@ -688,8 +649,7 @@ impl Session {
                     "segment_complete",
                     serde_json::json!({"segment_idx": segment_idx}),
                 );
-                self.media_done += 1;
-                if self.media_done >= self.cap {
+                if self.schedule.media_done() {
                     self.send(Outgoing::text(&ServerMessage::Ltx2StreamComplete {
                         reason: StreamEndReason::SegmentCap,
                     }))
@@ -723,74 +683,21 @@ impl Session {
         }
     }
 
-    /// Picks the next prompt: a requested one first, then the curated loop, then the
-    /// newest prompt again under auto-extension.
-    fn next_prompt(&mut self) -> Option<(SegmentPrompt, PromptSource)> {
-        if let Some(p) = self.pending.pop_front() {
-            let source = p.source.unwrap_or(PromptSource::User);
-            return Some((p, source));
-        }
-        let curated = &self.init.curated_prompts;
-        if self.init.loop_generation_enabled && !curated.is_empty() {
-            let prompt = curated[self.scheduled as usize % curated.len()].clone();
-            return Some((
-                SegmentPrompt {
-                    prompt,
-                    negative_prompt: None,
-                    source: Some(PromptSource::Curated),
-                    seed: None,
-                    num_inference_steps: None,
-                    guidance_scale: None,
-                },
-                PromptSource::Curated,
-            ));
-        }
-        if self.init.auto_extension_enabled {
-            let last = self.last_prompt.clone().or_else(|| {
-                curated.first().map(|prompt| SegmentPrompt {
-                    prompt: prompt.clone(),
-                    negative_prompt: None,
-                    source: None,
-                    seed: None,
-                    num_inference_steps: None,
-                    guidance_scale: None,
-                })
-            })?;
-            return Some((last, PromptSource::AutoExtension));
-        }
-        None
-    }
-
-    /// Starts the next segment when nothing is being generated and the session wants more.
+    /// Starts the next segment when the schedule wants one.
     fn try_schedule(&mut self) {
-        if self.generating || self.paused || self.scheduled >= self.cap || self.pipeline.is_none() {
-            return;
-        }
-        let Some((prompt, _source)) = self.next_prompt() else {
+        let Some(pipeline) = &self.pipeline else {
             return;
         };
-        let defaults = &self.ctx.config.generator;
-        let segment_idx = self.scheduled;
-        let request = SegmentRequest {
-            segment_idx,
-            prompt: prompt.prompt.clone(),
-            negative_prompt: prompt.negative_prompt.clone(),
-            seed: prompt
-                .seed
-                .unwrap_or(self.seed.wrapping_add(u64::from(segment_idx))),
-            num_inference_steps: prompt
-                .num_inference_steps
-                .unwrap_or(defaults.num_inference_steps),
-            guidance_scale: prompt.guidance_scale.unwrap_or(1.0),
+        let Some(request) = self.schedule.next(&self.init) else {
+            return;
         };
-        self.last_prompt = Some(prompt);
         let job = SegmentJob {
             request,
             scheduled_at: Instant::now(),
         };
-        if self.pipeline.as_ref().is_some_and(|p| p.submit(job)) {
-            self.generating = true;
-            self.scheduled += 1;
+        if !pipeline.submit(job) {
+            // The pipeline has stopped; its failure event ends the session.
+            tracing::debug!(session = %self.id, "segment not submitted: pipeline stopped");
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Sessions: one per WebSocket.
 //!
 //! [`state`] holds the lifecycle and its transition table, [`controller`] the protocol loop
-//! of one session, [`pipeline`] the generation and media threads behind it.
+//! of one session, [`schedule`] which segment comes next, [`pipeline`] the generation and
+//! media threads behind it, [`log`] the per-session event log and [`initial_image`] the
+//! checks on an opening image, and [`writer`] the task that writes to the socket.
 
 pub mod controller;
 pub mod initial_image;
 pub mod log;
 pub mod pipeline;
+pub mod schedule;
 pub mod state;
+pub mod writer;
 
 use framecast_common::protocol::ServerMessage;
 

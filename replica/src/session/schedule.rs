@@ -1,0 +1,224 @@
+//! Which segment a session generates next, and when it has generated enough.
+//!
+//! Pure policy, no I/O, so every rule is unit-tested: a prompt the client asked for comes
+//! first; then loop generation cycles the curated prompts; then auto-extension repeats the
+//! newest prompt. One segment is generated at a time (the media thread overlaps it with the
+//! previous one), nothing starts while paused, and the cap ends the stream.
+
+use std::collections::VecDeque;
+
+use framecast_common::protocol::{SegmentPrompt, SessionInit};
+
+use crate::generate::SegmentRequest;
+
+/// Per-session scheduling state.
+#[derive(Debug, Clone)]
+pub struct SegmentScheduler {
+    pending: VecDeque<SegmentPrompt>,
+    last_prompt: Option<SegmentPrompt>,
+    paused: bool,
+    generating: bool,
+    scheduled: u32,
+    media_done: u32,
+    cap: u32,
+    seed: u64,
+    default_steps: u32,
+}
+
+impl SegmentScheduler {
+    /// At most `cap` segments; seeds not given by the client derive from `seed`.
+    pub fn new(cap: u32, seed: u64, default_steps: u32) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            last_prompt: None,
+            paused: false,
+            generating: false,
+            scheduled: 0,
+            media_done: 0,
+            cap,
+            seed,
+            default_steps,
+        }
+    }
+
+    /// Lowers the cap (single-clip mode asks for one segment).
+    pub fn limit(&mut self, cap: u32) {
+        self.cap = self.cap.min(cap);
+    }
+
+    /// Queues a prompt the client asked for.
+    pub fn request(&mut self, prompt: SegmentPrompt) {
+        self.pending.push_back(prompt);
+    }
+
+    /// Pauses or resumes; a segment under way finishes either way.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// The segment under way was generated; another may start.
+    pub fn generated(&mut self) {
+        self.generating = false;
+    }
+
+    /// A segment's media went out; true when that was the last one the cap allows.
+    pub fn media_done(&mut self) -> bool {
+        self.media_done += 1;
+        self.media_done >= self.cap
+    }
+
+    /// The next segment to generate, if the session wants one now. `init` carries the
+    /// session's toggles and curated prompts as they are at this moment.
+    pub fn next(&mut self, init: &SessionInit) -> Option<SegmentRequest> {
+        if self.generating || self.paused || self.scheduled >= self.cap {
+            return None;
+        }
+        let prompt = self.next_prompt(init)?;
+        let segment_idx = self.scheduled;
+        let request = SegmentRequest {
+            segment_idx,
+            prompt: prompt.prompt.clone(),
+            negative_prompt: prompt.negative_prompt.clone(),
+            seed: prompt
+                .seed
+                .unwrap_or(self.seed.wrapping_add(u64::from(segment_idx))),
+            num_inference_steps: prompt.num_inference_steps.unwrap_or(self.default_steps),
+            guidance_scale: prompt.guidance_scale.unwrap_or(1.0),
+        };
+        self.last_prompt = Some(prompt);
+        self.generating = true;
+        self.scheduled += 1;
+        Some(request)
+    }
+
+    fn next_prompt(&mut self, init: &SessionInit) -> Option<SegmentPrompt> {
+        if let Some(p) = self.pending.pop_front() {
+            return Some(p);
+        }
+        let curated = &init.curated_prompts;
+        if init.loop_generation_enabled && !curated.is_empty() {
+            let prompt = curated[self.scheduled as usize % curated.len()].clone();
+            return Some(plain(prompt));
+        }
+        if init.auto_extension_enabled {
+            return self
+                .last_prompt
+                .clone()
+                .or_else(|| curated.first().cloned().map(plain));
+        }
+        None
+    }
+}
+
+fn plain(prompt: String) -> SegmentPrompt {
+    SegmentPrompt {
+        prompt,
+        negative_prompt: None,
+        source: None,
+        seed: None,
+        num_inference_steps: None,
+        guidance_scale: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init(curated: &[&str], looped: bool, auto: bool) -> SessionInit {
+        SessionInit {
+            curated_prompts: curated.iter().map(|s| s.to_string()).collect(),
+            loop_generation_enabled: looped,
+            auto_extension_enabled: auto,
+            ..SessionInit::default()
+        }
+    }
+
+    /// Runs the scheduler as the controller does: each segment generated before the next.
+    fn prompts(s: &mut SegmentScheduler, init: &SessionInit, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match s.next(init) {
+                Some(r) => {
+                    out.push(r.prompt);
+                    s.generated();
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn without_toggles_it_waits_for_requests() {
+        let mut s = SegmentScheduler::new(10, 0, 4);
+        let i = init(&["curated"], false, false);
+        assert!(s.next(&i).is_none());
+        s.request(plain("asked".into()));
+        assert_eq!(prompts(&mut s, &i, 5), ["asked"]);
+    }
+
+    #[test]
+    fn requests_come_before_loops_and_loops_before_extension() {
+        let mut s = SegmentScheduler::new(10, 0, 4);
+        let i = init(&["a", "b"], true, true);
+        s.request(plain("asked".into()));
+        assert_eq!(prompts(&mut s, &i, 4), ["asked", "b", "a", "b"]);
+    }
+
+    #[test]
+    fn auto_extension_repeats_the_newest_prompt() {
+        let mut s = SegmentScheduler::new(10, 0, 4);
+        let i = init(&["first"], false, true);
+        assert_eq!(prompts(&mut s, &i, 2), ["first", "first"]);
+        s.request(plain("newer".into()));
+        assert_eq!(prompts(&mut s, &i, 3), ["newer", "newer", "newer"]);
+    }
+
+    #[test]
+    fn one_segment_at_a_time_pause_and_cap() {
+        let mut s = SegmentScheduler::new(2, 0, 4);
+        let i = init(&["p"], false, true);
+        assert!(s.next(&i).is_some());
+        assert!(s.next(&i).is_none(), "still generating the first");
+        s.generated();
+        s.set_paused(true);
+        assert!(s.next(&i).is_none(), "paused");
+        s.set_paused(false);
+        assert!(s.next(&i).is_some());
+        s.generated();
+        assert!(s.next(&i).is_none(), "cap of 2 reached");
+        assert!(!s.media_done());
+        assert!(s.media_done(), "the second segment's media ends the stream");
+    }
+
+    #[test]
+    fn single_clip_limit_and_request_defaults() {
+        let mut s = SegmentScheduler::new(10, 100, 6);
+        s.limit(1);
+        let r = s.next(&init(&["p"], false, true)).unwrap();
+        assert_eq!(
+            (
+                r.segment_idx,
+                r.seed,
+                r.num_inference_steps,
+                r.guidance_scale
+            ),
+            (0, 100, 6, 1.0)
+        );
+        s.generated();
+        assert!(s.next(&init(&["p"], false, true)).is_none());
+        let mut s = SegmentScheduler::new(10, 100, 6);
+        s.request(SegmentPrompt {
+            seed: Some(7),
+            num_inference_steps: Some(2),
+            ..plain("x".into())
+        });
+        let r = s.next(&init(&[], false, false)).unwrap();
+        assert_eq!(
+            (r.seed, r.num_inference_steps),
+            (7, 2),
+            "the client's values win"
+        );
+    }
+}

@@ -1,10 +1,13 @@
 //! Framecast's router: the front door that hands each WebSocket session to a replica.
 //!
 //! Built on pingora: [`server::RouterServer`] assembles the proxy from a validated
-//! [`config::RouterConfig`]; [`proxy::StreamProxy`] picks the replica for each request from
-//! the [`registry::ReplicaRegistry`].
+//! [`config::RouterConfig`]; [`health::HealthChecker`] probes the replicas; [`proxy::StreamProxy`]
+//! answers the [`admin`] endpoints and sends everything else to the healthy replica the
+//! [`registry::ReplicaRegistry`] selects.
 
+pub mod admin;
 pub mod config;
+pub mod health;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -1,8 +1,10 @@
-//! The pingora proxy: every request, WebSocket upgrades included, goes to the chosen replica.
+//! The pingora proxy: admin endpoints are answered here ([`crate::admin`]); every other
+//! request, WebSocket upgrades included, goes to the healthy replica the registry selects.
 //!
 //! pingora passes an upgraded connection through as a byte tunnel, so `/v1/stream`
 //! sessions need no frame parsing here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +16,7 @@ use crate::registry::ReplicaRegistry;
 /// Routes each downstream request to a replica from the registry.
 #[derive(Debug)]
 pub struct StreamProxy {
-    registry: ReplicaRegistry,
+    registry: Arc<ReplicaRegistry>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -22,7 +24,7 @@ pub struct StreamProxy {
 impl StreamProxy {
     /// A proxy over `registry` with the given upstream connect and idle timeouts.
     pub fn new(
-        registry: ReplicaRegistry,
+        registry: Arc<ReplicaRegistry>,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Self {
@@ -40,9 +42,13 @@ impl ProxyHttp for StreamProxy {
 
     fn new_ctx(&self) -> Self::CTX {}
 
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        crate::admin::respond(session, &self.registry).await
+    }
+
     async fn upstream_peer(&self, session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let Some(replica) = self.registry.preferred() else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "no replica configured");
+        let Some(replica) = self.registry.select() else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy replica");
         };
         tracing::debug!(
             replica = %replica.name,

@@ -7,7 +7,10 @@ use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
+use pingora::services::background::background_service;
+
 use crate::config::RouterConfig;
+use crate::health::HealthChecker;
 use crate::proxy::StreamProxy;
 use crate::registry::ReplicaRegistry;
 
@@ -36,7 +39,7 @@ impl std::fmt::Debug for RouterServer {
 impl RouterServer {
     /// Builds the pingora server and its proxy service listening on `host:port`.
     pub fn new(config: &RouterConfig) -> Result<Self, StartError> {
-        let registry = ReplicaRegistry::from_config(config)?;
+        let registry = Arc::new(ReplicaRegistry::from_config(config)?);
         let conf = ServerConf {
             threads: config.threads,
             grace_period_seconds: Some(config.shutdown_grace_seconds),
@@ -46,6 +49,8 @@ impl RouterServer {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
+        let checker = HealthChecker::new(registry.clone(), config.health_check.clone());
+        server.add_service(background_service("health checks", checker));
         let proxy = StreamProxy::new(
             registry,
             Duration::from_secs_f64(config.connect_timeout_seconds),

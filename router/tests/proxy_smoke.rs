@@ -37,20 +37,22 @@ async fn pingora_proxies_one_request_to_a_local_server() {
     // The "replica": a real HTTP server on loopback that says who answered.
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap();
-    let app = Router::new().route(
-        "/hello",
-        get(|headers: http::HeaderMap| async move {
-            let via = headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (
-                [("x-served-by", "backend")],
-                format!("hello from backend (host {via})"),
-            )
-        }),
-    );
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/hello",
+            get(|headers: http::HeaderMap| async move {
+                let via = headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    [("x-served-by", "backend")],
+                    format!("hello from backend (host {via})"),
+                )
+            }),
+        );
     tokio::spawn(async move { axum::serve(backend, app).await.unwrap() });
 
     let port = free_port();
@@ -64,6 +66,10 @@ async fn pingora_proxies_one_request_to_a_local_server() {
             weight: 1,
         }],
         threads: 1,
+        health_check: framecast_router::config::HealthCheckConfig {
+            interval_seconds: 0.1,
+            ..Default::default()
+        },
         ..RouterConfig::default()
     };
     let stop = Arc::new(Notify::new());
@@ -78,14 +84,16 @@ async fn pingora_proxies_one_request_to_a_local_server() {
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hello");
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The replica takes sessions once its first health probe passed.
+    let ready = format!("http://127.0.0.1:{port}/readyz");
     let response = loop {
-        match client.get(&url).send().await {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+        match client.get(&ready).send().await {
+            Ok(r) if r.status() == 200 => break client.get(&url).send().await.unwrap(),
+            other if Instant::now() < deadline => {
+                let _ = other;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => panic!("router never answered: {e}"),
+            other => panic!("router never became ready: {other:?}"),
         }
     };
     assert_eq!(response.status(), 200);

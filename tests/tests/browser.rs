@@ -28,7 +28,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     std::fs::write(
         config.path(),
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  replicas:\n    - url: http://127.0.0.1:{replica_port}\n      primary: true\n"
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: http://127.0.0.1:{replica_port}\n      primary: true\n"
         ),
     )
     .unwrap();

@@ -24,7 +24,7 @@ async fn router_forwards_to_a_live_replica() {
     std::fs::write(
         config.path(),
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  replicas:\n    - url: {replica_url}\n      name: replica-0\n      primary: true\n"
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: {replica_url}\n      name: replica-0\n      primary: true\n"
         ),
     )
     .unwrap();
@@ -76,10 +76,48 @@ async fn router_forwards_to_a_live_replica() {
         "{metrics}"
     );
 
+    // The router's own view: the replica is healthy and primary.
+    let status: serde_json::Value = reqwest::get(format!("{through_router}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = &status["replicas"][0];
+    assert_eq!(row["name"], "replica-0");
+    assert_eq!(row["status"], "healthy", "{status}");
+    assert_eq!(row["primary"], true);
+    assert!(row["last_latency_ms"].as_f64().is_some(), "{status}");
+
     let status = replica
         .terminate(Duration::from_secs(10))
         .expect("replica exits on SIGTERM");
     assert!(status.success(), "replica exit status {status}");
+
+    // Three failed probes (0.2 s apart) later the router stops being ready.
+    wait_for_status(
+        &format!("{through_router}/readyz"),
+        503,
+        Duration::from_secs(10),
+    )
+    .await;
+    let status: serde_json::Value = reqwest::get(format!("{through_router}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["replicas"][0]["status"], "unhealthy", "{status}");
+    assert!(
+        status["replicas"][0]["consecutive_failures"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+    assert!(
+        status["replicas"][0]["last_error"].as_str().is_some(),
+        "{status}"
+    );
     let status = router
         .terminate(Duration::from_secs(20))
         .expect("router exits on SIGTERM");

@@ -1,28 +1,52 @@
-//! The router's own endpoints, answered before any proxying: `/status` for SREs, `/healthz`
-//! and `/readyz` for orchestrators. Everything else goes to a replica.
+//! The router's own endpoints, answered before any proxying: `/status` for SREs, `/metrics`
+//! for Prometheus, `/healthz` and `/readyz` for orchestrators. Everything else goes to a
+//! replica.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 use serde_json::json;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::registry::ReplicaRegistry;
 
+const JSON: &str = "application/json";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Answers `session` if it asks for an admin endpoint; returns whether it did.
-pub async fn respond(session: &mut Session, registry: &ReplicaRegistry) -> pingora::Result<bool> {
+pub async fn respond(
+    session: &mut Session,
+    registry: &ReplicaRegistry,
+    metrics: Option<&PrometheusHandle>,
+) -> pingora::Result<bool> {
     if session.req_header().method != http::Method::GET {
         return Ok(false);
     }
-    let (status, body) = match session.req_header().uri.path() {
-        "/status" => (200, json!({ "replicas": registry.status() })),
-        "/healthz" => (200, json!({ "status": "ok" })),
-        "/readyz" if registry.any_routable() => (200, json!({ "status": "ready" })),
-        "/readyz" => (503, json!({ "detail": "no healthy replica" })),
+    let (status, content_type, body) = match session.req_header().uri.path() {
+        "/status" => (
+            200,
+            JSON,
+            json!({ "replicas": registry.status() }).to_string(),
+        ),
+        "/healthz" => (200, JSON, json!({ "status": "ok" }).to_string()),
+        "/readyz" if registry.any_routable() => {
+            (200, JSON, json!({ "status": "ready" }).to_string())
+        }
+        "/readyz" => (
+            503,
+            JSON,
+            json!({ "detail": "no healthy replica" }).to_string(),
+        ),
+        "/metrics" => match metrics {
+            Some(handle) => (200, PROMETHEUS, handle.render()),
+            None => return Ok(false),
+        },
         _ => return Ok(false),
     };
-    let body = Bytes::from(body.to_string());
+    let body = Bytes::from(body);
     let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-type", content_type)?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
     session

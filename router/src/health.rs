@@ -156,10 +156,12 @@ impl HealthChecker {
         for (i, result) in futures_util::future::join_all(probes).await {
             let replica = &self.registry.all()[i];
             let before = self.registry.health(i).status;
+            let latency = result.as_ref().ok().copied();
             let after = self.registry.update_health(i, |h| match result {
                 Ok(latency) => h.success(latency, thresholds),
                 Err(e) => h.failure(e, thresholds),
             });
+            crate::observability::probed(&replica.name, after == HealthStatus::Healthy, latency);
             if before != after {
                 tracing::info!(replica = %replica.name, from = ?before, to = ?after, "replica health changed");
             }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod observability;
 pub mod proxy;
 pub mod registry;
 pub mod server;

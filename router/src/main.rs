@@ -43,7 +43,17 @@ fn main() -> ExitCode {
     }
     let config = file.router;
 
-    let server = match RouterServer::new(&config) {
+    let metrics = match framecast_common::metrics::install_recorder("router") {
+        Ok(handle) => {
+            framecast_router::observability::describe();
+            Some(handle)
+        }
+        Err(err) => {
+            eprintln!("framecast-router: cannot install the metrics recorder: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match RouterServer::new(&config, metrics) {
         Ok(server) => server,
         Err(err) => {
             eprintln!("framecast-router: {err}");

@@ -11,12 +11,16 @@ use async_trait::async_trait;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::observability;
 use crate::registry::ReplicaRegistry;
 
 /// Routes each downstream request to a replica from the registry.
 #[derive(Debug)]
 pub struct StreamProxy {
     registry: Arc<ReplicaRegistry>,
+    metrics: Option<PrometheusHandle>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -25,11 +29,13 @@ impl StreamProxy {
     /// A proxy over `registry` with the given upstream connect and idle timeouts.
     pub fn new(
         registry: Arc<ReplicaRegistry>,
+        metrics: Option<PrometheusHandle>,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Self {
         Self {
             registry,
+            metrics,
             connect_timeout,
             idle_timeout,
         }
@@ -38,18 +44,43 @@ impl StreamProxy {
 
 #[async_trait]
 impl ProxyHttp for StreamProxy {
-    type CTX = ();
+    /// The replica a request went to, once chosen.
+    type CTX = Option<String>;
 
-    fn new_ctx(&self) -> Self::CTX {}
-
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
-        crate::admin::respond(session, &self.registry).await
+    fn new_ctx(&self) -> Self::CTX {
+        None
     }
 
-    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let Some(replica) = ctx.take() else { return };
+        if session.is_upgrade_req() {
+            let outcome = if error.is_some() { "error" } else { "ok" };
+            observability::session_closed(
+                &replica,
+                outcome,
+                session.body_bytes_sent(),
+                session.body_bytes_read(),
+            );
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(replica) = self.registry.select() else {
+            observability::no_replica();
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy replica");
         };
+        if session.is_upgrade_req() && ctx.is_none() {
+            observability::session_opened(&replica.name);
+        }
+        *ctx = Some(replica.name.clone());
         tracing::debug!(
             replica = %replica.name,
             path = %session.req_header().uri.path(),

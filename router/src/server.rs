@@ -7,6 +7,7 @@ use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::services::background::background_service;
 
 use crate::config::RouterConfig;
@@ -37,8 +38,12 @@ impl std::fmt::Debug for RouterServer {
 }
 
 impl RouterServer {
-    /// Builds the pingora server and its proxy service listening on `host:port`.
-    pub fn new(config: &RouterConfig) -> Result<Self, StartError> {
+    /// Builds the pingora server and its proxy service listening on `host:port`; `/metrics`
+    /// renders `metrics` when given.
+    pub fn new(
+        config: &RouterConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, StartError> {
         let registry = Arc::new(ReplicaRegistry::from_config(config)?);
         let conf = ServerConf {
             threads: config.threads,
@@ -53,6 +58,7 @@ impl RouterServer {
         server.add_service(background_service("health checks", checker));
         let proxy = StreamProxy::new(
             registry,
+            metrics,
             Duration::from_secs_f64(config.connect_timeout_seconds),
             Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
         );

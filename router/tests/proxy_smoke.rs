@@ -73,7 +73,7 @@ async fn pingora_proxies_one_request_to_a_local_server() {
         ..RouterConfig::default()
     };
     let stop = Arc::new(Notify::new());
-    let server = RouterServer::new(&config).unwrap();
+    let server = RouterServer::new(&config, None).unwrap();
     let shutdown = NotifyShutdown(stop.clone());
     let router_thread = std::thread::spawn(move || {
         server.run_with(RunArgs {

@@ -58,7 +58,36 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     let played = result["currentTime"].as_f64().unwrap();
     assert!(played >= 0.9 * 3.0, "played {played} s of 3 s: {result}");
 
-    // The session shows up in the replica's metrics, and the exposition is clean.
+    // The session shows up in both binaries' metrics, and both expositions are clean.
+    let router_metrics = reqwest::get(format!("http://127.0.0.1:{router_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "framecast_router_sessions_total{replica=\"127.0.0.1:",
+        "framecast_router_sessions_active{replica=\"127.0.0.1:",
+        "framecast_router_health_probe_seconds_bucket",
+        "framecast_router_bytes_total{direction=\"downstream\"}",
+    ] {
+        assert!(
+            router_metrics.contains(name),
+            "missing `{name}` in:\n{router_metrics}"
+        );
+    }
+    let downstream: f64 = router_metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("framecast_router_bytes_total{direction=\"downstream\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // Everything the browser received went through the tunnel (plus JSON and framing).
+    let received = result["bytes"].as_f64().unwrap();
+    assert!(
+        downstream >= received && received > 10_000.0,
+        "router counted {downstream} bytes downstream, the browser got {received} media bytes"
+    );
+    promtool_check(&router_metrics);
     let metrics = reqwest::get(format!("http://127.0.0.1:{replica_port}/metrics"))
         .await
         .unwrap()
@@ -79,6 +108,10 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     ] {
         assert!(metrics.contains(name), "missing `{name}` in:\n{metrics}");
     }
+    promtool_check(&metrics);
+}
+
+fn promtool_check(metrics: &str) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

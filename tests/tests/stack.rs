@@ -65,16 +65,27 @@ async fn router_forwards_to_a_live_replica() {
             .contains("<title>Framecast</title>")
     );
 
-    let metrics = reqwest::get(format!("{through_router}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("framecast_build_info{component=\"replica\""),
-        "{metrics}"
-    );
+    // Each binary exports its own metrics.
+    for (url, expected) in [
+        (
+            format!("{replica_url}/metrics"),
+            "framecast_build_info{component=\"replica\"",
+        ),
+        (
+            format!("{through_router}/metrics"),
+            "framecast_build_info{component=\"router\"",
+        ),
+        (
+            format!("{through_router}/metrics"),
+            "framecast_router_replica_up{replica=\"replica-0\"} 1",
+        ),
+    ] {
+        let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains(expected),
+            "{url} lacks {expected}:\n{metrics}"
+        );
+    }
 
     // The router's own view: the replica is healthy and primary.
     let status: serde_json::Value = reqwest::get(format!("{through_router}/status"))

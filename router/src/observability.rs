@@ -1,0 +1,72 @@
+//! Every metric the router exports, declared in one place with its help text (names as in
+//! DESIGN.md).
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+/// 1 when the replica is healthy, per replica.
+pub const REPLICA_UP: &str = "framecast_router_replica_up";
+/// Round trip of health probes, per replica.
+pub const HEALTH_PROBE_SECONDS: &str = "framecast_router_health_probe_seconds";
+/// Open WebSocket sessions, per replica.
+pub const SESSIONS_ACTIVE: &str = "framecast_router_sessions_active";
+/// Ended sessions, per replica and outcome.
+pub const SESSIONS_TOTAL: &str = "framecast_router_sessions_total";
+/// Bytes proxied, by direction (`downstream` to clients, `upstream` to replicas).
+pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
+/// Sessions refused because no replica was routable.
+pub const NO_REPLICA_TOTAL: &str = "framecast_router_no_replica_total";
+
+/// Registers help texts; call once after installing the recorder.
+pub fn describe() {
+    describe_gauge!(
+        REPLICA_UP,
+        "1 when the replica is healthy and takes sessions."
+    );
+    describe_histogram!(
+        HEALTH_PROBE_SECONDS,
+        metrics::Unit::Seconds,
+        "Round trip of health probes."
+    );
+    describe_gauge!(
+        SESSIONS_ACTIVE,
+        "Open WebSocket sessions through this router."
+    );
+    describe_counter!(SESSIONS_TOTAL, "Ended sessions by replica and outcome.");
+    describe_counter!(
+        BYTES_TOTAL,
+        metrics::Unit::Bytes,
+        "Bytes proxied, by direction."
+    );
+    describe_counter!(
+        NO_REPLICA_TOTAL,
+        "Sessions refused because no replica was routable."
+    );
+}
+
+/// Records one probe of `replica`.
+pub fn probed(replica: &str, up: bool, latency: Option<Duration>) {
+    gauge!(REPLICA_UP, "replica" => replica.to_string()).set(if up { 1.0 } else { 0.0 });
+    if let Some(l) = latency {
+        histogram!(HEALTH_PROBE_SECONDS, "replica" => replica.to_string()).record(l.as_secs_f64());
+    }
+}
+
+/// A session to `replica` opened.
+pub fn session_opened(replica: &str) {
+    gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).increment(1.0);
+}
+
+/// A session to `replica` ended with `outcome` after moving the given bytes.
+pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to_replica: usize) {
+    gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).decrement(1.0);
+    counter!(SESSIONS_TOTAL, "replica" => replica.to_string(), "outcome" => outcome).increment(1);
+    counter!(BYTES_TOTAL, "direction" => "downstream").increment(to_client as u64);
+    counter!(BYTES_TOTAL, "direction" => "upstream").increment(to_replica as u64);
+}
+
+/// A session found no routable replica.
+pub fn no_replica() {
+    counter!(NO_REPLICA_TOTAL).increment(1);
+}

@@ -10,5 +10,6 @@ pub mod config;
 pub mod health;
 pub mod observability;
 pub mod proxy;
+pub mod refusal;
 pub mod registry;
 pub mod server;

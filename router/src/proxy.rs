@@ -52,7 +52,20 @@ impl ProxyHttp for StreamProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
-        crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await
+        if crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await? {
+            return Ok(true);
+        }
+        if session.is_upgrade_req() && self.registry.select().is_none() {
+            observability::no_replica();
+            tracing::warn!("no healthy replica: refusing a WebSocket session with 1013");
+            crate::refusal::refuse_websocket(
+                session,
+                "no replica is available right now; retry shortly",
+            )
+            .await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {

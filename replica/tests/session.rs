@@ -24,6 +24,17 @@ struct Server {
     states: Arc<framecast_replica::store::memory::MemorySessionStore>,
 }
 
+impl Server {
+    /// Waits until the worker is free again, failing with `what` after `limit`.
+    async fn wait_for_free_worker(&self, limit: Duration, what: &str) {
+        let since = Instant::now();
+        while self.pool.status().available_gpus == 0 {
+            assert!(since.elapsed() < limit, "{what} (after {limit:?})");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 fn test_config() -> ReplicaConfig {
     let mut c = ReplicaConfig::default();
     c.generator.width = 128;
@@ -302,14 +313,9 @@ async fn a_client_leaving_mid_segment_frees_its_worker_within_a_second() {
     }
     assert_eq!(server.pool.status().available_gpus, 0);
     drop(client);
-    let left = Instant::now();
-    while server.pool.status().available_gpus == 0 {
-        assert!(
-            left.elapsed() < Duration::from_secs(1),
-            "worker still busy after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server
+        .wait_for_free_worker(Duration::from_secs(1), "worker still busy")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,9 +374,12 @@ async fn snapshot_and_restore_continue_the_stream() {
         "restored state is the session's state"
     );
     drop(restored);
-    while server.pool.status().available_gpus == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .wait_for_free_worker(
+            Duration::from_secs(5),
+            "the previous session kept the worker",
+        )
+        .await;
 
     let mut bad = connect(&server).await;
     send(&mut bad, json!({"type": "session_init_v2", "continuation_state": {"kind": "someone.else.v9", "payload": {}}})).await;
@@ -505,9 +514,12 @@ async fn initial_images_are_checked_and_a_bad_one_does_not_end_the_session() {
     assert!(!t.events.contains(&"error".to_string()), "{:?}", t.messages);
     assert_eq!(t.events.first().map(String::as_str), Some("gpu_assigned"));
     drop(client);
-    while server.pool.status().available_gpus == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .wait_for_free_worker(
+            Duration::from_secs(5),
+            "the previous session kept the worker",
+        )
+        .await;
 
     let mut client = connect(&server).await;
     send(&mut client, json!({"type": "session_init_v2", "initial_image": {"mime": "image/png", "data": "bm90IGFuIGltYWdl"}})).await;
@@ -598,14 +610,9 @@ async fn a_client_that_reads_nothing_is_disconnected_and_frees_its_worker() {
     );
     // The writer blocks on the full socket, gives up after the write timeout, and the
     // session ends: the worker comes back although the cap is far away.
-    let started = Instant::now();
-    while server.pool.status().available_gpus == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "slow client never disconnected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_for_free_worker(Duration::from_secs(15), "slow client never disconnected")
+        .await;
     drop(client);
 }
 
@@ -692,14 +699,12 @@ async fn a_media_error_ends_with_internal_error_and_1011_and_frees_the_worker() 
         "{err}"
     );
     assert_eq!(t.close, Some(1011));
-    let left = Instant::now();
-    while server.pool.status().available_gpus == 0 {
-        assert!(
-            left.elapsed() < Duration::from_secs(2),
-            "worker not freed after a media error"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server
+        .wait_for_free_worker(
+            Duration::from_secs(2),
+            "worker not freed after a media error",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

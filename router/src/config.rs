@@ -39,12 +39,12 @@ impl Validate for RouterFile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionPolicy {
-    /// The healthy primary while it has capacity, else the replica with most free capacity.
+    /// The healthy primary, else the first healthy replica in configuration order.
     #[default]
     PrimaryFirst,
-    /// The healthy replica with the fewest live sessions through this router.
+    /// Reserved (fewest live sessions through this router); refused until implemented.
     LeastSessions,
-    /// Healthy replicas in turn.
+    /// Reserved (healthy replicas in turn); refused until implemented.
     RoundRobin,
 }
 
@@ -276,6 +276,13 @@ impl Validate for RouterConfig {
         if self.threads == 0 {
             return Err(FieldError::new("router.threads", "must be at least 1"));
         }
+        if self.selection != SelectionPolicy::PrimaryFirst {
+            // Refuse rather than silently behave like primary_first.
+            return Err(FieldError::new(
+                "router.selection",
+                "only `primary_first` is implemented so far",
+            ));
+        }
         Ok(())
     }
 }
@@ -373,6 +380,17 @@ mod tests {
         let mut c = RouterConfig::default();
         c.health_check.recovery_threshold = 0;
         assert_eq!(rejected_field(&c), "router.health_check.recovery_threshold");
+    }
+
+    #[test]
+    fn unimplemented_selection_policies_are_refused() {
+        for policy in [SelectionPolicy::LeastSessions, SelectionPolicy::RoundRobin] {
+            let c = RouterConfig {
+                selection: policy,
+                ..RouterConfig::default()
+            };
+            assert_eq!(rejected_field(&c), "router.selection");
+        }
     }
 
     #[test]

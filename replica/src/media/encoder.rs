@@ -45,7 +45,6 @@ pub struct Fmp4Encoder {
     frames_pushed: u64,
     audio_samples_pushed: u64,
     segment: Option<u32>,
-    segment_frames: u64,
     encoder_name: String,
 }
 
@@ -114,7 +113,6 @@ impl Fmp4Encoder {
             frames_pushed: 0,
             audio_samples_pushed: 0,
             segment: None,
-            segment_frames: 0,
             encoder_name,
         };
         encoder
@@ -154,7 +152,6 @@ impl Fmp4Encoder {
             self.video_src.send_event(event);
         }
         self.segment = Some(segment_idx);
-        self.segment_frames = 0;
         Ok(())
     }
 
@@ -182,7 +179,6 @@ impl Fmp4Encoder {
         let src = self.video_src.clone();
         self.push_bounded(&src, buffer)?;
         self.frames_pushed += 1;
-        self.segment_frames += 1;
         Ok(())
     }
 

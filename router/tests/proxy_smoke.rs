@@ -1,13 +1,13 @@
 //! Proves pingora is real: the router, started in-process on 127.0.0.1, proxies an HTTP
 //! request to a local server and stops when told to.
 
-use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
+use framecast_e2e::free_port;
 use framecast_router::config::{ReplicaEndpoint, RouterConfig};
 use framecast_router::server::RouterServer;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -22,14 +22,6 @@ impl ShutdownSignalWatch for NotifyShutdown {
         self.0.notified().await;
         ShutdownSignal::FastShutdown
     }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

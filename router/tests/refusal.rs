@@ -2,21 +2,13 @@
 //! completes the handshake, sends `error {code: gpu_unavailable, retryable: true}` and
 //! closes with 1013.
 
-use std::net::TcpListener as StdListener;
 use std::time::{Duration, Instant};
 
+use framecast_e2e::free_port;
 use framecast_router::config::{HealthCheckConfig, ReplicaEndpoint, RouterConfig};
 use framecast_router::server::RouterServer;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_healthy_replica_means_error_frame_and_close_1013() {

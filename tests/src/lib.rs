@@ -107,6 +107,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The body of `GET url` as text, panicking with the URL on any failure.
+pub async fn get_text(url: &str) -> String {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The body of `GET url` parsed as JSON, panicking with the URL and body on any failure.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let text = get_text(url).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
+}
+
 /// Polls `url` until it answers with `expected_status`, or panics after `timeout`.
 pub async fn wait_for_status(
     url: &str,

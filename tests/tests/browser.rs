@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use framecast_e2e::{ChildGuard, free_port, play_in_chromium, wait_for_status};
+use framecast_e2e::{ChildGuard, free_port, get_text, play_in_chromium, wait_for_status};
 
 #[tokio::test]
 async fn chromium_plays_a_three_segment_session_through_the_router() {
@@ -59,12 +59,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     assert!(played >= 0.9 * 3.0, "played {played} s of 3 s: {result}");
 
     // The session shows up in both binaries' metrics, and both expositions are clean.
-    let router_metrics = reqwest::get(format!("http://127.0.0.1:{router_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let router_metrics = get_text(&format!("http://127.0.0.1:{router_port}/metrics")).await;
     for name in [
         "framecast_router_sessions_total{replica=\"127.0.0.1:",
         "framecast_router_sessions_active{replica=\"127.0.0.1:",
@@ -88,12 +83,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
         "router counted {downstream} bytes downstream, the browser got {received} media bytes"
     );
     promtool_check(&router_metrics);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{replica_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://127.0.0.1:{replica_port}/metrics")).await;
     for name in [
         "framecast_sessions_total{outcome=\"complete\"} 1",
         "framecast_segment_generation_seconds_count",

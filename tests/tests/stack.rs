@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use framecast_e2e::{ChildGuard, free_port, wait_for_status};
+use framecast_e2e::{ChildGuard, free_port, get_json, get_text, wait_for_status};
 
 #[tokio::test]
 async fn router_forwards_to_a_live_replica() {
@@ -80,7 +80,7 @@ async fn router_forwards_to_a_live_replica() {
             "framecast_router_replica_up{replica=\"replica-0\"} 1",
         ),
     ] {
-        let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let metrics = get_text(&url).await;
         assert!(
             metrics.contains(expected),
             "{url} lacks {expected}:\n{metrics}"
@@ -88,12 +88,7 @@ async fn router_forwards_to_a_live_replica() {
     }
 
     // The router's own view: the replica is healthy and primary.
-    let status: serde_json::Value = reqwest::get(format!("{through_router}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&format!("{through_router}/status")).await;
     let row = &status["replicas"][0];
     assert_eq!(row["name"], "replica-0");
     assert_eq!(row["status"], "healthy", "{status}");
@@ -112,12 +107,7 @@ async fn router_forwards_to_a_live_replica() {
         Duration::from_secs(10),
     )
     .await;
-    let status: serde_json::Value = reqwest::get(format!("{through_router}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&format!("{through_router}/status")).await;
     assert_eq!(status["replicas"][0]["status"], "unhealthy", "{status}");
     assert!(
         status["replicas"][0]["consecutive_failures"]

@@ -27,9 +27,19 @@ pub async fn respond(
         "/status" => (
             200,
             JSON,
-            json!({ "replicas": registry.status() }).to_string(),
+            json!({
+                "replicas": registry.status(),
+                "active_sessions": registry.active_sessions(),
+                "draining": registry.is_draining(),
+            })
+            .to_string(),
         ),
         "/healthz" => (200, JSON, json!({ "status": "ok" }).to_string()),
+        "/readyz" if registry.is_draining() => (
+            503,
+            JSON,
+            json!({ "detail": "draining: shutting down" }).to_string(),
+        ),
         "/readyz" if registry.any_routable() => {
             (200, JSON, json!({ "status": "ready" }).to_string())
         }

@@ -39,12 +39,15 @@ impl Validate for RouterFile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionPolicy {
-    /// The healthy primary, else the first healthy replica in configuration order.
+    /// The healthy primary while it has free capacity, else the healthy replica with the
+    /// most free capacity (ties: the primary, then configuration order).
     #[default]
     PrimaryFirst,
-    /// Reserved (fewest live sessions through this router); refused until implemented.
+    /// The healthy replica with the fewest live sessions through this router per unit of
+    /// `weight`; ties go to the primary, then to configuration order.
     LeastSessions,
-    /// Reserved (healthy replicas in turn); refused until implemented.
+    /// Healthy replicas in turn, each `weight` times per cycle (smooth weighted round
+    /// robin, so a heavy replica's turns are spread out rather than bunched).
     RoundRobin,
 }
 
@@ -152,6 +155,10 @@ pub struct HealthCheckConfig {
     pub failure_threshold: u32,
     /// Consecutive successes that turn an unhealthy replica healthy again.
     pub recovery_threshold: u32,
+    /// Path read after each successful probe for the replica's capacity (FastVideo's pool
+    /// status: `available_gpus`, `queue_size`); `null` turns capacity reading off, and a
+    /// replica whose capacity cannot be read is treated as having room.
+    pub capacity_path: Option<String>,
 }
 
 impl Default for HealthCheckConfig {
@@ -162,6 +169,7 @@ impl Default for HealthCheckConfig {
             timeout_seconds: 2.0,
             failure_threshold: 3,
             recovery_threshold: 2,
+            capacity_path: Some("/status".into()),
         }
     }
 }
@@ -273,15 +281,18 @@ impl Validate for RouterConfig {
             "router.tunnel_idle_timeout_seconds",
             self.tunnel_idle_timeout_seconds,
         )?;
+        if hc
+            .capacity_path
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+        {
+            return Err(FieldError::new(
+                "router.health_check.capacity_path",
+                "must start with `/` (or be null to turn capacity reading off)",
+            ));
+        }
         if self.threads == 0 {
             return Err(FieldError::new("router.threads", "must be at least 1"));
-        }
-        if self.selection != SelectionPolicy::PrimaryFirst {
-            // Refuse rather than silently behave like primary_first.
-            return Err(FieldError::new(
-                "router.selection",
-                "only `primary_first` is implemented so far",
-            ));
         }
         Ok(())
     }
@@ -327,6 +338,7 @@ mod tests {
                 timeout_seconds: 2.0,
                 failure_threshold: 3,
                 recovery_threshold: 2,
+                capacity_path: Some("/status".into()),
             }
         );
     }
@@ -383,14 +395,19 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_selection_policies_are_refused() {
+    fn every_selection_policy_is_accepted_and_capacity_path_is_checked() {
         for policy in [SelectionPolicy::LeastSessions, SelectionPolicy::RoundRobin] {
             let c = RouterConfig {
                 selection: policy,
                 ..RouterConfig::default()
             };
-            assert_eq!(rejected_field(&c), "router.selection");
+            c.validate().unwrap();
         }
+        let mut c = RouterConfig::default();
+        c.health_check.capacity_path = Some("status".into());
+        assert_eq!(rejected_field(&c), "router.health_check.capacity_path");
+        c.health_check.capacity_path = None;
+        c.validate().unwrap();
     }
 
     #[test]

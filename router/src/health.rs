@@ -144,16 +144,37 @@ impl HealthChecker {
         }
     }
 
-    /// One round: every replica probed concurrently, results recorded.
+    /// One round: every replica probed concurrently (its capacity read right after a
+    /// successful probe), results recorded.
     pub async fn probe_all(&self) {
         let timeout = Duration::from_secs_f64(self.config.timeout_seconds);
         let thresholds = Thresholds::from(&self.config);
         let probes = self.registry.all().iter().enumerate().map(|(i, replica)| {
-            let url = format!("{}{}", replica.url.trim_end_matches('/'), self.config.path);
+            let base = replica.url.trim_end_matches('/');
+            let url = format!("{base}{}", self.config.path);
+            let capacity_url = self
+                .config
+                .capacity_path
+                .as_ref()
+                .map(|p| format!("{base}{p}"));
             let client = &self.client;
-            async move { (i, probe(client, &url, timeout).await) }
+            async move {
+                let health = probe(client, &url, timeout).await;
+                let capacity = match (&health, capacity_url) {
+                    (Ok(_), Some(url)) => match crate::capacity::fetch(client, &url, timeout).await
+                    {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::debug!(url, error = %e, "treating capacity as unknown");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                (i, health, capacity)
+            }
         });
-        for (i, result) in futures_util::future::join_all(probes).await {
+        for (i, result, capacity) in futures_util::future::join_all(probes).await {
             let replica = &self.registry.all()[i];
             let before = self.registry.health(i).status;
             let latency = result.as_ref().ok().copied();
@@ -161,6 +182,7 @@ impl HealthChecker {
                 Ok(latency) => h.success(latency, thresholds),
                 Err(e) => h.failure(e, thresholds),
             });
+            self.registry.set_capacity(i, capacity);
             crate::observability::probed(&replica.name, after == HealthStatus::Healthy, latency);
             if before != after {
                 tracing::info!(replica = %replica.name, from = ?before, to = ?after, "replica health changed");

@@ -3,9 +3,11 @@
 //! Built on pingora: [`server::RouterServer`] assembles the proxy from a validated
 //! [`config::RouterConfig`]; [`health::HealthChecker`] probes the replicas; [`proxy::StreamProxy`]
 //! answers the [`admin`] endpoints and sends everything else to the healthy replica the
-//! [`registry::ReplicaRegistry`] selects.
+//! [`registry::ReplicaRegistry`] selects (using the [`capacity`] replicas report);
+//! [`shutdown`] drains open sessions on SIGTERM.
 
 pub mod admin;
+pub mod capacity;
 pub mod config;
 pub mod health;
 pub mod observability;
@@ -13,3 +15,4 @@ pub mod proxy;
 pub mod refusal;
 pub mod registry;
 pub mod server;
+pub mod shutdown;

@@ -15,6 +15,8 @@ pub const SESSIONS_ACTIVE: &str = "framecast_router_sessions_active";
 pub const SESSIONS_TOTAL: &str = "framecast_router_sessions_total";
 /// Bytes proxied, by direction (`downstream` to clients, `upstream` to replicas).
 pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
+/// Connections to a replica that failed before the WebSocket handshake, per replica.
+pub const CONNECT_FAILURES_TOTAL: &str = "framecast_router_connect_failures_total";
 /// Sessions refused because no replica was routable.
 pub const NO_REPLICA_TOTAL: &str = "framecast_router_no_replica_total";
 
@@ -40,6 +42,10 @@ pub fn describe() {
         "Bytes proxied, by direction."
     );
     describe_counter!(
+        CONNECT_FAILURES_TOTAL,
+        "Connections to a replica that failed before the handshake (the session is retried elsewhere when it can be)."
+    );
+    describe_counter!(
         NO_REPLICA_TOTAL,
         "Sessions refused because no replica was routable."
     );
@@ -53,17 +59,26 @@ pub fn probed(replica: &str, up: bool, latency: Option<Duration>) {
     }
 }
 
-/// A session to `replica` opened.
-pub fn session_opened(replica: &str) {
+/// A session was routed to `replica`.
+pub fn session_started(replica: &str) {
     gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).increment(1.0);
+}
+
+/// A session routed to `replica` is over (or its connection attempt failed).
+pub fn session_ended(replica: &str) {
+    gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).decrement(1.0);
 }
 
 /// A session to `replica` ended with `outcome` after moving the given bytes.
 pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to_replica: usize) {
-    gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).decrement(1.0);
     counter!(SESSIONS_TOTAL, "replica" => replica.to_string(), "outcome" => outcome).increment(1);
     counter!(BYTES_TOTAL, "direction" => "downstream").increment(to_client as u64);
     counter!(BYTES_TOTAL, "direction" => "upstream").increment(to_replica as u64);
+}
+
+/// Connecting to `replica` failed.
+pub fn connect_failed(replica: &str) {
+    counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
 }
 
 /// A session found no routable replica.

@@ -1,8 +1,9 @@
 //! The pingora proxy: admin endpoints are answered here ([`crate::admin`]); every other
-//! request, WebSocket upgrades included, goes to the healthy replica the registry selects.
+//! request, WebSocket upgrades included, goes to the replica the registry selects.
 //!
 //! pingora passes an upgraded connection through as a byte tunnel, so `/v1/stream`
-//! sessions need no frame parsing here.
+//! sessions need no frame parsing here. A replica that refuses the connection before the
+//! handshake is skipped and the next one tried; the client never sees the failed attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use pingora::{Error, ErrorType, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::observability;
-use crate::registry::ReplicaRegistry;
+use crate::registry::{ReplicaRegistry, SessionGuard};
 
 /// Routes each downstream request to a replica from the registry.
 #[derive(Debug)]
@@ -25,8 +26,18 @@ pub struct StreamProxy {
     idle_timeout: Duration,
 }
 
+/// Where one request went.
+#[derive(Debug, Default)]
+pub struct RouteCtx {
+    /// Replicas tried so far, the current one last.
+    tried: Vec<usize>,
+    /// Held while a WebSocket session is routed to `tried.last()`.
+    session: Option<SessionGuard>,
+}
+
 impl StreamProxy {
-    /// A proxy over `registry` with the given upstream connect and idle timeouts.
+    /// A proxy over `registry`: `connect_timeout` bounds each connection attempt to a replica,
+    /// `idle_timeout` closes a tunnel with no bytes either way for that long.
     pub fn new(
         registry: Arc<ReplicaRegistry>,
         metrics: Option<PrometheusHandle>,
@@ -44,41 +55,35 @@ impl StreamProxy {
 
 #[async_trait]
 impl ProxyHttp for StreamProxy {
-    /// The replica a request went to, once chosen.
-    type CTX = Option<String>;
+    type CTX = RouteCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        None
+        RouteCtx::default()
     }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         if crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await? {
             return Ok(true);
         }
-        if session.is_upgrade_req() && self.registry.select().is_none() {
+        if !session.is_upgrade_req() {
+            return Ok(false);
+        }
+        if self.registry.select(&[]).is_none() {
             observability::no_replica();
-            tracing::warn!("no healthy replica: refusing a WebSocket session with 1013");
-            crate::refusal::refuse_websocket(
-                session,
-                "no replica is available right now; retry shortly",
-            )
-            .await?;
+            let message = if self.registry.is_draining() {
+                tracing::info!("draining: refusing a new WebSocket session with 1013");
+                "this router is shutting down; retry shortly"
+            } else {
+                tracing::warn!("no healthy replica: refusing a WebSocket session with 1013");
+                "no replica is available right now; retry shortly"
+            };
+            crate::refusal::refuse_websocket(session, message).await?;
             return Ok(true);
         }
+        // pingora's default downstream idle limit is 60 s; a paused stream may be quieter.
+        session.set_read_timeout(Some(self.idle_timeout));
+        session.set_write_timeout(Some(self.idle_timeout));
         Ok(false)
-    }
-
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
-        let Some(replica) = ctx.take() else { return };
-        if session.is_upgrade_req() {
-            let outcome = if error.is_some() { "error" } else { "ok" };
-            observability::session_closed(
-                &replica,
-                outcome,
-                session.body_bytes_sent(),
-                session.body_bytes_read(),
-            );
-        }
     }
 
     async fn upstream_peer(
@@ -86,17 +91,20 @@ impl ProxyHttp for StreamProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let Some(replica) = self.registry.select() else {
+        let Some(index) = self.registry.select(&ctx.tried) else {
             observability::no_replica();
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy replica");
         };
-        if session.is_upgrade_req() && ctx.is_none() {
-            observability::session_opened(&replica.name);
+        ctx.tried.push(index);
+        let replica = &self.registry.all()[index];
+        if session.is_upgrade_req() {
+            // Replaces (and so ends) the guard of a replica that failed to connect.
+            ctx.session = Some(self.registry.open_session(index));
         }
-        *ctx = Some(replica.name.clone());
         tracing::debug!(
             replica = %replica.name,
             path = %session.req_header().uri.path(),
+            attempt = ctx.tried.len(),
             "routing request"
         );
         let mut peer = HttpPeer::new(
@@ -109,5 +117,37 @@ impl ProxyHttp for StreamProxy {
         peer.options.read_timeout = Some(self.idle_timeout);
         peer.options.write_timeout = Some(self.idle_timeout);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.session = None;
+        if let Some(&index) = ctx.tried.last() {
+            let name = &self.registry.all()[index].name;
+            observability::connect_failed(name);
+            let another = self.registry.select(&ctx.tried).is_some();
+            tracing::warn!(replica = %name, error = %e, retrying = another, "cannot connect to replica");
+            // Nothing reached the replica yet, so another one can take the request as is.
+            e.set_retry(another);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let Some(guard) = ctx.session.take() else {
+            return;
+        };
+        let outcome = if error.is_some() { "error" } else { "ok" };
+        observability::session_closed(
+            &guard.replica().name,
+            outcome,
+            session.body_bytes_sent(),
+            session.body_bytes_read(),
+        );
     }
 }

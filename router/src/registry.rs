@@ -1,13 +1,15 @@
-//! The replicas this router knows, resolved once from configuration, with the health the
-//! [`crate::health::HealthChecker`] records for each; it answers which replica a new
-//! session goes to.
+//! The replicas this router knows, resolved once from configuration, with the health and
+//! capacity the [`crate::health::HealthChecker`] records for each and the sessions routed to
+//! each; it answers which replica a new session goes to.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use framecast_common::config::FieldError;
 use serde::Serialize;
 
-use crate::config::RouterConfig;
+use crate::capacity::Capacity;
+use crate::config::{RouterConfig, SelectionPolicy};
 use crate::health::{HealthStatus, ReplicaHealth};
 
 /// One replica, with its address already parsed out of the configured URL.
@@ -27,11 +29,35 @@ pub struct Replica {
     pub primary: bool,
 }
 
-/// All configured replicas, in configuration order, and their health.
+/// All configured replicas, in configuration order, with what the router knows of each.
 #[derive(Debug)]
 pub struct ReplicaRegistry {
     replicas: Vec<Replica>,
-    health: Vec<Mutex<ReplicaHealth>>,
+    weights: Vec<u32>,
+    policy: SelectionPolicy,
+    state: Vec<Mutex<ReplicaState>>,
+    draining: AtomicBool,
+}
+
+/// Everything mutable about one replica, behind one lock so selection sees a consistent view.
+#[derive(Debug, Default)]
+struct ReplicaState {
+    health: ReplicaHealth,
+    capacity: Option<Capacity>,
+    /// Sessions sent here since `capacity` was read: they may not show in it yet.
+    reserved: u32,
+    /// Live sessions through this router.
+    active: u64,
+    /// Smooth weighted round-robin credit.
+    rr_credit: i64,
+}
+
+impl ReplicaState {
+    /// Free workers after the queue and the sessions sent since the last reading; `None`
+    /// when capacity is not known.
+    fn room(&self) -> Option<i64> {
+        self.capacity.map(|c| c.free() - i64::from(self.reserved))
+    }
 }
 
 /// One replica's row in the router's `/status`.
@@ -46,6 +72,35 @@ pub struct ReplicaStatus {
     /// Probe history and verdict.
     #[serde(flatten)]
     pub health: ReplicaHealth,
+    /// Live WebSocket sessions this router has open to it.
+    pub active_sessions: u64,
+    /// Free workers (available minus queued minus sessions sent since the last reading);
+    /// `null` when the replica's capacity is unknown.
+    pub available_capacity: Option<i64>,
+    /// The pool as the replica last reported it.
+    pub capacity: Option<Capacity>,
+}
+
+/// Keeps a replica's live-session count (and the sessions gauge) up while a session is
+/// routed to it; dropping it ends the session, however the proxy finished.
+#[derive(Debug)]
+pub struct SessionGuard {
+    registry: Arc<ReplicaRegistry>,
+    index: usize,
+}
+
+impl SessionGuard {
+    /// The replica this session went to.
+    pub fn replica(&self) -> &Replica {
+        &self.registry.replicas[self.index]
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry.lock(self.index).active -= 1;
+        crate::observability::session_ended(&self.registry.replicas[self.index].name);
+    }
 }
 
 impl ReplicaRegistry {
@@ -75,59 +130,159 @@ impl ReplicaRegistry {
                 })
             })
             .collect::<Result<Vec<_>, FieldError>>()?;
-        let health = replicas.iter().map(|_| Mutex::default()).collect();
-        Ok(Self { replicas, health })
+        let state = replicas.iter().map(|_| Mutex::default()).collect();
+        Ok(Self {
+            replicas,
+            weights: config.replicas.iter().map(|r| r.weight.max(1)).collect(),
+            policy: config.selection,
+            state,
+            draining: AtomicBool::new(false),
+        })
     }
 
-    fn lock(&self, i: usize) -> MutexGuard<'_, ReplicaHealth> {
-        self.health[i].lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, i: usize) -> MutexGuard<'_, ReplicaState> {
+        self.state[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A copy of replica `i`'s health.
     pub fn health(&self, i: usize) -> ReplicaHealth {
-        self.lock(i).clone()
+        self.lock(i).health.clone()
     }
 
     /// Applies `f` to replica `i`'s health; returns the status after it.
     pub fn update_health(&self, i: usize, f: impl FnOnce(&mut ReplicaHealth)) -> HealthStatus {
-        let mut h = self.lock(i);
-        f(&mut h);
-        h.status
+        let mut state = self.lock(i);
+        f(&mut state.health);
+        state.health.status
+    }
+
+    /// Records replica `i`'s capacity as just read (`None`: unreadable or not asked), which
+    /// supersedes the sessions reserved since the previous reading.
+    pub fn set_capacity(&self, i: usize, capacity: Option<Capacity>) {
+        let mut state = self.lock(i);
+        state.capacity = capacity;
+        state.reserved = 0;
     }
 
     /// Whether any replica can take a session (drives `/readyz`).
     pub fn any_routable(&self) -> bool {
-        (0..self.replicas.len()).any(|i| self.lock(i).is_routable())
+        !self.is_draining() && (0..self.replicas.len()).any(|i| self.lock(i).health.is_routable())
     }
 
-    /// Every replica with its health, for `/status`.
+    /// Stops handing out replicas: the router is shutting down.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Live sessions through this router, all replicas together.
+    pub fn active_sessions(&self) -> u64 {
+        (0..self.replicas.len()).map(|i| self.lock(i).active).sum()
+    }
+
+    /// Every replica with its health, sessions and capacity, for `/status`.
     pub fn status(&self) -> Vec<ReplicaStatus> {
         self.replicas
             .iter()
             .enumerate()
-            .map(|(i, r)| ReplicaStatus {
-                url: r.url.clone(),
-                name: r.name.clone(),
-                primary: r.primary,
-                health: self.health(i),
+            .map(|(i, r)| {
+                let state = self.lock(i);
+                ReplicaStatus {
+                    url: r.url.clone(),
+                    name: r.name.clone(),
+                    primary: r.primary,
+                    health: state.health.clone(),
+                    active_sessions: state.active,
+                    available_capacity: state.room(),
+                    capacity: state.capacity,
+                }
             })
             .collect()
     }
 
-    /// The replica a new session goes to: the healthy primary, else the first healthy one.
-    pub fn select(&self) -> Option<&Replica> {
-        let routable: Vec<&Replica> = self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.lock(*i).is_routable())
-            .map(|(_, r)| r)
+    /// The replica a new session should go to under the configured policy, skipping
+    /// `exclude` (replicas this session already failed to reach); `None` when no healthy
+    /// replica is left or the router is draining.
+    pub fn select(&self, exclude: &[usize]) -> Option<usize> {
+        if self.is_draining() {
+            return None;
+        }
+        let mut guards: Vec<(usize, MutexGuard<'_, ReplicaState>)> = (0..self.replicas.len())
+            .filter(|i| !exclude.contains(i))
+            .map(|i| (i, self.lock(i)))
+            .filter(|(_, s)| s.health.is_routable())
             .collect();
-        routable
-            .iter()
-            .find(|r| r.primary)
-            .or_else(|| routable.first())
-            .copied()
+        if guards.is_empty() {
+            return None;
+        }
+        // Ties go to the primary, then to configuration order.
+        let rank = |i: usize| (!self.replicas[i].primary, i);
+        let chosen = match self.policy {
+            SelectionPolicy::PrimaryFirst => {
+                let primary_with_room = guards
+                    .iter()
+                    .find(|(i, s)| self.replicas[*i].primary && s.room().is_none_or(|r| r > 0));
+                match primary_with_room {
+                    Some((i, _)) => *i,
+                    None => guards
+                        .iter()
+                        .max_by(|(a, sa), (b, sb)| {
+                            // Unknown capacity counts as one free worker.
+                            let room = |s: &ReplicaState| s.room().unwrap_or(1);
+                            room(sa).cmp(&room(sb)).then(rank(*b).cmp(&rank(*a)))
+                        })
+                        .map(|(i, _)| *i)?,
+                }
+            }
+            SelectionPolicy::LeastSessions => guards
+                .iter()
+                .min_by(|(a, sa), (b, sb)| {
+                    // sessions_a / weight_a against sessions_b / weight_b, without division.
+                    let load_a = u128::from(sa.active) * u128::from(self.weights[*b]);
+                    let load_b = u128::from(sb.active) * u128::from(self.weights[*a]);
+                    load_a.cmp(&load_b).then(rank(*a).cmp(&rank(*b)))
+                })
+                .map(|(i, _)| *i)?,
+            SelectionPolicy::RoundRobin => {
+                let total: i64 = guards
+                    .iter()
+                    .map(|(i, _)| i64::from(self.weights[*i]))
+                    .sum();
+                for (i, s) in guards.iter_mut() {
+                    s.rr_credit += i64::from(self.weights[*i]);
+                }
+                let (pos, _) = guards
+                    .iter()
+                    .enumerate()
+                    .max_by(|(_, (a, sa)), (_, (b, sb))| {
+                        sa.rr_credit
+                            .cmp(&sb.rr_credit)
+                            .then(rank(*b).cmp(&rank(*a)))
+                    })?;
+                guards[pos].1.rr_credit -= total;
+                guards[pos].0
+            }
+        };
+        Some(chosen)
+    }
+
+    /// Counts a session against replica `i` until the guard drops, and reserves one of its
+    /// free workers until its capacity is next read.
+    pub fn open_session(self: &Arc<Self>, i: usize) -> SessionGuard {
+        {
+            let mut state = self.lock(i);
+            state.active += 1;
+            state.reserved += 1;
+        }
+        crate::observability::session_started(&self.replicas[i].name);
+        SessionGuard {
+            registry: self.clone(),
+            index: i,
+        }
     }
 
     /// Every replica, in configuration order.
@@ -141,6 +296,11 @@ mod tests {
     use super::*;
     use crate::config::ReplicaEndpoint;
 
+    const T: crate::health::Thresholds = crate::health::Thresholds {
+        failure: 2,
+        recovery: 1,
+    };
+
     fn endpoint(url: &str, primary: bool) -> ReplicaEndpoint {
         ReplicaEndpoint {
             url: url.into(),
@@ -148,6 +308,15 @@ mod tests {
             primary,
             weight: 1,
         }
+    }
+
+    fn registry(policy: SelectionPolicy, replicas: Vec<ReplicaEndpoint>) -> Arc<ReplicaRegistry> {
+        let config = RouterConfig {
+            replicas,
+            selection: policy,
+            ..RouterConfig::default()
+        };
+        Arc::new(ReplicaRegistry::from_config(&config).unwrap())
     }
 
     fn healthy(registry: &ReplicaRegistry, i: usize) {
@@ -160,25 +329,30 @@ mod tests {
         }
     }
 
-    const T: crate::health::Thresholds = crate::health::Thresholds {
-        failure: 2,
-        recovery: 1,
-    };
+    fn capacity(available: u32, queue: u32) -> Option<Capacity> {
+        Some(Capacity {
+            total: 2,
+            available,
+            queue,
+        })
+    }
+
+    fn pick(registry: &ReplicaRegistry) -> Option<&str> {
+        registry
+            .select(&[])
+            .map(|i| registry.all()[i].authority.as_str())
+    }
 
     #[test]
     fn prefers_the_healthy_primary_wherever_it_is_listed() {
-        let config = RouterConfig {
-            replicas: vec![endpoint("http://a:1", false), endpoint("https://b:2", true)],
-            ..RouterConfig::default()
-        };
-        let registry = ReplicaRegistry::from_config(&config).unwrap();
-        assert!(
-            registry.select().is_none(),
-            "unknown replicas take no sessions"
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![endpoint("http://a:1", false), endpoint("https://b:2", true)],
         );
-        healthy(&registry, 0);
-        healthy(&registry, 1);
-        let chosen = registry.select().unwrap();
+        assert!(r.select(&[]).is_none(), "unknown replicas take no sessions");
+        healthy(&r, 0);
+        healthy(&r, 1);
+        let chosen = &r.all()[r.select(&[]).unwrap()];
         assert_eq!(chosen.authority, "b:2");
         assert!(chosen.tls);
         assert_eq!(chosen.host, "b");
@@ -187,26 +361,126 @@ mod tests {
 
     #[test]
     fn falls_back_to_a_healthy_secondary_and_back() {
-        let config = RouterConfig {
-            replicas: vec![endpoint("http://a:1", true), endpoint("http://b:2", false)],
-            ..RouterConfig::default()
-        };
-        let registry = ReplicaRegistry::from_config(&config).unwrap();
-        healthy(&registry, 0);
-        healthy(&registry, 1);
-        assert_eq!(registry.select().unwrap().authority, "a:1");
-        down(&registry, 0);
-        assert_eq!(registry.select().unwrap().authority, "b:2");
-        down(&registry, 1);
-        assert!(registry.select().is_none());
-        assert!(!registry.any_routable());
-        healthy(&registry, 0);
-        assert_eq!(registry.select().unwrap().authority, "a:1");
-        let status = registry.status();
-        assert_eq!(
-            status[1].health.status,
-            crate::health::HealthStatus::Unhealthy
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![endpoint("http://a:1", true), endpoint("http://b:2", false)],
         );
+        healthy(&r, 0);
+        healthy(&r, 1);
+        assert_eq!(pick(&r), Some("a:1"));
+        down(&r, 0);
+        assert_eq!(pick(&r), Some("b:2"));
+        down(&r, 1);
+        assert_eq!(pick(&r), None);
+        assert!(!r.any_routable());
+        healthy(&r, 0);
+        assert_eq!(pick(&r), Some("a:1"));
+        let status = r.status();
+        assert_eq!(status[1].health.status, HealthStatus::Unhealthy);
         assert_eq!(status[1].health.last_error.as_deref(), Some("down"));
+    }
+
+    #[test]
+    fn a_full_primary_gives_way_to_the_replica_with_most_room() {
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![
+                endpoint("http://p:1", true),
+                endpoint("http://b:2", false),
+                endpoint("http://c:3", false),
+            ],
+        );
+        (0..3).for_each(|i| healthy(&r, i));
+        r.set_capacity(0, capacity(0, 0));
+        r.set_capacity(1, capacity(1, 0));
+        r.set_capacity(2, capacity(2, 0));
+        assert_eq!(pick(&r), Some("c:3"));
+        // Sessions sent since the last reading use up room until the next one.
+        let _one = r.open_session(2);
+        assert_eq!(r.status()[2].available_capacity, Some(1));
+        assert_eq!(pick(&r), Some("b:2"), "tie at 1 goes to config order");
+        let _two = r.open_session(1);
+        let _three = r.open_session(2);
+        // Everyone is full: the shortest queue wins, ties to the primary.
+        assert_eq!(pick(&r), Some("p:1"));
+        r.set_capacity(0, capacity(0, 3));
+        assert_eq!(pick(&r), Some("b:2"));
+        // A fresh reading supersedes the reservations.
+        r.set_capacity(0, capacity(1, 0));
+        assert_eq!(pick(&r), Some("p:1"));
+        assert_eq!(r.status()[2].active_sessions, 2);
+    }
+
+    #[test]
+    fn unknown_capacity_counts_as_room() {
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![endpoint("http://p:1", true), endpoint("http://b:2", false)],
+        );
+        healthy(&r, 0);
+        healthy(&r, 1);
+        r.set_capacity(1, capacity(2, 0));
+        assert_eq!(pick(&r), Some("p:1"));
+        assert_eq!(r.status()[0].available_capacity, None);
+    }
+
+    #[test]
+    fn least_sessions_weighs_live_sessions_and_frees_them_on_drop() {
+        let mut heavy = endpoint("http://b:2", false);
+        heavy.weight = 2;
+        let r = registry(
+            SelectionPolicy::LeastSessions,
+            vec![endpoint("http://a:1", false), heavy],
+        );
+        healthy(&r, 0);
+        healthy(&r, 1);
+        let mut sessions = Vec::new();
+        let mut picks = Vec::new();
+        for _ in 0..6 {
+            let i = r.select(&[]).unwrap();
+            picks.push(i);
+            sessions.push(r.open_session(i));
+        }
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 4, "{picks:?}");
+        assert_eq!(r.active_sessions(), 6);
+        sessions.retain(|s| s.replica().authority != "a:1");
+        assert_eq!(r.status()[0].active_sessions, 0);
+        assert_eq!(pick(&r), Some("a:1"));
+    }
+
+    #[test]
+    fn round_robin_spreads_by_weight_over_healthy_replicas() {
+        let mut heavy = endpoint("http://b:2", false);
+        heavy.weight = 2;
+        let r = registry(
+            SelectionPolicy::RoundRobin,
+            vec![
+                endpoint("http://a:1", false),
+                heavy,
+                endpoint("http://c:3", false),
+            ],
+        );
+        (0..3).for_each(|i| healthy(&r, i));
+        let picks: Vec<usize> = (0..8).map(|_| r.select(&[]).unwrap()).collect();
+        assert_eq!(picks, vec![1, 0, 2, 1, 1, 0, 2, 1]);
+        down(&r, 1);
+        let picks: Vec<usize> = (0..4).map(|_| r.select(&[]).unwrap()).collect();
+        assert!(picks.contains(&0) && picks.contains(&2) && !picks.contains(&1));
+    }
+
+    #[test]
+    fn excluded_replicas_and_draining_routers_are_skipped() {
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![endpoint("http://a:1", true), endpoint("http://b:2", false)],
+        );
+        healthy(&r, 0);
+        healthy(&r, 1);
+        assert_eq!(r.select(&[0]), Some(1));
+        assert_eq!(r.select(&[0, 1]), None);
+        assert!(r.any_routable());
+        r.start_draining();
+        assert_eq!(r.select(&[]), None);
+        assert!(!r.any_routable(), "/readyz turns 503 while draining");
     }
 }

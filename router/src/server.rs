@@ -14,6 +14,7 @@ use crate::config::RouterConfig;
 use crate::health::HealthChecker;
 use crate::proxy::StreamProxy;
 use crate::registry::ReplicaRegistry;
+use crate::shutdown::DrainingShutdown;
 
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum StartError {
 pub struct RouterServer {
     server: Server,
     listen: String,
+    registry: Arc<ReplicaRegistry>,
+    grace: Duration,
 }
 
 impl std::fmt::Debug for RouterServer {
@@ -47,8 +50,10 @@ impl RouterServer {
         let registry = Arc::new(ReplicaRegistry::from_config(config)?);
         let conf = ServerConf {
             threads: config.threads,
-            grace_period_seconds: Some(config.shutdown_grace_seconds),
-            graceful_shutdown_timeout_seconds: Some(5),
+            // The drain (crate::shutdown) already waited for the tunnels before pingora
+            // hears of the shutdown; what is left is closed promptly.
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(1),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -57,7 +62,7 @@ impl RouterServer {
         let checker = HealthChecker::new(registry.clone(), config.health_check.clone());
         server.add_service(background_service("health checks", checker));
         let proxy = StreamProxy::new(
-            registry,
+            registry.clone(),
             metrics,
             Duration::from_secs_f64(config.connect_timeout_seconds),
             Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
@@ -71,7 +76,12 @@ impl RouterServer {
         };
         service.add_tcp(&listen);
         server.add_service(service);
-        Ok(Self { server, listen })
+        Ok(Self {
+            server,
+            listen,
+            registry,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        })
     }
 
     /// The `host:port` the proxy listens on.
@@ -79,9 +89,12 @@ impl RouterServer {
         &self.listen
     }
 
-    /// Runs until SIGTERM (graceful: open tunnels get the grace period) or SIGINT (fast).
+    /// Runs until SIGTERM (drains: see [`crate::shutdown`]) or SIGINT (exits at once).
     pub fn run(self) {
-        self.server.run(RunArgs::default());
+        let signal = DrainingShutdown::new(self.registry.clone(), self.grace);
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(signal),
+        });
     }
 
     /// Runs until `shutdown` says so; tests use this instead of Unix signals.

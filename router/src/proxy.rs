@@ -68,7 +68,7 @@ impl ProxyHttp for StreamProxy {
         if !session.is_upgrade_req() {
             return Ok(false);
         }
-        if self.registry.select(&[]).is_none() {
+        if !self.registry.can_route(&[]) {
             observability::no_replica();
             let message = if self.registry.is_draining() {
                 tracing::info!("draining: refusing a new WebSocket session with 1013");
@@ -130,7 +130,7 @@ impl ProxyHttp for StreamProxy {
         if let Some(&index) = ctx.tried.last() {
             let name = &self.registry.all()[index].name;
             observability::connect_failed(name);
-            let another = self.registry.select(&ctx.tried).is_some();
+            let another = self.registry.can_route(&ctx.tried);
             tracing::warn!(replica = %name, error = %e, retrying = another, "cannot connect to replica");
             // Nothing reached the replica yet, so another one can take the request as is.
             e.set_retry(another);

@@ -166,7 +166,15 @@ impl ReplicaRegistry {
 
     /// Whether any replica can take a session (drives `/readyz`).
     pub fn any_routable(&self) -> bool {
-        !self.is_draining() && (0..self.replicas.len()).any(|i| self.lock(i).health.is_routable())
+        self.can_route(&[])
+    }
+
+    /// Whether [`Self::select`] would find a replica outside `exclude`, without taking a
+    /// round-robin turn.
+    pub fn can_route(&self, exclude: &[usize]) -> bool {
+        !self.is_draining()
+            && (0..self.replicas.len())
+                .any(|i| !exclude.contains(&i) && self.lock(i).health.is_routable())
     }
 
     /// Stops handing out replicas: the router is shutting down.

@@ -1,28 +1,14 @@
 //! Proves pingora is real: the router, started in-process on 127.0.0.1, proxies an HTTP
 //! request to a local server and stops when told to.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::routing::get;
-use framecast_e2e::free_port;
-use framecast_router::config::{ReplicaEndpoint, RouterConfig};
-use framecast_router::server::RouterServer;
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
-use tokio::sync::Notify;
-
-/// Stops the pingora server when notified, instead of on a Unix signal.
-struct NotifyShutdown(Arc<Notify>);
-
-#[async_trait]
-impl ShutdownSignalWatch for NotifyShutdown {
-    async fn recv(&self) -> ShutdownSignal {
-        self.0.notified().await;
-        ShutdownSignal::FastShutdown
-    }
-}
+use framecast_router::config::ReplicaEndpoint;
+use support::TestRouter;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pingora_proxies_one_request_to_a_local_server() {
@@ -47,31 +33,19 @@ async fn pingora_proxies_one_request_to_a_local_server() {
         );
     tokio::spawn(async move { axum::serve(backend, app).await.unwrap() });
 
-    let port = free_port();
-    let config = RouterConfig {
-        host: "127.0.0.1".into(),
-        port,
-        replicas: vec![ReplicaEndpoint {
+    let mut config = support::config(
+        vec![ReplicaEndpoint {
             url: format!("http://{backend_addr}"),
             name: Some("backend".into()),
             primary: true,
             weight: 1,
         }],
-        threads: 1,
-        health_check: framecast_router::config::HealthCheckConfig {
-            interval_seconds: 0.1,
-            ..Default::default()
-        },
-        ..RouterConfig::default()
-    };
-    let stop = Arc::new(Notify::new());
-    let server = RouterServer::new(&config, None).unwrap();
-    let shutdown = NotifyShutdown(stop.clone());
-    let router_thread = std::thread::spawn(move || {
-        server.run_with(RunArgs {
-            shutdown_signal: Box::new(shutdown),
-        })
-    });
+        0.1,
+    );
+    config.health_check.path = "/health".into();
+    config.health_check.capacity_path = None;
+    let port = config.port;
+    let router = TestRouter::start(&config);
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hello");
@@ -97,8 +71,7 @@ async fn pingora_proxies_one_request_to_a_local_server() {
         "Host header is passed through: {body}"
     );
 
-    stop.notify_one();
-    tokio::task::spawn_blocking(move || router_thread.join())
+    tokio::task::spawn_blocking(move || router.shutdown())
         .await
         .unwrap()
         .expect("router thread exits cleanly after shutdown");

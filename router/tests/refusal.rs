@@ -2,39 +2,28 @@
 //! completes the handshake, sends `error {code: gpu_unavailable, retryable: true}` and
 //! closes with 1013.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use framecast_e2e::free_port;
-use framecast_router::config::{HealthCheckConfig, ReplicaEndpoint, RouterConfig};
-use framecast_router::server::RouterServer;
+use framecast_router::config::ReplicaEndpoint;
 use futures_util::StreamExt;
+use support::{TestRouter, config};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_healthy_replica_means_error_frame_and_close_1013() {
-    let port = free_port();
-    let config = RouterConfig {
-        host: "127.0.0.1".into(),
-        port,
-        // Nothing listens there: the replica never becomes healthy.
-        replicas: vec![ReplicaEndpoint {
-            url: format!("http://127.0.0.1:{}", free_port()),
-            name: Some("gone".into()),
-            primary: true,
-            weight: 1,
-        }],
-        threads: 1,
-        health_check: HealthCheckConfig {
-            interval_seconds: 0.1,
-            timeout_seconds: 0.2,
-            ..HealthCheckConfig::default()
-        },
-        ..RouterConfig::default()
+    // Nothing listens there: the replica never becomes healthy.
+    let gone = ReplicaEndpoint {
+        url: format!("http://127.0.0.1:{}", free_port()),
+        name: Some("gone".into()),
+        primary: true,
+        weight: 1,
     };
-    let server = RouterServer::new(&config, None).unwrap();
-    std::thread::spawn(move || server.run());
+    let router = TestRouter::start(&config(vec![gone], 0.1));
 
-    let url = format!("ws://127.0.0.1:{port}/v1/stream");
+    let url = format!("ws://127.0.0.1:{}/v1/stream", router.port);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ws = loop {
         match tokio_tungstenite::connect_async(&url).await {
@@ -58,4 +47,6 @@ async fn no_healthy_replica_means_error_frame_and_close_1013() {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1013),
         other => panic!("expected a close frame, got {other:?}"),
     }
+    let row = router.replica_status("gone").await;
+    assert_ne!(row["status"], "healthy", "{row}");
 }

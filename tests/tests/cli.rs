@@ -66,6 +66,66 @@ fn bad_router_file_exits_nonzero_naming_file_and_field() {
 }
 
 #[test]
+fn every_router_validation_rule_stops_the_binary_naming_the_field() {
+    let one = "  replicas:\n    - url: http://a:1\n";
+    let cases: Vec<(String, &str)> = vec![
+        ("router:\n  replicas: []\n".into(), "router.replicas"),
+        (
+            format!("router:\n{one}  health_check:\n    interval_seconds: 0\n"),
+            "router.health_check.interval_seconds",
+        ),
+        (
+            format!("router:\n{one}  health_check:\n    timeout_seconds: -1\n"),
+            "router.health_check.timeout_seconds",
+        ),
+        (
+            format!("router:\n{one}  health_check:\n    recovery_threshold: 0\n"),
+            "router.health_check.recovery_threshold",
+        ),
+        (
+            "router:\n  replicas:\n    - url: ftp://a:1\n".into(),
+            "router.replicas[0].url",
+        ),
+        (
+            "router:\n  replicas:\n    - url: http://a:1/v1\n".into(),
+            "router.replicas[0].url",
+        ),
+        (
+            "router:\n  replicas:\n    - url: http://a:1?q=1\n".into(),
+            "router.replicas[0].url",
+        ),
+        (
+            "router:\n  replicas:\n    - url: http://a:1#f\n".into(),
+            "router.replicas[0].url",
+        ),
+        (
+            "router:\n  replicas:\n    - url: http://a:1\n    - url: http://a:1/\n".into(),
+            "router.replicas[1].url",
+        ),
+        (
+            "router:\n  replicas:\n    - url: http://a:1\n      primary: true\n    - url: http://b:1\n      primary: true\n".into(),
+            "router.replicas[1].primary",
+        ),
+        (
+            format!("router:\n{one}  selection: fastest\n"),
+            "router.selection",
+        ),
+    ];
+    for (text, field) in cases {
+        let f = yaml(&text);
+        let path = f.path().to_str().unwrap();
+        let out = run_to_end(
+            "framecast-router",
+            &["--config", path, "--check-config"],
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(&format!("`{field}`")), "{text}: {err}");
+    }
+}
+
+#[test]
 fn bad_replica_file_exits_nonzero_naming_file_and_field() {
     let f = yaml("server:\n  port: not-a-number\n");
     let path = f.path().to_str().unwrap();

@@ -4,14 +4,21 @@
 use std::time::Duration;
 
 use framecast_e2e::{ChildGuard, free_port, get_json, get_text, wait_for_status};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn router_forwards_to_a_live_replica() {
+/// Starts the replica (mock generator, CPU) and a router in front of it with 0.2 s probes.
+fn start_stack() -> (
+    ChildGuard,
+    ChildGuard,
+    String,
+    String,
+    tempfile::NamedTempFile,
+) {
     let replica_port = free_port().to_string();
     let router_port = free_port().to_string();
     let replica_url = format!("http://127.0.0.1:{replica_port}");
-
-    let mut replica = ChildGuard::spawn(
+    let replica = ChildGuard::spawn(
         "framecast-replica",
         &[],
         &[
@@ -28,11 +35,18 @@ async fn router_forwards_to_a_live_replica() {
         ),
     )
     .unwrap();
-    let mut router = ChildGuard::spawn(
+    let router = ChildGuard::spawn(
         "framecast-router",
         &["--config", config.path().to_str().unwrap()],
         &[],
     );
+    let through_router = format!("http://127.0.0.1:{router_port}");
+    (replica, router, replica_url, through_router, config)
+}
+
+#[tokio::test]
+async fn router_forwards_to_a_live_replica() {
+    let (mut replica, mut router, replica_url, through_router, _config) = start_stack();
 
     // The replica turns ready only after its libtorch and GStreamer self-checks.
     wait_for_status(
@@ -42,7 +56,6 @@ async fn router_forwards_to_a_live_replica() {
     )
     .await;
 
-    let through_router = format!("http://127.0.0.1:{router_port}");
     let health: serde_json::Value = wait_for_status(
         &format!("{through_router}/health"),
         200,
@@ -94,6 +107,10 @@ async fn router_forwards_to_a_live_replica() {
     assert_eq!(row["status"], "healthy", "{status}");
     assert_eq!(row["primary"], true);
     assert!(row["last_latency_ms"].as_f64().is_some(), "{status}");
+    // Capacity comes from the replica's own /status: one worker, free.
+    assert_eq!(row["capacity"]["total_gpus"], 1, "{status}");
+    assert_eq!(row["available_capacity"], 1, "{status}");
+    assert_eq!(row["active_sessions"], 0, "{status}");
 
     let status = replica
         .terminate(Duration::from_secs(10))
@@ -123,4 +140,55 @@ async fn router_forwards_to_a_live_replica() {
         .terminate(Duration::from_secs(20))
         .expect("router exits on SIGTERM");
     assert!(status.success(), "router exit status {status}");
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_session_closes_the_client_socket() {
+    let (mut replica, _router, _replica_url, through_router, _config) = start_stack();
+    wait_for_status(
+        &format!("{through_router}/readyz"),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    let ws_url = format!("{}/v1/stream", through_router.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    ws.send(Message::text(r#"{"type":"session_init_v2"}"#))
+        .await
+        .unwrap();
+    // Wait until the session holds the worker, then kill the replica under it.
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("the session starts")
+            .expect("open")
+            .expect("valid frame");
+        if message.to_text().is_ok_and(|t| t.contains("gpu_assigned")) {
+            break;
+        }
+    }
+    let status = get_json(&format!("{through_router}/status")).await;
+    assert_eq!(status["replicas"][0]["active_sessions"], 1, "{status}");
+    replica.kill();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the client's socket closed with the replica"
+    );
+    wait_for_status(
+        &format!("{through_router}/readyz"),
+        503,
+        Duration::from_secs(10),
+    )
+    .await;
+    let status = get_json(&format!("{through_router}/status")).await;
+    assert_eq!(status["replicas"][0]["active_sessions"], 0, "{status}");
 }

@@ -198,6 +198,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for exporting a zero series per code up front.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::SessionRejected,
+        ErrorCode::InvalidMessage,
+        ErrorCode::PresetMismatch,
+        ErrorCode::GpuUnavailable,
+        ErrorCode::WorkerFailed,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::InternalError,
+    ];
+
     /// The wire name (`invalid_message`, ...), for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

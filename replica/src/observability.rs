@@ -66,6 +66,10 @@ pub fn describe() {
     );
     describe_gauge!(WORKER_UP, "1 when the worker is warm and able to serve.");
     describe_counter!(ERRORS_TOTAL, "Error frames sent to clients, by code.");
+    // Zero series from the start, so alerts and rate() see them before the first error.
+    for code in framecast_common::protocol::ErrorCode::ALL {
+        counter!(ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
+    }
 }
 
 /// Copies pool state into gauges; called before each scrape so they are never stale.

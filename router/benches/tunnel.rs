@@ -76,7 +76,7 @@ fn start_nginx(echo: &MockReplica, dir: &std::path::Path) -> (Proc, u16) {
            server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://echo;\n\
              proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n\
              proxy_set_header Connection \"upgrade\";\n      proxy_read_timeout 3600s;\n\
-             proxy_buffering off;\n      proxy_buffer_size 64k;\n    }}\n  }}\n}}\n"
+             proxy_buffering off;\n      proxy_buffer_size 64k;\n      proxy_buffers 8 64k;\n      proxy_busy_buffers_size 128k;\n    }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
@@ -91,7 +91,12 @@ fn start_nginx(echo: &MockReplica, dir: &std::path::Path) -> (Proc, u16) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nginx (Debian package `nginx`, installed by scripts/setup)");
-    (Proc(child), port)
+    let mut proc = Proc(child);
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(status) = proc.0.try_wait().unwrap() {
+        panic!("nginx exited at start ({status}); see its message above");
+    }
+    (proc, port)
 }
 
 async fn connect(port: u16) -> Ws {
@@ -103,10 +108,10 @@ async fn connect(port: u16) -> Ws {
                 // The router refuses with an error frame until its first probe passed; a
                 // real echo answers "whoami" with the replica's name.
                 ws.send(Message::text("whoami")).await.unwrap();
-                if let Some(Ok(Message::Text(t))) = ws.next().await {
-                    if t.as_str() == "echo" {
-                        return ws;
-                    }
+                if let Some(Ok(Message::Text(t))) = ws.next().await
+                    && t.as_str() == "echo"
+                {
+                    return ws;
                 }
             }
             Err(e) if Instant::now() > deadline => panic!("{url}: {e}"),

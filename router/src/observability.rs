@@ -51,6 +51,26 @@ pub fn describe() {
     );
 }
 
+/// Exports every series of `replica` at zero from the start, so dashboards and `rate()` see
+/// them before the first event (the exporter only renders series that were touched).
+pub fn register_replica(replica: &str) {
+    gauge!(REPLICA_UP, "replica" => replica.to_string()).set(0.0);
+    gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).set(0.0);
+    counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).absolute(0);
+    for outcome in ["ok", "error"] {
+        counter!(SESSIONS_TOTAL, "replica" => replica.to_string(), "outcome" => outcome)
+            .absolute(0);
+    }
+}
+
+/// Exports the router-wide counters at zero from the start.
+pub fn register_router() {
+    counter!(NO_REPLICA_TOTAL).absolute(0);
+    for direction in ["downstream", "upstream"] {
+        counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
+    }
+}
+
 /// Records one probe of `replica`.
 pub fn probed(replica: &str, up: bool, latency: Option<Duration>) {
     gauge!(REPLICA_UP, "replica" => replica.to_string()).set(if up { 1.0 } else { 0.0 });

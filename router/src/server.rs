@@ -48,6 +48,10 @@ impl RouterServer {
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
         let registry = Arc::new(ReplicaRegistry::from_config(config)?);
+        crate::observability::register_router();
+        for replica in registry.all() {
+            crate::observability::register_replica(&replica.name);
+        }
         let conf = ServerConf {
             threads: config.threads,
             // The drain (crate::shutdown) already waited for the tunnels before pingora

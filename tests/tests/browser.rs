@@ -60,8 +60,18 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
 
     // The session shows up in both binaries' metrics, and both expositions are clean.
     let router_metrics = get_text(&format!("http://127.0.0.1:{router_port}/metrics")).await;
+    let ended_ok: f64 = router_metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("framecast_router_sessions_total{") && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        ended_ok, 1.0,
+        "one session ended through the router:\n{router_metrics}"
+    );
     for name in [
-        "framecast_router_sessions_total{replica=\"127.0.0.1:",
         "framecast_router_sessions_active{replica=\"127.0.0.1:",
         "framecast_router_health_probe_seconds_bucket",
         "framecast_router_bytes_total{direction=\"downstream\"}",
@@ -99,6 +109,46 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
         assert!(metrics.contains(name), "missing `{name}` in:\n{metrics}");
     }
     promtool_check(&metrics);
+
+    // Every metric the Helm chart's dashboard and alerts query exists in these scrapes.
+    let exported = exported_names(&format!("{router_metrics}\n{metrics}"));
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/framecast");
+    for file in ["dashboards/framecast.json", "files/alerts.yaml"] {
+        let text = std::fs::read_to_string(chart.join(file)).unwrap();
+        let used = framecast_names(&text);
+        assert!(used.len() >= 5, "{file} uses {used:?}");
+        for name in used {
+            assert!(
+                exported.contains(&name),
+                "{file} queries `{name}`, which neither binary exports"
+            );
+        }
+    }
+}
+
+/// Metric names of an exposition's sample lines.
+fn exported_names(exposition: &str) -> std::collections::BTreeSet<String> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every `framecast_*` identifier in a dashboard or rules file.
+fn framecast_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("framecast_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }
 
 fn promtool_check(metrics: &str) {

@@ -1,0 +1,68 @@
+//! The Wan2.1 text-to-video family, implemented natively with `tch` so the real model runs
+//! in-process on libtorch (no Python, no TorchScript): one module per network, each loading
+//! a diffusers-format sub-directory (`config.json` + `*.safetensors`, sharded or not) with
+//! the same key names as diffusers, so Wan2.1-T2V-1.3B-Diffusers loads unchanged.
+//!
+//! Built so far: [`transformer`] (the DiT, `WanTransformer3DModel`), on the shared
+//! [`weights`] loader and [`layers`]. The text encoder, VAE, scheduler and the `Generator`
+//! that ties them together are the next steps (issue 6).
+
+pub mod layers;
+pub mod transformer;
+pub mod weights;
+
+use std::path::PathBuf;
+
+/// Why a model directory could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum WanError {
+    /// A file the model needs is not there.
+    #[error("{path}: missing ({what})")]
+    MissingFile {
+        /// The file or directory looked for.
+        path: PathBuf,
+        /// What it should contain.
+        what: &'static str,
+    },
+    /// A file exists but cannot be read or parsed.
+    #[error("{path}: {message}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A tensor the network needs is absent from the weights.
+    #[error("{dir}: no tensor `{key}` in the safetensors files")]
+    MissingKey {
+        /// The network's directory.
+        dir: PathBuf,
+        /// The diffusers key.
+        key: String,
+    },
+    /// A tensor has another shape than the config implies.
+    #[error("{dir}: tensor `{key}` has shape {found:?}, the config implies {expected:?}")]
+    Shape {
+        /// The network's directory.
+        dir: PathBuf,
+        /// The diffusers key.
+        key: String,
+        /// Shape the config implies.
+        expected: Vec<i64>,
+        /// Shape in the file.
+        found: Vec<i64>,
+    },
+    /// A config value this implementation does not support (or that is invalid).
+    #[error("{path}: field `{field}`: {message}")]
+    Config {
+        /// The config.json.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// Why it is refused.
+        message: String,
+    },
+    /// libtorch refused an operation.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}

@@ -1,0 +1,114 @@
+//! Numerical parity of the tch Wan implementation with diffusers/transformers, fp32 on CPU,
+//! on the tiny model `scripts/make_tiny_wan.py` builds with the real PyPI classes (run by
+//! scripts/setup), and clear errors for broken model directories.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use framecast_replica::generate::wan::WanError;
+use framecast_replica::generate::wan::transformer::WanTransformer;
+use tch::{Device, Kind, Tensor};
+
+/// Largest absolute difference accepted against the reference (fp32, CPU).
+const TOLERANCE: f64 = 1e-4;
+
+fn model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    assert!(
+        dir.join("model_index.json").exists(),
+        "{} is missing: run scripts/setup (it builds the tiny model)",
+        dir.display()
+    );
+    dir
+}
+
+fn reference(name: &str) -> HashMap<String, Tensor> {
+    let path = model_dir().join("reference").join(name);
+    Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn transformer_forward_matches_diffusers() {
+    let _no_grad = tch::no_grad_guard();
+    let model =
+        WanTransformer::load(&model_dir().join("transformer"), Device::Cpu, Kind::Float).unwrap();
+    let r = reference("transformer_forward.safetensors");
+    let out = model.forward(
+        &r["hidden_states"],
+        &r["timestep"],
+        &r["encoder_hidden_states"],
+    );
+    let diff = max_abs_diff(&out, &r["output"]);
+    eprintln!("transformer: max abs diff {diff:e}");
+    assert!(
+        diff <= TOLERANCE,
+        "max |framecast - diffusers| = {diff:e} > {TOLERANCE:e}"
+    );
+    // Not trivially equal: the output has real magnitude.
+    assert!(r["output"].abs().max().double_value(&[]) > 1e-2);
+}
+
+/// A copy of the tiny transformer directory whose config.json `edit` changes.
+fn edited_copy(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let src = model_dir().join("transformer");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn broken_model_directories_name_the_file_field_or_key() {
+    let missing = WanTransformer::load(
+        Path::new("/nonexistent/transformer"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap_err();
+    assert!(matches!(missing, WanError::MissingFile { .. }), "{missing}");
+    assert!(missing.to_string().contains("/nonexistent/transformer"));
+
+    let i2v = edited_copy(|c| c["image_dim"] = 1280.into());
+    let err = WanTransformer::load(i2v.path(), Device::Cpu, Kind::Float).unwrap_err();
+    assert!(err.to_string().contains("field `image_dim`"), "{err}");
+
+    let wrong_type = edited_copy(|c| c["num_layers"] = "two".into());
+    let err = WanTransformer::load(wrong_type.path(), Device::Cpu, Kind::Float).unwrap_err();
+    assert!(err.to_string().contains("num_layers"), "{err}");
+
+    let wider = edited_copy(|c| c["ffn_dim"] = 64.into());
+    let err = WanTransformer::load(wider.path(), Device::Cpu, Kind::Float).unwrap_err();
+    match &err {
+        WanError::Shape { key, expected, .. } => {
+            assert_eq!(key, "blocks.0.ffn.net.0.proj.weight");
+            assert_eq!(expected, &vec![64, 24]);
+        }
+        other => panic!("expected a shape error, got {other}"),
+    }
+
+    let deeper = edited_copy(|c| c["num_layers"] = 3.into());
+    let err = WanTransformer::load(deeper.path(), Device::Cpu, Kind::Float).unwrap_err();
+    assert!(
+        err.to_string().contains("blocks.2.attn1.to_q.weight"),
+        "{err}"
+    );
+
+    let shallower = edited_copy(|c| c["num_layers"] = 1.into());
+    let err = WanTransformer::load(shallower.path(), Device::Cpu, Kind::Float).unwrap_err();
+    assert!(err.to_string().contains("blocks.1."), "{err}");
+}

@@ -1,0 +1,151 @@
+"""Builds `models/wan-tiny`: a complete diffusers-format Wan2.1 text-to-video model directory
+with a tiny configuration, fixed seed and random (untrained) weights, made with the real
+classes from PyPI's diffusers and transformers — the same layout and key names as
+Wan2.1-T2V-1.3B-Diffusers — plus reference outputs for the parity tests in
+`models/wan-tiny/reference/`.
+
+    .venv/bin/python scripts/make_tiny_wan.py [--out models/wan-tiny]
+
+scripts/setup runs it when the directory is missing or this script changed. The model is
+untrained: it produces noise-like video, and exists so tests, CI and the demo exercise the
+real libtorch code path without downloading gigabytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+SEED = 20261122
+CORPUS = [
+    "a red fox runs through a snowy forest at dawn",
+    "a lighthouse in a storm with waves crashing on the rocks",
+    "a cat sleeping on a sunny windowsill",
+    "aerial view of a city at night with glowing streets",
+    "a paper boat drifting down a rainy street",
+    "slow motion of a hummingbird drinking from a flower",
+    "low quality, blurry, distorted, watermark, text",
+]
+
+TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=4,
+    out_channels=4,
+    text_dim=32,
+    freq_dim=32,
+    ffn_dim=48,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=32,
+)
+
+
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A small Unigram tokenizer in T5's style: <pad>=0, </s>=1, <unk>=2, </s> appended."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=32
+    )
+
+
+def build(out: Path) -> WanPipeline:
+    torch.manual_seed(SEED)
+    tok = tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tok),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ).eval()
+    transformer = WanTransformer3DModel(**TRANSFORMER).eval()
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0],
+        latents_std=[1.5, 0.8, 1.2, 1.0],
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    pipe = WanPipeline(
+        tokenizer=tok, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return pipe
+
+
+@torch.no_grad()
+def references(pipe: WanPipeline, out: Path) -> None:
+    """Inputs and outputs of each network on fixed inputs, for the Rust parity tests."""
+    ref = out / "reference"
+    ref.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(SEED)
+    t = pipe.transformer
+    latents = torch.randn(1, 4, 3, 8, 10, generator=g)
+    context = torch.randn(1, 7, 32, generator=g)
+    timestep = torch.tensor([625.0])
+    output = t(latents, timestep, context, return_dict=False)[0]
+    save_file(
+        {
+            "hidden_states": latents.contiguous(),
+            "timestep": timestep,
+            "encoder_hidden_states": context.contiguous(),
+            "output": output.contiguous(),
+        },
+        ref / "transformer_forward.safetensors",
+    )
+    (ref / "README.md").write_text(
+        "Reference tensors written by scripts/make_tiny_wan.py with diffusers "
+        f"{__import__('diffusers').__version__} and transformers {__import__('transformers').__version__} "
+        "(fp32, CPU).\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("models/wan-tiny"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pipe = build(args.out)
+    references(pipe, args.out)
+    files = sorted(str(p.relative_to(args.out)) for p in args.out.rglob("*") if p.is_file())
+    print(json.dumps({"model": str(args.out), "files": files}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

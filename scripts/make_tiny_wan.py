@@ -129,6 +129,23 @@ def references(pipe: WanPipeline, out: Path) -> None:
         },
         ref / "transformer_forward.safetensors",
     )
+    sched = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(4)
+    sample = torch.randn(1, 4, 3, 8, 10, generator=g)
+    velocity = torch.randn(1, 4, 3, 8, 10, generator=g)
+    steps = [sample]
+    for t in sched.timesteps[:2]:
+        steps.append(sched.step(velocity, t, steps[-1], return_dict=False)[0])
+    save_file(
+        {
+            "timesteps": sched.timesteps.contiguous(),
+            "sigmas": sched.sigmas.contiguous(),
+            "sample": sample,
+            "velocity": velocity,
+            "after_two_steps": steps[-1].contiguous(),
+        },
+        ref / "scheduler.safetensors",
+    )
     (ref / "README.md").write_text(
         "Reference tensors written by scripts/make_tiny_wan.py with diffusers "
         f"{__import__('diffusers').__version__} and transformers {__import__('transformers').__version__} "

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use framecast_replica::generate::wan::WanError;
+use framecast_replica::generate::wan::scheduler::FlowMatchEuler;
 use framecast_replica::generate::wan::transformer::WanTransformer;
 use tch::{Device, Kind, Tensor};
 
@@ -54,6 +55,25 @@ fn transformer_forward_matches_diffusers() {
     );
     // Not trivially equal: the output has real magnitude.
     assert!(r["output"].abs().max().double_value(&[]) > 1e-2);
+}
+
+#[test]
+fn scheduler_matches_diffusers() {
+    let sampler = FlowMatchEuler::load(&model_dir().join("scheduler")).unwrap();
+    assert_eq!(sampler.shift, 3.0);
+    let r = reference("scheduler.safetensors");
+    let schedule = sampler.schedule(4);
+    let timesteps = Tensor::from_slice(&schedule.timesteps);
+    let sigmas = Tensor::from_slice(&schedule.sigmas);
+    // Timesteps are in [0, 1000]: 1e-3 absolute is 1e-6 relative.
+    assert!(max_abs_diff(&timesteps, &r["timesteps"]) <= 1e-3);
+    assert!(max_abs_diff(&sigmas, &r["sigmas"]) <= 1e-6);
+    let mut sample = r["sample"].shallow_clone();
+    for i in 0..2 {
+        sample = FlowMatchEuler::step(&schedule, i, &sample, &r["velocity"]);
+    }
+    let diff = max_abs_diff(&sample, &r["after_two_steps"]);
+    assert!(diff <= 1e-6, "two Euler steps differ by {diff:e}");
 }
 
 /// A copy of the tiny transformer directory whose config.json `edit` changes.

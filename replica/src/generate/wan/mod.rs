@@ -8,6 +8,7 @@
 //! that ties them together are the next steps (issue 6).
 
 pub mod layers;
+pub mod scheduler;
 pub mod transformer;
 pub mod weights;
 

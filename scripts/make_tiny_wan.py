@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -146,6 +147,18 @@ def references(pipe: WanPipeline, out: Path) -> None:
         },
         ref / "scheduler.safetensors",
     )
+    # Text encoder: tokenisation (incl. truncation) and WanPipeline.encode_prompt's output.
+    prompt = "A red fox runs through   a snowy forest at dawn"
+    long_prompt = " ".join(CORPUS * 80)
+    tensors = {}
+    for name, text in (("short", prompt), ("long", long_prompt)):
+        enc = pipe.tokenizer(prompt_clean(text), padding="max_length", max_length=512, truncation=True, add_special_tokens=True)
+        ids = torch.tensor([i for i, m in zip(enc["input_ids"], enc["attention_mask"]) if m])
+        tensors[f"{name}_ids"] = ids
+    embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=512)
+    tensors["short_embeds"] = embeds.contiguous()
+    save_file(tensors, ref / "text_encoder.safetensors")
+    (ref / "prompts.json").write_text(json.dumps({"short": prompt, "long": long_prompt}))
     (ref / "README.md").write_text(
         "Reference tensors written by scripts/make_tiny_wan.py with diffusers "
         f"{__import__('diffusers').__version__} and transformers {__import__('transformers').__version__} "

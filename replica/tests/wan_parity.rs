@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use framecast_replica::generate::wan::WanError;
 use framecast_replica::generate::wan::scheduler::FlowMatchEuler;
+use framecast_replica::generate::wan::text_encoder::TextEncoder;
 use framecast_replica::generate::wan::transformer::WanTransformer;
 use tch::{Device, Kind, Tensor};
 
@@ -74,6 +75,44 @@ fn scheduler_matches_diffusers() {
     }
     let diff = max_abs_diff(&sample, &r["after_two_steps"]);
     assert!(diff <= 1e-6, "two Euler steps differ by {diff:e}");
+}
+
+#[test]
+fn text_encoder_matches_transformers() {
+    let _no_grad = tch::no_grad_guard();
+    let dir = model_dir();
+    let encoder = TextEncoder::load(
+        &dir.join("text_encoder"),
+        &dir.join("tokenizer"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/prompts.json")).unwrap())
+            .unwrap();
+    let r = reference("text_encoder.safetensors");
+    for name in ["short", "long"] {
+        let ids = encoder
+            .tokenize(prompts[name].as_str().unwrap(), 512)
+            .unwrap();
+        let expected = Vec::<i64>::try_from(&r[&format!("{name}_ids")]).unwrap();
+        assert_eq!(ids, expected, "{name} prompt token ids");
+    }
+    assert_eq!(
+        Vec::<i64>::try_from(&r["long_ids"]).unwrap().len(),
+        512,
+        "the long prompt is truncated"
+    );
+    let embeds = encoder
+        .encode(prompts["short"].as_str().unwrap(), 512)
+        .unwrap();
+    let diff = max_abs_diff(&embeds, &r["short_embeds"]);
+    eprintln!("text encoder: max abs diff {diff:e}");
+    assert!(
+        diff <= TOLERANCE,
+        "max |framecast - transformers| = {diff:e} > {TOLERANCE:e}"
+    );
 }
 
 /// A copy of the tiny transformer directory whose config.json `edit` changes.

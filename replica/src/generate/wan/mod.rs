@@ -9,6 +9,7 @@
 
 pub mod layers;
 pub mod scheduler;
+pub mod text_encoder;
 pub mod transformer;
 pub mod weights;
 

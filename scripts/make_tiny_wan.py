@@ -93,10 +93,11 @@ def build(out: Path) -> WanPipeline:
     vae = AutoencoderKLWan(
         base_dim=8,
         z_dim=4,
-        dim_mult=[1, 2],
+        # Wan2.1's structure (8x spatial, 4x temporal compression), narrow.
+        dim_mult=[1, 2, 2, 2],
         num_res_blocks=1,
         attn_scales=[],
-        temperal_downsample=[True],
+        temperal_downsample=[False, True, True],
         latents_mean=[0.1, -0.2, 0.3, 0.0],
         latents_std=[1.5, 0.8, 1.2, 1.0],
     ).eval()
@@ -158,6 +159,13 @@ def references(pipe: WanPipeline, out: Path) -> None:
     embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=512)
     tensors["short_embeds"] = embeds.contiguous()
     save_file(tensors, ref / "text_encoder.safetensors")
+    # VAE decode of 3 latent frames (9 video frames) as WanPipeline does it: unnormalise, decode.
+    z = torch.randn(1, 4, 3, 8, 10, generator=g)
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, 4, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 4, 1, 1, 1)
+    video = vae.decode(z / inv_std + mean, return_dict=False)[0]
+    save_file({"latents": z.contiguous(), "video": video.contiguous()}, ref / "vae_decode.safetensors")
     (ref / "prompts.json").write_text(json.dumps({"short": prompt, "long": long_prompt}))
     (ref / "README.md").write_text(
         "Reference tensors written by scripts/make_tiny_wan.py with diffusers "

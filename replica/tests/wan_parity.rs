@@ -9,6 +9,7 @@ use framecast_replica::generate::wan::WanError;
 use framecast_replica::generate::wan::scheduler::FlowMatchEuler;
 use framecast_replica::generate::wan::text_encoder::TextEncoder;
 use framecast_replica::generate::wan::transformer::WanTransformer;
+use framecast_replica::generate::wan::vae::{DecoderState, WanVae};
 use tch::{Device, Kind, Tensor};
 
 /// Largest absolute difference accepted against the reference (fp32, CPU).
@@ -113,6 +114,28 @@ fn text_encoder_matches_transformers() {
         diff <= TOLERANCE,
         "max |framecast - transformers| = {diff:e} > {TOLERANCE:e}"
     );
+}
+
+#[test]
+fn vae_decode_matches_diffusers_and_streams_without_a_seam() {
+    let _no_grad = tch::no_grad_guard();
+    let vae = WanVae::load(&model_dir().join("vae"), Device::Cpu, Kind::Float).unwrap();
+    let r = reference("vae_decode.safetensors");
+    let latents = &r["latents"];
+    let whole = vae.decode(latents, &mut DecoderState::default());
+    let diff = max_abs_diff(&whole, &r["video"]);
+    eprintln!("vae decode: max abs diff {diff:e}");
+    assert!(diff <= TOLERANCE, "max |framecast - diffusers| = {diff:e}");
+
+    // Segment by segment (1 latent frame, then 2) with the state carried: the same frames.
+    let mut state = DecoderState::default();
+    let first = vae.decode(&latents.narrow(2, 0, 1), &mut state);
+    let second = vae.decode(&latents.narrow(2, 1, 2), &mut state);
+    assert_eq!(first.size()[2], 1);
+    assert_eq!(second.size()[2], 8);
+    let streamed = Tensor::cat(&[first, second], 2);
+    let seam = max_abs_diff(&streamed, &whole);
+    assert!(seam <= 1e-5, "streamed decode differs by {seam:e}");
 }
 
 /// A copy of the tiny transformer directory whose config.json `edit` changes.

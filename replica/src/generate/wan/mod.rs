@@ -11,6 +11,7 @@ pub mod layers;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod transformer;
+pub mod vae;
 pub mod weights;
 
 use std::path::PathBuf;

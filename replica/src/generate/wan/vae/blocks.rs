@@ -1,0 +1,381 @@
+//! The Wan VAE's building blocks, with the causal feature cache that lets video be decoded
+//! (or encoded) a few frames at a time exactly as if it were processed whole.
+//!
+//! Every causal convolution looks two frames into the past. The [`FeatureCache`] keeps, per
+//! convolution, the last two frames of its input from the previous call; diffusers keeps the
+//! same list (`feat_cache`) and visits the convolutions in the same order, so slot `i` here is
+//! slot `i` there.
+
+use tch::{Kind, Tensor};
+
+use super::super::WanError;
+use super::super::weights::Weights;
+
+/// Frames of past input each causal convolution keeps.
+const CACHE_FRAMES: i64 = 2;
+
+/// What one cache slot holds.
+#[derive(Debug)]
+enum Slot {
+    /// Never visited.
+    Empty,
+    /// A temporal upsampler that has seen its first chunk (diffusers' `"Rep"`).
+    Rep,
+    /// The last frames of the convolution's input.
+    Frames(Tensor),
+}
+
+/// The causal caches of every convolution of one encoder or decoder, carried from call to
+/// call (and from segment to segment while streaming).
+#[derive(Debug, Default)]
+pub struct FeatureCache {
+    slots: Vec<Slot>,
+    next: usize,
+}
+
+impl FeatureCache {
+    /// Starts a new pass over the network (slot 0 again).
+    pub fn rewind(&mut self) {
+        self.next = 0;
+    }
+
+    fn slot(&mut self) -> usize {
+        let i = self.next;
+        self.next += 1;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || Slot::Empty);
+        }
+        i
+    }
+
+    /// The cached tensors in slot order (`None` for empty or `Rep` slots, told apart by
+    /// [`Self::markers`]), for serialising a stream's state.
+    pub fn tensors(&self) -> Vec<Option<&Tensor>> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Frames(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// One byte per slot: 0 empty, 1 `Rep`, 2 frames.
+    pub fn markers(&self) -> Vec<u8> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Empty => 0,
+                Slot::Rep => 1,
+                Slot::Frames(_) => 2,
+            })
+            .collect()
+    }
+
+    /// Rebuilds a cache from [`Self::markers`] and the tensors of the `2` slots, in order.
+    pub fn restore(markers: &[u8], mut tensors: impl Iterator<Item = Tensor>) -> Option<Self> {
+        let slots = markers
+            .iter()
+            .map(|m| match m {
+                0 => Some(Slot::Empty),
+                1 => Some(Slot::Rep),
+                2 => tensors.next().map(Slot::Frames),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { slots, next: 0 })
+    }
+}
+
+/// A 3D convolution that pads only the past in time (diffusers' `WanCausalConv3d`).
+#[derive(Debug)]
+pub struct CausalConv3d {
+    weight: Tensor,
+    bias: Tensor,
+    /// Half-padding (t, h, w) of the equivalent symmetric convolution.
+    pad: [i64; 3],
+    stride: [i64; 3],
+}
+
+impl CausalConv3d {
+    /// `prefix.weight` (out, in, kt, kh, kw) and `prefix.bias`.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        (input, output): (i64, i64),
+        kernel: [i64; 3],
+        stride: [i64; 3],
+        pad: [i64; 3],
+    ) -> Result<Self, WanError> {
+        Ok(Self {
+            weight: w.take(
+                &format!("{prefix}.weight"),
+                &[output, input, kernel[0], kernel[1], kernel[2]],
+            )?,
+            bias: w.take(&format!("{prefix}.bias"), &[output])?,
+            pad,
+            stride,
+        })
+    }
+
+    /// Convolves `x` (B, C, T, H, W), with `past` frames standing in for time padding.
+    pub fn forward(&self, x: &Tensor, past: Option<&Tensor>) -> Tensor {
+        let [pt, ph, pw] = self.pad;
+        let mut time_pad = 2 * pt;
+        let x = match past {
+            Some(past) if pt > 0 => {
+                time_pad -= past.size()[2];
+                Tensor::cat(&[past, x], 2)
+            }
+            _ => x.shallow_clone(),
+        };
+        x.constant_pad_nd([pw, pw, ph, ph, time_pad, 0]).conv3d(
+            &self.weight,
+            Some(&self.bias),
+            self.stride,
+            [0, 0, 0],
+            [1, 1, 1],
+            1,
+        )
+    }
+
+    /// [`Self::forward`] through cache slot `cache.next`, then remembers `x`'s last frames
+    /// (diffusers' pattern around every cached convolution).
+    pub fn cached(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+        let i = cache.slot();
+        let t = x.size()[2];
+        let keep = t.min(CACHE_FRAMES);
+        let mut last = x.narrow(2, t - keep, keep).copy();
+        let out = match &cache.slots[i] {
+            Slot::Frames(past) => {
+                if keep < CACHE_FRAMES {
+                    last = Tensor::cat(&[past.narrow(2, past.size()[2] - 1, 1), last], 2);
+                }
+                self.forward(x, Some(past))
+            }
+            _ => self.forward(x, None),
+        };
+        cache.slots[i] = Slot::Frames(last);
+        out
+    }
+}
+
+/// diffusers' `WanRMS_norm`: L2-normalise over channels, scale by sqrt(C) and a gain.
+#[derive(Debug)]
+pub struct ChannelRmsNorm {
+    gamma: Tensor,
+    scale: f64,
+}
+
+impl ChannelRmsNorm {
+    /// `prefix.gamma` shaped (C, 1, 1, 1) for video or (C, 1, 1) for images.
+    pub fn load(w: &mut Weights, prefix: &str, dim: i64, video: bool) -> Result<Self, WanError> {
+        let shape: &[i64] = if video { &[dim, 1, 1, 1] } else { &[dim, 1, 1] };
+        Ok(Self {
+            gamma: w.take(&format!("{prefix}.gamma"), shape)?,
+            scale: (dim as f64).sqrt(),
+        })
+    }
+
+    /// Normalises dimension 1.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let norm = x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+        x / norm * self.scale * &self.gamma
+    }
+}
+
+/// Pre-norm residual block of two 3x3x3 causal convolutions.
+#[derive(Debug)]
+pub struct ResBlock {
+    norm1: ChannelRmsNorm,
+    conv1: CausalConv3d,
+    norm2: ChannelRmsNorm,
+    conv2: CausalConv3d,
+    shortcut: Option<CausalConv3d>,
+}
+
+impl ResBlock {
+    /// The block under `prefix`, `input` → `output` channels.
+    pub fn load(w: &mut Weights, prefix: &str, input: i64, output: i64) -> Result<Self, WanError> {
+        let k3 = [3, 3, 3];
+        Ok(Self {
+            norm1: ChannelRmsNorm::load(w, &format!("{prefix}.norm1"), input, true)?,
+            conv1: CausalConv3d::load(
+                w,
+                &format!("{prefix}.conv1"),
+                (input, output),
+                k3,
+                [1, 1, 1],
+                [1, 1, 1],
+            )?,
+            norm2: ChannelRmsNorm::load(w, &format!("{prefix}.norm2"), output, true)?,
+            conv2: CausalConv3d::load(
+                w,
+                &format!("{prefix}.conv2"),
+                (output, output),
+                k3,
+                [1, 1, 1],
+                [1, 1, 1],
+            )?,
+            shortcut: if input != output {
+                Some(CausalConv3d::load(
+                    w,
+                    &format!("{prefix}.conv_shortcut"),
+                    (input, output),
+                    [1, 1, 1],
+                    [1, 1, 1],
+                    [0, 0, 0],
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Applies the block, threading `cache` through both convolutions.
+    pub fn forward(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+        let h = match &self.shortcut {
+            Some(conv) => conv.forward(x, None),
+            None => x.shallow_clone(),
+        };
+        let y = self.norm1.forward(x).silu();
+        let y = self.conv1.cached(&y, cache);
+        let y = self.norm2.forward(&y).silu();
+        self.conv2.cached(&y, cache) + h
+    }
+}
+
+/// Single-head spatial self-attention applied to each frame.
+#[derive(Debug)]
+pub struct AttentionBlock {
+    norm: ChannelRmsNorm,
+    qkv_w: Tensor,
+    qkv_b: Tensor,
+    proj_w: Tensor,
+    proj_b: Tensor,
+}
+
+impl AttentionBlock {
+    /// The block under `prefix` over `dim` channels.
+    pub fn load(w: &mut Weights, prefix: &str, dim: i64) -> Result<Self, WanError> {
+        Ok(Self {
+            norm: ChannelRmsNorm::load(w, &format!("{prefix}.norm"), dim, false)?,
+            qkv_w: w.take(&format!("{prefix}.to_qkv.weight"), &[3 * dim, dim, 1, 1])?,
+            qkv_b: w.take(&format!("{prefix}.to_qkv.bias"), &[3 * dim])?,
+            proj_w: w.take(&format!("{prefix}.proj.weight"), &[dim, dim, 1, 1])?,
+            proj_b: w.take(&format!("{prefix}.proj.bias"), &[dim])?,
+        })
+    }
+
+    /// `x`: (B, C, T, H, W).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let (b, c, t, h, w) = x.size5().expect("(B, C, T, H, W)");
+        let frames = x.permute([0, 2, 1, 3, 4]).reshape([b * t, c, h, w]);
+        let qkv = self
+            .norm
+            .forward(&frames)
+            .conv2d(&self.qkv_w, Some(&self.qkv_b), [1, 1], [0, 0], [1, 1], 1)
+            .reshape([b * t, 1, 3 * c, h * w])
+            .permute([0, 1, 3, 2])
+            .contiguous();
+        let parts = qkv.chunk(3, -1);
+        let attn = Tensor::scaled_dot_product_attention(
+            &parts[0],
+            &parts[1],
+            &parts[2],
+            None::<&Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let out = attn
+            .squeeze_dim(1)
+            .permute([0, 2, 1])
+            .reshape([b * t, c, h, w])
+            .conv2d(&self.proj_w, Some(&self.proj_b), [1, 1], [0, 0], [1, 1], 1)
+            .view([b, t, c, h, w])
+            .permute([0, 2, 1, 3, 4]);
+        out + x
+    }
+}
+
+/// Per-frame 2D convolution (the spatial half of a resampler).
+#[derive(Debug)]
+pub struct FrameConv {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl FrameConv {
+    /// `prefix.weight` (out, in, 3, 3) and `prefix.bias`.
+    pub fn load(w: &mut Weights, prefix: &str, input: i64, output: i64) -> Result<Self, WanError> {
+        Ok(Self {
+            weight: w.take(&format!("{prefix}.weight"), &[output, input, 3, 3])?,
+            bias: w.take(&format!("{prefix}.bias"), &[output])?,
+        })
+    }
+
+    /// Applies `f` (on (B*T, C, H, W)) then the convolution with `padding`/`stride` to every
+    /// frame of `x` (B, C, T, H, W).
+    pub fn per_frame(
+        &self,
+        x: &Tensor,
+        f: impl Fn(Tensor) -> Tensor,
+        padding: i64,
+        stride: i64,
+    ) -> Tensor {
+        let (b, c, t, h, w) = x.size5().expect("(B, C, T, H, W)");
+        let frames = f(x.permute([0, 2, 1, 3, 4]).reshape([b * t, c, h, w]));
+        let y = frames.conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [stride, stride],
+            [padding, padding],
+            [1, 1],
+            1,
+        );
+        let (_, c2, h2, w2) = y.size4().expect("(N, C, H, W)");
+        y.view([b, t, c2, h2, w2]).permute([0, 2, 1, 3, 4])
+    }
+}
+
+/// Nearest-neighbour 2x spatial upsampling of (N, C, H, W), computed in fp32.
+pub fn upsample2x(x: Tensor) -> Tensor {
+    let kind = x.kind();
+    x.to_kind(Kind::Float)
+        .repeat_interleave_self_int(2, 2, None)
+        .repeat_interleave_self_int(2, 3, None)
+        .to_kind(kind)
+}
+
+/// The temporal upsampler's cache handling (diffusers' `WanResample`, `upsample3d`): the
+/// first chunk only marks the slot; later chunks double their frames with `time_conv`.
+pub fn upsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+    let i = cache.slot();
+    if matches!(cache.slots[i], Slot::Empty) {
+        cache.slots[i] = Slot::Rep;
+        return x.shallow_clone();
+    }
+    let (b, c, t, h, w) = x.size5().expect("(B, C, T, H, W)");
+    let keep = t.min(CACHE_FRAMES);
+    let mut last = x.narrow(2, t - keep, keep).copy();
+    let y = match &cache.slots[i] {
+        Slot::Frames(past) => {
+            if keep < CACHE_FRAMES {
+                last = Tensor::cat(&[past.narrow(2, past.size()[2] - 1, 1), last], 2);
+            }
+            time_conv.forward(x, Some(past))
+        }
+        _ => {
+            if keep < CACHE_FRAMES {
+                last = Tensor::cat(&[last.zeros_like(), last], 2);
+            }
+            time_conv.forward(x, None)
+        }
+    };
+    cache.slots[i] = Slot::Frames(last);
+    // (B, 2C, T, H, W) -> (B, C, T, 2, H, W) -> (B, C, 2T, H, W): the two halves interleave.
+    let y = y.reshape([b, 2, c, t, h, w]);
+    Tensor::stack(&[y.select(1, 0), y.select(1, 1)], 3).reshape([b, c, t * 2, h, w])
+}

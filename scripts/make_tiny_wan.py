@@ -166,6 +166,26 @@ def references(pipe: WanPipeline, out: Path) -> None:
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 4, 1, 1, 1)
     video = vae.decode(z / inv_std + mean, return_dict=False)[0]
     save_file({"latents": z.contiguous(), "video": video.contiguous()}, ref / "vae_decode.safetensors")
+    # The whole WanPipeline, 2 steps with classifier-free guidance, from given latents.
+    pipe.set_progress_bar_config(disable=True)
+    start = torch.randn(1, 4, 3, 8, 10, generator=g)
+    args = dict(
+        prompt=prompt,
+        negative_prompt="low quality, blurry",
+        height=64,
+        width=80,
+        num_frames=9,
+        num_inference_steps=2,
+        guidance_scale=2.0,
+        latents=start.clone(),
+        return_dict=False,
+    )
+    final_latents = pipe(output_type="latent", **args)[0]
+    video = pipe(output_type="pt", **args)[0]  # (B, F, C, H, W) in [0, 1]
+    save_file(
+        {"start": start, "latents": final_latents.contiguous(), "video": video.contiguous()},
+        ref / "pipeline.safetensors",
+    )
     (ref / "prompts.json").write_text(json.dumps({"short": prompt, "long": long_prompt}))
     (ref / "README.md").write_text(
         "Reference tensors written by scripts/make_tiny_wan.py with diffusers "

@@ -41,7 +41,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn start(config: ReplicaConfig) -> String {
     framecast_replica::media::elements::init().unwrap();
     let config = Arc::new(config);
-    let pool = InProcessPool::new(vec![generate::build(&config.generator)], false);
+    let pool = InProcessPool::new(
+        vec![generate::build(&config.generator, test_blobs()).unwrap()],
+        false,
+    );
     let sessions = SessionContext::new(Arc::new(pool), config);
     let state = AppState::new(
         "cpu".into(),
@@ -57,7 +60,7 @@ async fn start(config: ReplicaConfig) -> String {
 
 /// Generation time of one segment, measured alone (sleep plus frame synthesis).
 fn measure_generation(config: &ReplicaConfig) -> Duration {
-    let mut g = generate::build(&config.generator);
+    let mut g = generate::build(&config.generator, test_blobs()).unwrap();
     let runs: Vec<f64> = (0..5)
         .map(|i| {
             let t = Instant::now();
@@ -76,7 +79,7 @@ fn measure_generation(config: &ReplicaConfig) -> Duration {
 /// Encode time of one segment, measured alone on a live encoder.
 fn measure_encoding(config: &ReplicaConfig) -> Duration {
     let g = &config.generator;
-    let mut gen_ = generate::build(g);
+    let mut gen_ = generate::build(g, test_blobs()).unwrap();
     let segment = gen_
         .generate(&request(0, 1), None, &mut |_| ControlFlow::Continue(()))
         .unwrap();
@@ -194,4 +197,12 @@ async fn main() {
         median(runs.clone()),
         runs.len()
     );
+}
+
+/// A blob store for generators under test (the mock keeps nothing there).
+fn test_blobs() -> std::sync::Arc<dyn framecast_replica::store::BlobStore> {
+    std::sync::Arc::new(framecast_replica::store::memory::MemoryBlobStore::new(
+        64 << 20,
+        std::time::Duration::from_secs(600),
+    ))
 }

@@ -125,6 +125,8 @@ pub enum GeneratorKind {
     /// Deterministic synthetic frames (`MockGenerator`), for tests and demos without weights.
     #[default]
     Mock,
+    /// The Wan2.1 text-to-video model in `model_path` (diffusers format), run with libtorch.
+    Wan,
 }
 
 /// Where tensors live.

@@ -96,11 +96,14 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
     .context("start-up checks failed")?;
 
     let config = Arc::new(config);
+    let blobs: Arc<dyn framecast_replica::store::BlobStore> =
+        Arc::new(framecast_replica::store::memory::MemoryBlobStore::from_config(&config));
     let generators = (0..config.pool.num_workers)
-        .map(|_| framecast_replica::generate::build(&config.generator))
-        .collect();
+        .map(|_| framecast_replica::generate::build(&config.generator, blobs.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot load the generator")?;
     let pool = InProcessPool::new(generators, config.pool.warmup);
-    let sessions = SessionContext::new(Arc::new(pool.clone()), config.clone());
+    let sessions = SessionContext::with_blobs(Arc::new(pool.clone()), config.clone(), blobs);
     let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
     state.mark_ready();

@@ -53,7 +53,7 @@ fn test_config() -> ReplicaConfig {
 
 async fn start(config: ReplicaConfig) -> Server {
     let generators = (0..config.pool.num_workers)
-        .map(|_| generate::build(&config.generator))
+        .map(|_| generate::build(&config.generator, test_blobs()).unwrap())
         .collect();
     start_with(config, generators).await
 }
@@ -664,7 +664,7 @@ impl generate::Generator for FaultyGenerator {
 
 async fn failing_session(fault: Fault) -> (Transcript, Server) {
     let config = test_config();
-    let inner = generate::build(&config.generator);
+    let inner = generate::build(&config.generator, test_blobs()).unwrap();
     let server = start_with(config, vec![Box::new(FaultyGenerator { inner, fault })]).await;
     let mut client = connect(&server).await;
     send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
@@ -741,4 +741,12 @@ async fn seed_prompts_updated_changes_what_loop_generation_cycles() {
     // The first segment may already have started with the old list.
     assert_eq!(prompts.len(), 3, "{prompts:?}");
     assert_eq!(&prompts[1..], ["new b", "new a"], "{prompts:?}");
+}
+
+/// A blob store for generators under test (the mock keeps nothing there).
+fn test_blobs() -> std::sync::Arc<dyn framecast_replica::store::BlobStore> {
+    std::sync::Arc::new(framecast_replica::store::memory::MemoryBlobStore::new(
+        64 << 20,
+        std::time::Duration::from_secs(600),
+    ))
 }

@@ -112,20 +112,48 @@ pub trait Generator: Send {
     ) -> Result<GeneratedSegment, GenerateError>;
 }
 
-/// The generator `settings` ask for (one per worker).
-pub fn build(settings: &crate::config::GeneratorSettings) -> Box<dyn Generator> {
-    match settings.kind {
+/// Why a generator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The device in the settings is not usable.
+    #[error("generator.device: {0}")]
+    Device(#[from] crate::device::DeviceError),
+    /// The model directory could not be loaded.
+    #[error("generator.model_path: {0}")]
+    Model(#[from] wan::WanError),
+}
+
+/// The generator `settings` ask for (one per worker); model-backed generators keep stream
+/// states in `blobs`.
+pub fn build(
+    settings: &crate::config::GeneratorSettings,
+    blobs: std::sync::Arc<dyn crate::store::BlobStore>,
+) -> Result<Box<dyn Generator>, BuildError> {
+    let format = StreamFormat {
+        width: settings.width,
+        height: settings.height,
+        fps: settings.fps,
+        frames_per_segment: settings.frames_per_segment,
+        audio: None,
+    };
+    Ok(match settings.kind {
         crate::config::GeneratorKind::Mock => {
             Box::new(mock::MockGenerator::new(mock::MockSettings {
                 format: StreamFormat {
-                    width: settings.width,
-                    height: settings.height,
-                    fps: settings.fps,
-                    frames_per_segment: settings.frames_per_segment,
                     audio: settings.mock_audio.then_some((48_000, 2)),
+                    ..format
                 },
                 latency: Duration::from_millis(settings.mock_latency_ms),
             }))
         }
-    }
+        crate::config::GeneratorKind::Wan => {
+            let device = crate::device::probe(settings.device)?.device;
+            Box::new(wan::generator::WanGenerator::load(
+                &settings.model_path,
+                format,
+                device,
+                blobs,
+            )?)
+        }
+    })
 }

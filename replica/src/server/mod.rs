@@ -94,7 +94,15 @@ mod tests {
         let recorder = framecast_common::metrics::standalone_recorder();
         let config = std::sync::Arc::new(crate::config::ReplicaConfig::default());
         let pool = crate::pool::in_process::InProcessPool::new(
-            vec![crate::generate::build(&config.generator)],
+            vec![
+                crate::generate::build(
+                    &config.generator,
+                    std::sync::Arc::new(crate::store::memory::MemoryBlobStore::from_config(
+                        &config,
+                    )),
+                )
+                .unwrap(),
+            ],
             false,
         );
         let sessions = SessionContext::new(std::sync::Arc::new(pool), config);

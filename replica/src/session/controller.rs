@@ -48,10 +48,20 @@ pub struct SessionContext {
 impl SessionContext {
     /// A context with in-memory stores bounded as `config.store` says.
     pub fn new(pool: Arc<dyn WorkerPool>, config: Arc<ReplicaConfig>) -> Self {
+        let blobs = Arc::new(MemoryBlobStore::from_config(&config));
+        Self::with_blobs(pool, config, blobs)
+    }
+
+    /// A context sharing `blobs` with the pool's generators (they keep stream states there).
+    pub fn with_blobs(
+        pool: Arc<dyn WorkerPool>,
+        config: Arc<ReplicaConfig>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Self {
         let ttl = Duration::from_secs(config.store.ttl_seconds);
         Self {
             states: Arc::new(MemorySessionStore::new(config.store.max_sessions, ttl)),
-            blobs: Arc::new(MemoryBlobStore::new(config.store.blob_capacity_bytes, ttl)),
+            blobs,
             pool,
             config,
             active: Arc::default(),

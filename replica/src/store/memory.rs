@@ -136,6 +136,15 @@ pub struct MemoryBlobStore {
 
 impl MemoryBlobStore {
     /// A store of at most `capacity_bytes` whose blobs expire after `ttl`.
+    /// The store `config.store` describes.
+    pub fn from_config(config: &crate::config::ReplicaConfig) -> Self {
+        Self::new(
+            config.store.blob_capacity_bytes,
+            Duration::from_secs(config.store.ttl_seconds),
+        )
+    }
+
+    /// A store of `capacity_bytes` whose payloads expire after `ttl`.
     pub fn new(capacity_bytes: usize, ttl: Duration) -> Self {
         Self {
             inner: Mutex::new(Bounded::new(capacity_bytes, ttl)),

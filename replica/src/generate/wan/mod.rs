@@ -3,12 +3,15 @@
 //! a diffusers-format sub-directory (`config.json` + `*.safetensors`, sharded or not) with
 //! the same key names as diffusers, so Wan2.1-T2V-1.3B-Diffusers loads unchanged.
 //!
-//! Built so far: [`transformer`] (the DiT, `WanTransformer3DModel`), on the shared
-//! [`weights`] loader and [`layers`]. The text encoder, VAE, scheduler and the `Generator`
-//! that ties them together are the next steps (issue 6).
+//! Networks: [`text_encoder`] (UMT5 + tokenizer), [`transformer`] (the DiT,
+//! `WanTransformer3DModel`), [`vae`] (`AutoencoderKLWan`'s decoder), on the shared
+//! [`weights`] loader and [`layers`]; [`scheduler`] samples; [`generator`] ties them into the
+//! session controller's `Generator`.
 
+pub mod generator;
 pub mod layers;
 pub mod scheduler;
+pub mod tensor_bytes;
 pub mod text_encoder;
 pub mod transformer;
 pub mod vae;
@@ -65,6 +68,9 @@ pub enum WanError {
         /// Why it is refused.
         message: String,
     },
+    /// The stream format does not fit the model.
+    #[error("{0}")]
+    Format(String),
     /// libtorch refused an operation.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

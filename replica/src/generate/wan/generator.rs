@@ -1,0 +1,423 @@
+//! [`WanGenerator`]: the [`Generator`] the session controller drives, built from the Wan
+//! networks. Each segment denoises `frames_per_segment / 4` new latent frames with the
+//! flow-matching Euler sampler (classifier-free guidance with the negative prompt when
+//! `guidance_scale > 1`); the last clean latent frame of the previous segment is prepended
+//! and re-imposed at the current noise level at every step, so motion continues; the VAE
+//! decoder's causal cache is carried from segment to segment, so there is no seam.
+//!
+//! The stream's state (that latent frame and the decoder cache) is stored as safetensors
+//! bytes in the blob store and referenced from the `framecast.wan.v1` continuation state,
+//! so another process (or replica sharing the store) continues the stream identically.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use framecast_common::protocol::ContinuationState;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::WanError;
+use super::scheduler::{FlowMatchEuler, Schedule};
+use super::tensor_bytes;
+use super::text_encoder::TextEncoder;
+use super::transformer::WanTransformer;
+use super::vae::blocks::FeatureCache;
+use super::vae::{DecoderState, WanVae};
+use crate::generate::{
+    GenerateError, GeneratedSegment, Generator, SegmentRequest, StepProgress, StreamFormat,
+};
+use crate::store::BlobStore;
+
+/// The `kind` of Wan continuation states.
+pub const WAN_STATE_KIND: &str = "framecast.wan.v1";
+/// Clean latent frames of a segment that condition the next one.
+const CONTEXT_FRAMES: i64 = 1;
+/// Text tokens the transformer attends to (Wan2.1's `max_sequence_length`).
+const TEXT_TOKENS: usize = 512;
+/// Prompt embeddings kept per worker.
+const PROMPT_CACHE: usize = 32;
+
+/// Serialises libtorch's global CPU generator, so seeded noise is reproducible even with
+/// several workers in one process.
+static NOISE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Where a stream stands between segments.
+#[derive(Debug)]
+struct StreamState {
+    /// Clean latents (1, z, CONTEXT_FRAMES, h, w) that condition the next segment.
+    context: Tensor,
+    /// The VAE decoder's causal caches.
+    decoder: DecoderState,
+}
+
+/// What the continuation state's payload holds; the tensors are in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Payload {
+    /// Blob id of the safetensors bytes.
+    blob: String,
+    /// Decoder cache slot markers (see `FeatureCache::markers`).
+    cache_slots: Vec<u8>,
+    /// Latent frames decoded so far.
+    frames_decoded: u64,
+    /// Latent grid (frames, height, width) the tensors were made for.
+    latent_hw: (i64, i64),
+}
+
+/// Text-to-video with the Wan2.1 networks on one device.
+pub struct WanGenerator {
+    text: TextEncoder,
+    transformer: WanTransformer,
+    vae: WanVae,
+    sampler: FlowMatchEuler,
+    format: StreamFormat,
+    device: Device,
+    kind: Kind,
+    blobs: Arc<dyn BlobStore>,
+    prompts: HashMap<String, Tensor>,
+    /// The state this generator produced last, by blob id: continuing one's own stream
+    /// skips the round trip through bytes.
+    latest: Option<(String, StreamState)>,
+    latent_frames: i64,
+    latent_hw: (i64, i64),
+}
+
+impl std::fmt::Debug for WanGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WanGenerator")
+            .field("format", &self.format)
+            .field("device", &self.device)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WanGenerator {
+    /// Loads the diffusers-format model in `dir` onto `device` (fp32 on CPU, bf16 on CUDA)
+    /// for segments of `format`, keeping stream states in `blobs`.
+    pub fn load(
+        dir: &Path,
+        format: StreamFormat,
+        device: Device,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self, WanError> {
+        let kind = if device.is_cuda() {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
+        let _no_grad = tch::no_grad_guard();
+        let text = TextEncoder::load(
+            &dir.join("text_encoder"),
+            &dir.join("tokenizer"),
+            device,
+            kind,
+        )?;
+        let transformer = WanTransformer::load(&dir.join("transformer"), device, kind)?;
+        let vae = WanVae::load(&dir.join("vae"), device, kind)?;
+        let sampler = FlowMatchEuler::load(&dir.join("scheduler"))?;
+        let temporal = vae.config().temporal_factor();
+        let spatial = vae.config().spatial_factor();
+        let patch = transformer.config().patch_size.clone();
+        let frames = i64::from(format.frames_per_segment);
+        if frames % temporal != 0 {
+            return Err(WanError::Format(format!(
+                "generator.frames_per_segment ({frames}) must be a multiple of the VAE's temporal factor {temporal}"
+            )));
+        }
+        let (w, h) = (i64::from(format.width), i64::from(format.height));
+        let multiple = spatial * patch[1].max(patch[2]);
+        if w % multiple != 0 || h % multiple != 0 {
+            return Err(WanError::Format(format!(
+                "generator.width and height ({w}x{h}) must be multiples of {multiple} for this model"
+            )));
+        }
+        Ok(Self {
+            text,
+            transformer,
+            vae,
+            sampler,
+            format,
+            device,
+            kind,
+            blobs,
+            prompts: HashMap::new(),
+            latest: None,
+            latent_frames: frames / temporal,
+            latent_hw: (h / spatial, w / spatial),
+        })
+    }
+
+    /// The sampling schedule for `steps` steps.
+    pub fn schedule(&self, steps: u32) -> Schedule {
+        self.sampler.schedule(steps)
+    }
+
+    /// Decodes a whole latent video (1, z, F, h, w) into video in [-1, 1].
+    pub fn decode(&self, latents: &Tensor) -> Tensor {
+        let _no_grad = tch::no_grad_guard();
+        self.vae.decode(latents, &mut DecoderState::default())
+    }
+
+    /// The prompt's text embedding (1, 512, text_dim), cached per worker.
+    pub fn embed(&mut self, prompt: &str) -> Result<Tensor, GenerateError> {
+        if let Some(e) = self.prompts.get(prompt) {
+            return Ok(e.shallow_clone());
+        }
+        let e = self
+            .text
+            .encode(prompt, TEXT_TOKENS)
+            .map_err(|e| GenerateError::Failed(e.to_string()))?;
+        if self.prompts.len() >= PROMPT_CACHE {
+            self.prompts.clear();
+        }
+        self.prompts.insert(prompt.to_string(), e.shallow_clone());
+        Ok(e)
+    }
+
+    /// Standard normal noise of `shape`, the same for the same seed on any device.
+    fn noise(&self, seed: u64, shape: &[i64]) -> Tensor {
+        let _lock = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed as i64);
+        Tensor::randn(shape, (Kind::Float, Device::Cpu))
+            .to_device(self.device)
+            .to_kind(self.kind)
+    }
+
+    /// The denoising loop: from `noise` (1, z, F, h, w) to clean latents, guided by `cond`
+    /// (and `uncond` at `guidance` when given), with `context` clean frames re-imposed at the
+    /// current noise level before every step. Public so the parity tests can run it on
+    /// diffusers' inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &self,
+        noise: &Tensor,
+        cond: &Tensor,
+        uncond: Option<&Tensor>,
+        guidance: f64,
+        schedule: &Schedule,
+        context: Option<&Tensor>,
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<Tensor, GenerateError> {
+        let _no_grad = tch::no_grad_guard();
+        let steps = schedule.timesteps.len();
+        let mut latents = noise.shallow_clone();
+        let impose = |latents: &Tensor, sigma: f64| {
+            if let Some(ctx) = context {
+                let k = ctx.size()[2];
+                let noisy = ctx * (1.0 - sigma) + noise.narrow(2, 0, k) * sigma;
+                latents
+                    .narrow(2, 0, k)
+                    .copy_(&noisy.to_kind(latents.kind()));
+            }
+        };
+        for i in 0..steps {
+            impose(&latents, f64::from(schedule.sigmas[i]));
+            let t = Tensor::from_slice(&[schedule.timesteps[i]]).to_device(self.device);
+            let mut velocity = self.transformer.forward(&latents, &t, cond);
+            if let Some(uncond) = uncond {
+                let v_uncond = self.transformer.forward(&latents, &t, uncond);
+                velocity = &v_uncond + (&velocity - &v_uncond) * guidance;
+            }
+            latents = FlowMatchEuler::step(schedule, i, &latents, &velocity);
+            let step = StepProgress {
+                step: i as u32 + 1,
+                total_steps: steps as u32,
+            };
+            if progress(step).is_break() {
+                return Err(GenerateError::Cancelled);
+            }
+        }
+        impose(&latents, 0.0);
+        Ok(latents)
+    }
+
+    fn restore(&mut self, state: &ContinuationState) -> Result<StreamState, GenerateError> {
+        let payload = self.parse_payload(state)?;
+        if let Some((id, _)) = &self.latest
+            && *id == payload.blob
+        {
+            return Ok(self.latest.take().expect("checked").1);
+        }
+        let bytes = self
+            .blobs
+            .get(&payload.blob)
+            .map_err(|e| GenerateError::InvalidState(e.to_string()))?
+            .ok_or_else(|| {
+                GenerateError::InvalidState(format!(
+                    "blob `{}` has expired or was never stored here",
+                    payload.blob
+                ))
+            })?;
+        let tensors = tensor_bytes::from_bytes(&bytes, self.device, self.kind)
+            .map_err(GenerateError::InvalidState)?;
+        let mut context = None;
+        let mut cache = Vec::new();
+        for (name, tensor) in tensors {
+            if name == "context" {
+                context = Some(tensor);
+            } else if let Some(i) = name.strip_prefix("cache.") {
+                let i: usize = i.parse().map_err(|_| {
+                    GenerateError::InvalidState(format!("bad tensor name `{name}`"))
+                })?;
+                cache.push((i, tensor));
+            }
+        }
+        cache.sort_by_key(|(i, _)| *i);
+        let context =
+            context.ok_or_else(|| GenerateError::InvalidState("no `context` tensor".into()))?;
+        let cache = FeatureCache::restore(&payload.cache_slots, cache.into_iter().map(|(_, t)| t))
+            .ok_or_else(|| {
+                GenerateError::InvalidState("cache slots do not match the tensors".into())
+            })?;
+        Ok(StreamState {
+            context,
+            decoder: DecoderState {
+                cache,
+                frames_decoded: payload.frames_decoded,
+            },
+        })
+    }
+
+    fn parse_payload(&self, state: &ContinuationState) -> Result<Payload, GenerateError> {
+        if state.kind != WAN_STATE_KIND {
+            return Err(GenerateError::InvalidState(format!(
+                "kind `{}` is not `{WAN_STATE_KIND}`",
+                state.kind
+            )));
+        }
+        let payload: Payload = serde_json::from_value(state.payload.clone())
+            .map_err(|e| GenerateError::InvalidState(format!("payload: {e}")))?;
+        if payload.latent_hw != self.latent_hw {
+            return Err(GenerateError::InvalidState(format!(
+                "state was made for a {:?} latent grid, this replica generates {:?}",
+                payload.latent_hw, self.latent_hw
+            )));
+        }
+        Ok(payload)
+    }
+
+    fn save(&mut self, stream: StreamState) -> Result<ContinuationState, GenerateError> {
+        let tensors = stream.decoder.cache.tensors();
+        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
+        named.extend(
+            tensors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
+        );
+        let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
+        let blob = self
+            .blobs
+            .put("wan", bytes)
+            .map_err(|e| GenerateError::Failed(format!("cannot store the stream state: {e}")))?;
+        let payload = Payload {
+            blob: blob.clone(),
+            cache_slots: stream.decoder.cache.markers(),
+            frames_decoded: stream.decoder.frames_decoded,
+            latent_hw: self.latent_hw,
+        };
+        self.latest = Some((blob, stream));
+        Ok(ContinuationState {
+            kind: WAN_STATE_KIND.into(),
+            payload: serde_json::to_value(payload).expect("payload serializes"),
+        })
+    }
+}
+
+/// RGB24 frames from video in [-1, 1] (1, 3, T, H, W).
+fn to_rgb(video: &Tensor) -> Result<Vec<Vec<u8>>, GenerateError> {
+    let frames = ((video.to_kind(Kind::Float) + 1.0) * 127.5)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .squeeze_dim(0)
+        .permute([1, 2, 3, 0])
+        .contiguous()
+        .to_device(Device::Cpu);
+    let t = frames.size()[0];
+    (0..t)
+        .map(|i| {
+            Vec::<u8>::try_from(frames.get(i).flatten(0, -1))
+                .map_err(|e| GenerateError::Failed(e.to_string()))
+        })
+        .collect()
+}
+
+impl Generator for WanGenerator {
+    fn format(&self) -> StreamFormat {
+        self.format
+    }
+
+    fn state_kind(&self) -> &'static str {
+        WAN_STATE_KIND
+    }
+
+    fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError> {
+        self.parse_payload(state).map(|_| ())
+    }
+
+    fn generate(
+        &mut self,
+        request: &SegmentRequest,
+        state: Option<&ContinuationState>,
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<GeneratedSegment, GenerateError> {
+        if request.num_inference_steps == 0 {
+            return Err(GenerateError::InvalidRequest(
+                "num_inference_steps must be at least 1".into(),
+            ));
+        }
+        let _no_grad = tch::no_grad_guard();
+        let stream = match state {
+            Some(s) => Some(self.restore(s)?),
+            None => None,
+        };
+        let cond = self.embed(&request.prompt)?;
+        let uncond = if request.guidance_scale > 1.0 {
+            Some(self.embed(request.negative_prompt.as_deref().unwrap_or(""))?)
+        } else {
+            None
+        };
+        // A fresh stream decodes one extra latent frame: its first yields a single video
+        // frame, which is dropped so every segment has exactly frames_per_segment frames.
+        let new_frames = self.latent_frames + i64::from(stream.is_none());
+        let k = if stream.is_some() { CONTEXT_FRAMES } else { 0 };
+        let z = self.vae.config().z_dim;
+        let (h, w) = self.latent_hw;
+        let seed =
+            request.seed ^ u64::from(request.segment_idx).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let noise = self.noise(seed, &[1, z, k + new_frames, h, w]);
+        let schedule = self.sampler.schedule(request.num_inference_steps);
+        let context = stream.as_ref().map(|s| s.context.shallow_clone());
+        let latents = self.sample(
+            &noise,
+            &cond,
+            uncond.as_ref(),
+            f64::from(request.guidance_scale),
+            &schedule,
+            context.as_ref(),
+            progress,
+        )?;
+        let fresh = latents.narrow(2, k, new_frames);
+        let mut decoder = stream.map(|s| s.decoder).unwrap_or_default();
+        let mut video = self.vae.decode(&fresh, &mut decoder);
+        if k == 0 {
+            video = video.narrow(2, 1, video.size()[2] - 1);
+        }
+        let frames = to_rgb(&video)?;
+        let next = StreamState {
+            context: fresh
+                .narrow(2, new_frames - CONTEXT_FRAMES, CONTEXT_FRAMES)
+                .copy(),
+            decoder,
+        };
+        let next_state = self.save(next)?;
+        Ok(GeneratedSegment {
+            frames,
+            audio: None,
+            next_state,
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! The Wan generator end to end on the tiny model (CPU, fp32): diffusers' whole WanPipeline
+//! reproduced, segments of the configured format, per-step progress, cancellation, and a
+//! stream continued from its stored state by a fresh generator identically.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use framecast_replica::generate::wan::generator::{WAN_STATE_KIND, WanGenerator};
+use framecast_replica::generate::{GenerateError, Generator, SegmentRequest, StreamFormat};
+use framecast_replica::store::BlobStore;
+use framecast_replica::store::memory::MemoryBlobStore;
+use tch::{Device, Tensor};
+
+fn model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    assert!(
+        dir.join("model_index.json").exists(),
+        "{} is missing: run scripts/setup",
+        dir.display()
+    );
+    dir
+}
+
+const FORMAT: StreamFormat = StreamFormat {
+    width: 80,
+    height: 64,
+    fps: 8,
+    frames_per_segment: 8,
+    audio: None,
+};
+
+fn blobs() -> Arc<dyn BlobStore> {
+    Arc::new(MemoryBlobStore::new(64 << 20, Duration::from_secs(600)))
+}
+
+fn generator(blobs: Arc<dyn BlobStore>) -> WanGenerator {
+    WanGenerator::load(&model_dir(), FORMAT, Device::Cpu, blobs).unwrap()
+}
+
+fn request(segment_idx: u32) -> SegmentRequest {
+    SegmentRequest {
+        segment_idx,
+        prompt: "a red fox runs through a snowy forest at dawn".into(),
+        negative_prompt: None,
+        seed: 7,
+        num_inference_steps: 2,
+        guidance_scale: 1.0,
+    }
+}
+
+#[test]
+fn reproduces_diffusers_wan_pipeline_with_guidance() {
+    let _no_grad = tch::no_grad_guard();
+    let dir = model_dir();
+    let r: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("reference/pipeline.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/prompts.json")).unwrap())
+            .unwrap();
+    let mut g = generator(blobs());
+    let cond = g.embed(prompts["short"].as_str().unwrap()).unwrap();
+    let uncond = g.embed("low quality, blurry").unwrap();
+    let schedule = g.schedule(2);
+    let latents = g
+        .sample(
+            &r["start"],
+            &cond,
+            Some(&uncond),
+            2.0,
+            &schedule,
+            None,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    let diff = (&latents - &r["latents"]).abs().max().double_value(&[]);
+    eprintln!("pipeline latents: max abs diff {diff:e}");
+    assert!(
+        diff <= 1e-4,
+        "latents differ from WanPipeline's by {diff:e}"
+    );
+
+    // Decoded and post-processed as WanPipeline's output_type="pt": (B, F, C, H, W) in [0, 1].
+    let video = ((g.decode(&latents) + 1.0) / 2.0)
+        .clamp(0.0, 1.0)
+        .permute([0, 2, 1, 3, 4]);
+    let diff = (&video - &r["video"]).abs().max().double_value(&[]);
+    eprintln!("pipeline video: max abs diff {diff:e}");
+    assert!(diff <= 1e-4, "video differs from WanPipeline's by {diff:e}");
+}
+
+#[test]
+fn segments_have_the_configured_format_and_report_every_step() {
+    let mut g = generator(blobs());
+    let mut steps = Vec::new();
+    let segment = g
+        .generate(&request(0), None, &mut |p| {
+            steps.push((p.step, p.total_steps));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(steps, vec![(1, 2), (2, 2)]);
+    assert_eq!(segment.frames.len(), 8);
+    assert!(segment.frames.iter().all(|f| f.len() == 80 * 64 * 3));
+    assert_eq!(segment.next_state.kind, WAN_STATE_KIND);
+    g.validate_state(&segment.next_state).unwrap();
+    // Real pixels, not a constant image.
+    let first = &segment.frames[0];
+    let (min, max) = first
+        .iter()
+        .fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(max - min > 10, "frame values span only {min}..{max}");
+
+    let next = g
+        .generate(&request(1), Some(&segment.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(next.frames.len(), 8);
+    assert_ne!(next.frames, segment.frames);
+}
+
+#[test]
+fn a_fresh_generator_continues_a_stored_stream_identically() {
+    let store = blobs();
+    let mut a = generator(store.clone());
+    let first = a
+        .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    // `a` continues from memory; `b` has never seen the stream and reads the blob store.
+    let from_a = a
+        .generate(&request(1), Some(&first.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let mut b = generator(store);
+    let from_b = b
+        .generate(&request(1), Some(&first.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(from_a.frames, from_b.frames, "identical next segment");
+}
+
+#[test]
+fn cancellation_and_foreign_states_are_errors() {
+    let mut g = generator(blobs());
+    let err = g
+        .generate(&request(0), None, &mut |_| ControlFlow::Break(()))
+        .unwrap_err();
+    assert_eq!(err, GenerateError::Cancelled);
+
+    let foreign = framecast_common::protocol::ContinuationState {
+        kind: "framecast.mock.v1".into(),
+        payload: serde_json::json!({}),
+    };
+    assert!(matches!(
+        g.validate_state(&foreign),
+        Err(GenerateError::InvalidState(_))
+    ));
+    let expired = framecast_common::protocol::ContinuationState {
+        kind: WAN_STATE_KIND.into(),
+        payload: serde_json::json!({
+            "blob": "nope", "cache_slots": [], "frames_decoded": 0, "latent_hw": [8, 10]
+        }),
+    };
+    g.validate_state(&expired).unwrap();
+    let err = g
+        .generate(&request(1), Some(&expired), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    let other_size = framecast_common::protocol::ContinuationState {
+        kind: WAN_STATE_KIND.into(),
+        payload: serde_json::json!({
+            "blob": "x", "cache_slots": [], "frames_decoded": 0, "latent_hw": [36, 64]
+        }),
+    };
+    assert!(g.validate_state(&other_size).is_err());
+}
+
+#[test]
+fn formats_the_model_cannot_produce_are_refused_at_load() {
+    let odd_frames = StreamFormat {
+        frames_per_segment: 10,
+        ..FORMAT
+    };
+    let err = WanGenerator::load(&model_dir(), odd_frames, Device::Cpu, blobs()).unwrap_err();
+    assert!(err.to_string().contains("frames_per_segment"), "{err}");
+    let odd_size = StreamFormat {
+        width: 72,
+        ..FORMAT
+    };
+    let err = WanGenerator::load(&model_dir(), odd_size, Device::Cpu, blobs()).unwrap_err();
+    assert!(err.to_string().contains("multiples of 16"), "{err}");
+}

@@ -149,6 +149,48 @@ fn index(t: &Transcript, kind: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_streams_video_generated_by_the_wan_model() {
+    // The real path: the tiny Wan2.1 model (untrained, built by scripts/setup) run with
+    // libtorch, continued segment to segment, encoded and streamed.
+    let mut config = test_config();
+    config.generator.kind = framecast_replica::config::GeneratorKind::Wan;
+    config.generator.model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    config.generator.width = 160;
+    config.generator.height = 96;
+    config.generator.frames_per_segment = 12;
+    config.generator.num_inference_steps = 2;
+    let server = start(config).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["a lighthouse in a storm"], "auto_extension_enabled": true})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(60)).await;
+
+    assert_eq!(t.close, Some(1000), "{:?}", t.events);
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+    let completes = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "media_segment_complete")
+        .count();
+    assert_eq!(completes, 2);
+    let steps = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "step_complete")
+        .count();
+    assert_eq!(steps, 4, "2 steps x 2 segments");
+    // Two segments of 12 frames at 24 fps: 1 s of video in fragments.
+    let media_ms: u64 = t
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "media_segment_complete")
+        .map(|m| m["duration_ms"].as_u64().unwrap())
+        .sum();
+    assert_eq!(media_ms, 1000);
+    assert!(t.binary_bytes > 2_000, "{} media bytes", t.binary_bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_session_streams_segments_in_protocol_order() {
     let server = start(test_config()).await;
     let mut client = connect(&server).await;

@@ -70,17 +70,26 @@ def tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build(out: Path) -> WanPipeline:
+# Sizes: "tiny" for tests and the demo; "mid" for benchmarks (a realistic amount of compute on
+# a CPU without Wan2.1-1.3B's 30-layer, 1536-wide transformer).
+PRESETS = {
+    "tiny": dict(transformer=TRANSFORMER, vae_base=8, text=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)),
+    "mid": dict(
+        transformer=dict(TRANSFORMER, num_attention_heads=4, attention_head_dim=48, text_dim=128, freq_dim=128, ffn_dim=768, num_layers=4),
+        vae_base=32,
+        text=dict(d_model=128, d_kv=32, d_ff=256, num_layers=4, num_heads=4),
+    ),
+}
+
+
+def build(out: Path, preset: str = "tiny") -> WanPipeline:
+    size = PRESETS[preset]
     torch.manual_seed(SEED)
     tok = tokenizer()
     text_encoder = UMT5EncoderModel(
         UMT5Config(
             vocab_size=len(tok),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
+            **size["text"],
             relative_attention_num_buckets=8,
             relative_attention_max_distance=16,
             feed_forward_proj="gated-gelu",
@@ -89,9 +98,9 @@ def build(out: Path) -> WanPipeline:
             eos_token_id=1,
         )
     ).eval()
-    transformer = WanTransformer3DModel(**TRANSFORMER).eval()
+    transformer = WanTransformer3DModel(**size["transformer"]).eval()
     vae = AutoencoderKLWan(
-        base_dim=8,
+        base_dim=size["vae_base"],
         z_dim=4,
         # Wan2.1's structure (8x spatial, 4x temporal compression), narrow.
         dim_mult=[1, 2, 2, 2],
@@ -197,10 +206,12 @@ def references(pipe: WanPipeline, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("models/wan-tiny"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    pipe = build(args.out)
-    references(pipe, args.out)
+    pipe = build(args.out, args.preset)
+    if args.preset == "tiny":
+        references(pipe, args.out)
     files = sorted(str(p.relative_to(args.out)) for p in args.out.rglob("*") if p.is_file())
     print(json.dumps({"model": str(args.out), "files": files}, indent=1))
 

@@ -175,6 +175,10 @@ def references(pipe: WanPipeline, out: Path) -> None:
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 4, 1, 1, 1)
     video = vae.decode(z / inv_std + mean, return_dict=False)[0]
     save_file({"latents": z.contiguous(), "video": video.contiguous()}, ref / "vae_decode.safetensors")
+    # VAE encode of 5 frames (first frame alone, then 4), normalised as the Wan pipelines do.
+    clip = torch.rand(1, 3, 5, 64, 80, generator=g) * 2 - 1
+    mode = vae.encode(clip).latent_dist.mode()
+    save_file({"video": clip, "latents": ((mode - mean) * inv_std).contiguous()}, ref / "vae_encode.safetensors")
     # The whole WanPipeline, 2 steps with classifier-free guidance, from given latents.
     pipe.set_progress_bar_config(disable=True)
     start = torch.randn(1, 4, 3, 8, 10, generator=g)

@@ -30,6 +30,7 @@ fn request(idx: u32, steps: u32) -> SegmentRequest {
         seed: 1,
         num_inference_steps: steps,
         guidance_scale: 1.0,
+        initial_image: None,
     }
 }
 

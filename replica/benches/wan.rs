@@ -69,6 +69,7 @@ fn framecast_segment_seconds(model: &Path) -> f64 {
         seed: 1,
         num_inference_steps: STEPS,
         guidance_scale: 1.0,
+        initial_image: None,
     };
     let mut state = g
         .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))

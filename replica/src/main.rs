@@ -134,6 +134,7 @@ fn warmup_request(config: &ReplicaConfig) -> SegmentRequest {
         seed: 0,
         num_inference_steps: config.generator.num_inference_steps,
         guidance_scale: 1.0,
+        initial_image: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn request(segment_idx: u32) -> SegmentRequest {
         seed: 7,
         num_inference_steps: 2,
         guidance_scale: 1.0,
+        initial_image: None,
     }
 }
 
@@ -182,6 +183,47 @@ fn cancellation_and_foreign_states_are_errors() {
         }),
     };
     assert!(g.validate_state(&other_size).is_err());
+}
+
+#[test]
+fn an_initial_image_conditions_the_first_segment() {
+    // A 50x20 gradient: another size and aspect ratio than the stream's.
+    let rgb: Vec<u8> = (0..20u32)
+        .flat_map(|y| (0..50u32).flat_map(move |x| [(x * 5) as u8, (y * 12) as u8, 128]))
+        .collect();
+    let image = Arc::new(framecast_replica::generate::RgbImage {
+        width: 50,
+        height: 20,
+        rgb,
+    });
+    let with_image = SegmentRequest {
+        initial_image: Some(image.clone()),
+        ..request(0)
+    };
+    let run = |req: &SegmentRequest| {
+        generator(blobs())
+            .generate(req, None, &mut |_| ControlFlow::Continue(()))
+            .unwrap()
+    };
+    let a = run(&with_image);
+    let b = run(&with_image);
+    let plain = run(&request(0));
+    assert_eq!(a.frames.len(), 8);
+    assert_eq!(a.frames, b.frames, "deterministic");
+    assert_ne!(a.frames, plain.frames, "the image changes the segment");
+
+    let broken = SegmentRequest {
+        initial_image: Some(Arc::new(framecast_replica::generate::RgbImage {
+            width: 4,
+            height: 4,
+            rgb: vec![0; 5],
+        })),
+        ..request(0)
+    };
+    let err = generator(blobs())
+        .generate(&broken, None, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(matches!(err, GenerateError::InvalidRequest(_)), "{err}");
 }
 
 #[test]

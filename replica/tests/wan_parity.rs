@@ -138,6 +138,17 @@ fn vae_decode_matches_diffusers_and_streams_without_a_seam() {
     assert!(seam <= 1e-5, "streamed decode differs by {seam:e}");
 }
 
+#[test]
+fn vae_encode_matches_diffusers() {
+    let _no_grad = tch::no_grad_guard();
+    let vae = WanVae::load(&model_dir().join("vae"), Device::Cpu, Kind::Float).unwrap();
+    let r = reference("vae_encode.safetensors");
+    let latents = vae.encode(&r["video"]);
+    let diff = max_abs_diff(&latents, &r["latents"]);
+    eprintln!("vae encode: max abs diff {diff:e}");
+    assert!(diff <= TOLERANCE, "max |framecast - diffusers| = {diff:e}");
+}
+
 /// A copy of the tiny transformer directory whose config.json `edit` changes.
 fn edited_copy(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
     let src = model_dir().join("transformer");

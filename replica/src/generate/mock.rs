@@ -214,6 +214,7 @@ mod tests {
             seed,
             num_inference_steps: 4,
             guidance_scale: 1.0,
+            initial_image: None,
         }
     }
 

@@ -36,6 +36,17 @@ impl StreamFormat {
     }
 }
 
+/// An RGB8 picture, e.g. the client's initial image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 3` bytes.
+    pub rgb: Vec<u8>,
+}
+
 /// What to generate next.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentRequest {
@@ -51,6 +62,8 @@ pub struct SegmentRequest {
     pub num_inference_steps: u32,
     /// Classifier-free guidance scale.
     pub guidance_scale: f32,
+    /// The session's initial image, on its first segment: a fresh stream starts from it.
+    pub initial_image: Option<std::sync::Arc<RgbImage>>,
 }
 
 /// Progress reported after each denoising step.

@@ -307,6 +307,7 @@ mod tests {
             seed: 0,
             num_inference_steps: 2,
             guidance_scale: 1.0,
+            initial_image: None,
         }
     }
 

@@ -141,7 +141,7 @@ struct Session {
     pipeline: Option<SegmentPipeline>,
     events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
     /// Conditions segment 0 once a model-backed generator uses it.
-    initial_image: Option<initial_image::DecodedImage>,
+    initial_image: Option<std::sync::Arc<initial_image::DecodedImage>>,
     log: SessionLog,
     _active: Option<ActiveGuard>,
 }
@@ -326,7 +326,7 @@ impl Session {
             match initial_image::decode(image, limit) {
                 Ok(decoded) => {
                     tracing::info!(session = %self.id, width = decoded.width, height = decoded.height, "initial image accepted");
-                    self.initial_image = Some(decoded);
+                    self.initial_image = Some(std::sync::Arc::new(decoded));
                 }
                 // The session goes on without the image.
                 Err(e) => {
@@ -698,9 +698,13 @@ impl Session {
         let Some(pipeline) = &self.pipeline else {
             return;
         };
-        let Some(request) = self.schedule.next(&self.init) else {
+        let Some(mut request) = self.schedule.next(&self.init) else {
             return;
         };
+        if request.segment_idx == 0 {
+            // A fresh stream starts from the image; a restored one ignores it.
+            request.initial_image = self.initial_image.clone();
+        }
         let job = SegmentJob {
             request,
             scheduled_at: Instant::now(),

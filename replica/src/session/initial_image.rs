@@ -7,16 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use framecast_common::protocol::InitialImage;
 use image::ImageFormat;
 
-/// A checked image, decoded to RGB8.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodedImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `width * height * 3` bytes.
-    pub rgb: Vec<u8>,
-}
+/// A checked image, decoded to RGB8 (the generator's conditioning image type).
+pub type DecodedImage = crate::generate::RgbImage;
 
 /// Why an image was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

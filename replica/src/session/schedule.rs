@@ -84,6 +84,7 @@ impl SegmentScheduler {
                 .unwrap_or(self.seed.wrapping_add(u64::from(segment_idx))),
             num_inference_steps: prompt.num_inference_steps.unwrap_or(self.default_steps),
             guidance_scale: prompt.guidance_scale.unwrap_or(1.0),
+            initial_image: None,
         };
         self.last_prompt = Some(prompt);
         self.generating = true;

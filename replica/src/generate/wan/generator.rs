@@ -5,6 +5,8 @@
 //! and re-imposed at the current noise level at every step, so motion continues; the VAE
 //! decoder's causal cache is carried from segment to segment, so there is no seam.
 //!
+//! A fresh stream with an initial image starts from the image's VAE latent the same way.
+//!
 //! The stream's state (that latent frame and the decoder cache) is stored as safetensors
 //! bytes in the blob store and referenced from the `framecast.wan.v1` continuation state,
 //! so another process (or replica sharing the store) continues the stream identically.
@@ -26,7 +28,8 @@ use super::transformer::WanTransformer;
 use super::vae::blocks::FeatureCache;
 use super::vae::{DecoderState, WanVae};
 use crate::generate::{
-    GenerateError, GeneratedSegment, Generator, SegmentRequest, StepProgress, StreamFormat,
+    GenerateError, GeneratedSegment, Generator, RgbImage, SegmentRequest, StepProgress,
+    StreamFormat,
 };
 use crate::store::BlobStore;
 
@@ -326,6 +329,42 @@ impl WanGenerator {
     }
 }
 
+impl WanGenerator {
+    /// The image as a normalised latent frame (1, z, 1, h, w): centre-cropped to the stream's
+    /// aspect ratio, resized to its size, VAE-encoded.
+    fn encode_image(&self, image: &RgbImage) -> Result<Tensor, GenerateError> {
+        let (iw, ih) = (i64::from(image.width), i64::from(image.height));
+        if image.rgb.len() as i64 != iw * ih * 3 || iw == 0 || ih == 0 {
+            return Err(GenerateError::InvalidRequest(format!(
+                "initial image of {iw}x{ih} has {} bytes",
+                image.rgb.len()
+            )));
+        }
+        let (tw, th) = (i64::from(self.format.width), i64::from(self.format.height));
+        let pixels = Tensor::from_slice(&image.rgb)
+            .view([ih, iw, 3])
+            .permute([2, 0, 1])
+            .unsqueeze(0)
+            .to_kind(Kind::Float);
+        // Largest centred crop with the target aspect ratio.
+        let (cw, ch) = if iw * th > ih * tw {
+            (ih * tw / th, ih)
+        } else {
+            (iw, iw * th / tw)
+        };
+        let cropped =
+            pixels
+                .narrow(3, (iw - cw) / 2, cw.max(1))
+                .narrow(2, (ih - ch) / 2, ch.max(1));
+        let resized = cropped.upsample_bilinear2d([th, tw], false, None, None);
+        let video = (resized / 127.5 - 1.0)
+            .unsqueeze(2)
+            .to_device(self.device)
+            .to_kind(self.kind);
+        Ok(self.vae.encode(&video))
+    }
+}
+
 /// RGB24 frames from video in [-1, 1] (1, 3, T, H, W).
 fn to_rgb(video: &Tensor) -> Result<Vec<Vec<u8>>, GenerateError> {
     let frames = ((video.to_kind(Kind::Float) + 1.0) * 127.5)
@@ -380,17 +419,28 @@ impl Generator for WanGenerator {
         } else {
             None
         };
-        // A fresh stream decodes one extra latent frame: its first yields a single video
-        // frame, which is dropped so every segment has exactly frames_per_segment frames.
-        let new_frames = self.latent_frames + i64::from(stream.is_none());
-        let k = if stream.is_some() { CONTEXT_FRAMES } else { 0 };
+        // A fresh stream starts from the initial image's latent when there is one, which
+        // conditions the segment like a previous segment's last frame would.
+        let image = match (&stream, &request.initial_image) {
+            (None, Some(image)) => Some(self.encode_image(image)?),
+            _ => None,
+        };
+        // A fresh stream decodes one extra latent frame (the image's, or an extra generated
+        // one): the first latent frame yields a single video frame, which is dropped so every
+        // segment has exactly frames_per_segment frames.
+        let fresh_stream = stream.is_none();
+        let context = match &stream {
+            Some(s) => Some(s.context.shallow_clone()),
+            None => image.as_ref().map(Tensor::shallow_clone),
+        };
+        let k = if context.is_some() { CONTEXT_FRAMES } else { 0 };
+        let new_frames = self.latent_frames + i64::from(fresh_stream && image.is_none());
         let z = self.vae.config().z_dim;
         let (h, w) = self.latent_hw;
         let seed =
             request.seed ^ u64::from(request.segment_idx).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let noise = self.noise(seed, &[1, z, k + new_frames, h, w]);
         let schedule = self.sampler.schedule(request.num_inference_steps);
-        let context = stream.as_ref().map(|s| s.context.shallow_clone());
         let latents = self.sample(
             &noise,
             &cond,
@@ -402,8 +452,9 @@ impl Generator for WanGenerator {
         )?;
         let fresh = latents.narrow(2, k, new_frames);
         let mut decoder = stream.map(|s| s.decoder).unwrap_or_default();
-        let mut video = self.vae.decode(&fresh, &mut decoder);
-        if k == 0 {
+        let to_decode = if image.is_some() { &latents } else { &fresh };
+        let mut video = self.vae.decode(to_decode, &mut decoder);
+        if fresh_stream {
             video = video.narrow(2, 1, video.size()[2] - 1);
         }
         let frames = to_rgb(&video)?;

@@ -423,6 +423,26 @@ pub fn upsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCa
     Tensor::stack(&[y.select(1, 0), y.select(1, 1)], 3).reshape([b, c, t * 2, h, w])
 }
 
+/// The temporal downsampler's cache handling (diffusers' `WanResample`, `downsample3d`): the
+/// first chunk passes through and is remembered; later chunks are convolved with stride 2
+/// together with the last remembered frame.
+pub fn downsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+    let i = cache.slot();
+    let t = x.size()[2];
+    let out = match &cache.slots[i] {
+        Slot::Frames(past) => {
+            let previous = past.narrow(2, past.size()[2] - 1, 1);
+            time_conv.forward(&Tensor::cat(&[&previous, x], 2), None)
+        }
+        _ => {
+            cache.slots[i] = Slot::Frames(x.copy());
+            return x.shallow_clone();
+        }
+    };
+    cache.slots[i] = Slot::Frames(x.narrow(2, t - 1, 1).copy());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

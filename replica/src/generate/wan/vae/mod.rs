@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod decoder;
+pub mod encoder;
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use super::WanError;
 use super::weights::{Weights, read_config};
 use blocks::{CausalConv3d, FeatureCache};
 use decoder::Decoder;
+use encoder::Encoder;
 
 /// `vae/config.json`, the fields this implementation reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -125,6 +127,8 @@ pub struct DecoderState {
 #[derive(Debug)]
 pub struct WanVae {
     config: VaeConfig,
+    quant_conv: CausalConv3d,
+    encoder: Encoder,
     post_quant_conv: CausalConv3d,
     decoder: Decoder,
     mean: Tensor,
@@ -147,6 +151,26 @@ impl WanVae {
             [0, 0, 0],
         )?;
         let decoder = Decoder::load(&mut w, &config)?;
+        let quant_conv = CausalConv3d::load(
+            &mut w,
+            "quant_conv",
+            (2 * z, 2 * z),
+            [1, 1, 1],
+            [1, 1, 1],
+            [0, 0, 0],
+        )?;
+        let encoder = Encoder::load(&mut w, &config)?;
+        let unused = w.unused();
+        if !unused.is_empty() {
+            return Err(WanError::Config {
+                path: dir.join("config.json"),
+                field: "dim_mult".into(),
+                message: format!(
+                    "the weights hold tensors the config does not describe: {}",
+                    unused.join(", ")
+                ),
+            });
+        }
         let per_channel = |v: &[f64]| {
             Tensor::from_slice(v)
                 .to_kind(kind)
@@ -156,6 +180,8 @@ impl WanVae {
         Ok(Self {
             mean: per_channel(&config.latents_mean),
             std: per_channel(&config.latents_std),
+            quant_conv,
+            encoder,
             post_quant_conv,
             decoder,
             config,
@@ -165,6 +191,27 @@ impl WanVae {
     /// The configuration it was loaded with.
     pub fn config(&self) -> &VaeConfig {
         &self.config
+    }
+
+    /// Encodes video in [-1, 1] (B, 3, T, H, W), T = 1 + 4k, into normalised latents
+    /// (the distribution's mode, scaled as the transformer expects) (B, z, 1 + k, h, w).
+    pub fn encode(&self, video: &Tensor) -> Tensor {
+        let t = video.size()[2];
+        let mut cache = FeatureCache::default();
+        let mut chunks = vec![self.encoder.forward(&video.narrow(2, 0, 1), &mut cache)];
+        let factor = self.config.temporal_factor();
+        let mut start = 1;
+        while start < t {
+            let len = factor.min(t - start);
+            chunks.push(
+                self.encoder
+                    .forward(&video.narrow(2, start, len), &mut cache),
+            );
+            start += len;
+        }
+        let stats = self.quant_conv.forward(&Tensor::cat(&chunks, 2), None);
+        let mean = stats.narrow(1, 0, self.config.z_dim);
+        (mean - &self.mean) / &self.std
     }
 
     /// Decodes normalised latents (B, z, F, h, w), as the transformer produces them, into

@@ -15,6 +15,25 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A primary and a secondary mock, a router probing them every `interval` seconds, and
+/// both seen healthy.
+async fn primary_and_secondary(interval: f64) -> (MockReplica, MockReplica, TestRouter) {
+    let primary = MockReplica::start("primary");
+    let secondary = MockReplica::start("secondary");
+    let cfg = config(
+        vec![endpoint(&primary, true), endpoint(&secondary, false)],
+        interval,
+    );
+    let router = TestRouter::start(&cfg);
+    router
+        .wait_for_replica("secondary", WAIT, is("healthy"))
+        .await;
+    router
+        .wait_for_replica("primary", WAIT, is("healthy"))
+        .await;
+    (primary, secondary, router)
+}
+
 fn is(status: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |row| row["status"] == status
 }
@@ -182,20 +201,8 @@ async fn round_robin_alternates_and_least_sessions_balances_open_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_refuses_connections_is_skipped_before_the_handshake() {
-    let mut primary = MockReplica::start("primary");
-    let secondary = MockReplica::start("secondary");
     // Probes every 60 s: the router still believes the dead primary is healthy.
-    let cfg = config(
-        vec![endpoint(&primary, true), endpoint(&secondary, false)],
-        60.0,
-    );
-    let router = TestRouter::start(&cfg);
-    router
-        .wait_for_replica("secondary", WAIT, is("healthy"))
-        .await;
-    router
-        .wait_for_replica("primary", WAIT, is("healthy"))
-        .await;
+    let (mut primary, _secondary, router) = primary_and_secondary(60.0).await;
     primary.kill();
 
     let (name, _ws) = router.session_on().await;
@@ -217,19 +224,7 @@ async fn a_replica_that_refuses_connections_is_skipped_before_the_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_session_closes_the_client_and_new_sessions_move() {
-    let mut primary = MockReplica::start("primary");
-    let secondary = MockReplica::start("secondary");
-    let cfg = config(
-        vec![endpoint(&primary, true), endpoint(&secondary, false)],
-        0.1,
-    );
-    let router = TestRouter::start(&cfg);
-    router
-        .wait_for_replica("secondary", WAIT, is("healthy"))
-        .await;
-    router
-        .wait_for_replica("primary", WAIT, is("healthy"))
-        .await;
+    let (mut primary, _secondary, router) = primary_and_secondary(0.1).await;
 
     let (name, mut ws) = router.session_on().await;
     assert_eq!(name, "primary");
@@ -237,19 +232,8 @@ async fn a_replica_killed_mid_session_closes_the_client_and_new_sessions_move() 
     assert_eq!(echoed.into_data().len(), 1000);
 
     primary.kill();
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        end.is_ok(),
-        "the client's socket closed when the replica died"
-    );
+    let end = framecast_e2e::closes_within(&mut ws, Duration::from_secs(5)).await;
+    assert!(end, "the client's socket closed when the replica died");
 
     router
         .wait_for_replica("primary", WAIT, is("unhealthy"))

@@ -127,6 +127,31 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Whether the server side ends `ws` (close frame, error or EOF) within `timeout`; other
+/// messages are read and dropped meanwhile.
+pub async fn closes_within<S>(ws: &mut S, timeout: Duration) -> bool
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(timeout, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// The body of `GET url` as text, panicking with the URL on any failure.
 pub async fn get_text(url: &str) -> String {
     let response = reqwest::get(url)

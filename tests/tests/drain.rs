@@ -125,14 +125,6 @@ async fn the_grace_period_bounds_the_drain() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(6),
         "exit after {took:?} with a 1 s grace"
     );
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match session.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(end.is_ok(), "the leftover session was closed");
+    let end = framecast_e2e::closes_within(&mut session, Duration::from_secs(5)).await;
+    assert!(end, "the leftover session was closed");
 }

@@ -170,19 +170,8 @@ async fn a_replica_killed_mid_session_closes_the_client_socket() {
     let status = get_json(&format!("{through_router}/status")).await;
     assert_eq!(status["replicas"][0]["active_sessions"], 1, "{status}");
     replica.kill();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "the client's socket closed with the replica"
-    );
+    let closed = framecast_e2e::closes_within(&mut ws, Duration::from_secs(5)).await;
+    assert!(closed, "the client's socket closed with the replica");
     wait_for_status(
         &format!("{through_router}/readyz"),
         503,

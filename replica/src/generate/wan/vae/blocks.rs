@@ -137,6 +137,16 @@ impl CausalConv3d {
         })
     }
 
+    /// A 3x3x3 convolution padded by one (the common case).
+    pub fn cube(w: &mut Weights, prefix: &str, io: (i64, i64)) -> Result<Self, WanError> {
+        Self::load(w, prefix, io, [3, 3, 3], [1, 1, 1], [1, 1, 1])
+    }
+
+    /// A 1x1x1 convolution.
+    pub fn pointwise(w: &mut Weights, prefix: &str, io: (i64, i64)) -> Result<Self, WanError> {
+        Self::load(w, prefix, io, [1, 1, 1], [1, 1, 1], [0, 0, 0])
+    }
+
     /// Convolves `x` (B, C, T, H, W), with `past` frames standing in for time padding.
     pub fn forward(&self, x: &Tensor, past: Option<&Tensor>) -> Tensor {
         let [pt, ph, pw] = self.pad;
@@ -240,34 +250,16 @@ pub struct ResBlock {
 impl ResBlock {
     /// The block under `prefix`, `input` → `output` channels.
     pub fn load(w: &mut Weights, prefix: &str, input: i64, output: i64) -> Result<Self, WanError> {
-        let k3 = [3, 3, 3];
         Ok(Self {
             norm1: ChannelRmsNorm::load(w, &format!("{prefix}.norm1"), input, true)?,
-            conv1: CausalConv3d::load(
-                w,
-                &format!("{prefix}.conv1"),
-                (input, output),
-                k3,
-                [1, 1, 1],
-                [1, 1, 1],
-            )?,
+            conv1: CausalConv3d::cube(w, &format!("{prefix}.conv1"), (input, output))?,
             norm2: ChannelRmsNorm::load(w, &format!("{prefix}.norm2"), output, true)?,
-            conv2: CausalConv3d::load(
-                w,
-                &format!("{prefix}.conv2"),
-                (output, output),
-                k3,
-                [1, 1, 1],
-                [1, 1, 1],
-            )?,
+            conv2: CausalConv3d::cube(w, &format!("{prefix}.conv2"), (output, output))?,
             shortcut: if input != output {
-                Some(CausalConv3d::load(
+                Some(CausalConv3d::pointwise(
                     w,
                     &format!("{prefix}.conv_shortcut"),
                     (input, output),
-                    [1, 1, 1],
-                    [1, 1, 1],
-                    [0, 0, 0],
                 )?)
             } else {
                 None
@@ -340,6 +332,54 @@ impl AttentionBlock {
             .view([b, t, c, h, w])
             .permute([0, 2, 1, 3, 4]);
         out + x
+    }
+}
+
+/// The middle of both encoder and decoder: residual block, attention, residual block.
+#[derive(Debug)]
+pub struct MidBlock {
+    res_in: ResBlock,
+    attn: AttentionBlock,
+    res_out: ResBlock,
+}
+
+impl MidBlock {
+    /// `prefix.resnets.{0,1}` and `prefix.attentions.0` over `dim` channels.
+    pub fn load(w: &mut Weights, prefix: &str, dim: i64) -> Result<Self, WanError> {
+        Ok(Self {
+            res_in: ResBlock::load(w, &format!("{prefix}.resnets.0"), dim, dim)?,
+            attn: AttentionBlock::load(w, &format!("{prefix}.attentions.0"), dim)?,
+            res_out: ResBlock::load(w, &format!("{prefix}.resnets.1"), dim, dim)?,
+        })
+    }
+
+    /// Applies the three blocks.
+    pub fn forward(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+        let x = self.res_in.forward(x, cache);
+        let x = self.attn.forward(&x);
+        self.res_out.forward(&x, cache)
+    }
+}
+
+/// The end of both encoder and decoder: RMS norm, SiLU, cached 3x3x3 convolution.
+#[derive(Debug)]
+pub struct OutputHead {
+    norm: ChannelRmsNorm,
+    conv: CausalConv3d,
+}
+
+impl OutputHead {
+    /// `{net}.norm_out` and `{net}.conv_out`, `input` → `output` channels.
+    pub fn load(w: &mut Weights, net: &str, input: i64, output: i64) -> Result<Self, WanError> {
+        Ok(Self {
+            norm: ChannelRmsNorm::load(w, &format!("{net}.norm_out"), input, true)?,
+            conv: CausalConv3d::cube(w, &format!("{net}.conv_out"), (input, output))?,
+        })
+    }
+
+    /// Applies the head.
+    pub fn forward(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
+        self.conv.cached(&self.norm.forward(x).silu(), cache)
     }
 }
 

@@ -7,7 +7,7 @@ use super::super::WanError;
 use super::super::weights::Weights;
 use super::VaeConfig;
 use super::blocks::{
-    AttentionBlock, CausalConv3d, ChannelRmsNorm, FeatureCache, FrameConv, ResBlock, upsample_time,
+    CausalConv3d, FeatureCache, FrameConv, MidBlock, OutputHead, ResBlock, upsample_time,
     upsample2x,
 };
 
@@ -27,38 +27,24 @@ struct UpBlock {
 #[derive(Debug)]
 pub struct Decoder {
     conv_in: CausalConv3d,
-    mid_in: ResBlock,
-    mid_attn: AttentionBlock,
-    mid_out: ResBlock,
+    mid: MidBlock,
     up_blocks: Vec<UpBlock>,
-    norm_out: ChannelRmsNorm,
-    conv_out: CausalConv3d,
+    head: OutputHead,
 }
 
 impl Decoder {
     /// Loads `decoder.*` as `config` lays it out.
     pub fn load(w: &mut Weights, c: &VaeConfig) -> Result<Self, WanError> {
         let dim = c.decoder_base_dim.unwrap_or(c.base_dim);
-        let mults: Vec<i64> = std::iter::once(*c.dim_mult.last().expect("validated"))
+        let dims: Vec<i64> = std::iter::once(*c.dim_mult.last().expect("validated"))
             .chain(c.dim_mult.iter().rev().copied())
+            .map(|m| dim * m)
             .collect();
-        let dims: Vec<i64> = mults.iter().map(|m| dim * m).collect();
         let temporal_up: Vec<bool> = c.temperal_downsample.iter().rev().copied().collect();
-        let k3 = [3, 3, 3];
-        let conv_in = CausalConv3d::load(
-            w,
-            "decoder.conv_in",
-            (c.z_dim, dims[0]),
-            k3,
-            [1, 1, 1],
-            [1, 1, 1],
-        )?;
-        let mid_in = ResBlock::load(w, "decoder.mid_block.resnets.0", dims[0], dims[0])?;
-        let mid_attn = AttentionBlock::load(w, "decoder.mid_block.attentions.0", dims[0])?;
-        let mid_out = ResBlock::load(w, "decoder.mid_block.resnets.1", dims[0], dims[0])?;
         let mut up_blocks = Vec::new();
         for i in 0..dims.len() - 1 {
             let p = format!("decoder.up_blocks.{i}");
+            // Upsamplers halve the channels they hand on.
             let mut input = if i > 0 { dims[i] / 2 } else { dims[i] };
             let output = dims[i + 1];
             let mut resnets = Vec::new();
@@ -73,20 +59,21 @@ impl Decoder {
             }
             let upsampler = if i != c.dim_mult.len() - 1 {
                 let up = format!("{p}.upsamplers.0");
+                let time_conv = if temporal_up[i] {
+                    Some(CausalConv3d::load(
+                        w,
+                        &format!("{up}.time_conv"),
+                        (output, output * 2),
+                        [3, 1, 1],
+                        [1, 1, 1],
+                        [1, 0, 0],
+                    )?)
+                } else {
+                    None
+                };
                 Some(Upsampler {
                     conv: FrameConv::load(w, &format!("{up}.resample.1"), output, output / 2)?,
-                    time_conv: if temporal_up[i] {
-                        Some(CausalConv3d::load(
-                            w,
-                            &format!("{up}.time_conv"),
-                            (output, output * 2),
-                            [3, 1, 1],
-                            [1, 1, 1],
-                            [1, 0, 0],
-                        )?)
-                    } else {
-                        None
-                    },
+                    time_conv,
                 })
             } else {
                 None
@@ -95,20 +82,10 @@ impl Decoder {
         }
         let last = *dims.last().expect("non-empty");
         Ok(Self {
-            conv_in,
-            mid_in,
-            mid_attn,
-            mid_out,
+            conv_in: CausalConv3d::cube(w, "decoder.conv_in", (c.z_dim, dims[0]))?,
+            mid: MidBlock::load(w, "decoder.mid_block", dims[0])?,
             up_blocks,
-            norm_out: ChannelRmsNorm::load(w, "decoder.norm_out", last, true)?,
-            conv_out: CausalConv3d::load(
-                w,
-                "decoder.conv_out",
-                (last, c.out_channels),
-                k3,
-                [1, 1, 1],
-                [1, 1, 1],
-            )?,
+            head: OutputHead::load(w, "decoder", last, c.out_channels)?,
         })
     }
 
@@ -116,9 +93,7 @@ impl Decoder {
     pub fn forward(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
         cache.rewind();
         let x = self.conv_in.cached(x, cache);
-        let x = self.mid_in.forward(&x, cache);
-        let x = self.mid_attn.forward(&x);
-        let mut x = self.mid_out.forward(&x, cache);
+        let mut x = self.mid.forward(&x, cache);
         for block in &self.up_blocks {
             for resnet in &block.resnets {
                 x = resnet.forward(&x, cache);
@@ -130,7 +105,6 @@ impl Decoder {
                 x = up.conv.per_frame(&x, upsample2x, 1, 1);
             }
         }
-        let x = self.norm_out.forward(&x).silu();
-        self.conv_out.cached(&x, cache)
+        self.head.forward(&x, cache)
     }
 }

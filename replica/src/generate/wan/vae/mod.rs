@@ -142,23 +142,9 @@ impl WanVae {
         config.check(&dir.join("config.json"))?;
         let mut w = Weights::load(dir, device, kind)?;
         let z = config.z_dim;
-        let post_quant_conv = CausalConv3d::load(
-            &mut w,
-            "post_quant_conv",
-            (z, z),
-            [1, 1, 1],
-            [1, 1, 1],
-            [0, 0, 0],
-        )?;
+        let post_quant_conv = CausalConv3d::pointwise(&mut w, "post_quant_conv", (z, z))?;
         let decoder = Decoder::load(&mut w, &config)?;
-        let quant_conv = CausalConv3d::load(
-            &mut w,
-            "quant_conv",
-            (2 * z, 2 * z),
-            [1, 1, 1],
-            [1, 1, 1],
-            [0, 0, 0],
-        )?;
+        let quant_conv = CausalConv3d::pointwise(&mut w, "quant_conv", (2 * z, 2 * z))?;
         let encoder = Encoder::load(&mut w, &config)?;
         let unused = w.unused();
         if !unused.is_empty() {

@@ -147,6 +147,93 @@ fn a_fresh_generator_continues_a_stored_stream_identically() {
     assert_eq!(from_a.frames, from_b.frames, "identical next segment");
 }
 
+/// A blob store in a directory: a test double for a store two processes share (Redis in a
+/// multi-replica deployment).
+#[derive(Debug)]
+struct DirBlobs(PathBuf, std::sync::atomic::AtomicU64);
+
+impl BlobStore for DirBlobs {
+    fn put(
+        &self,
+        owner: &str,
+        data: Vec<u8>,
+    ) -> Result<String, framecast_replica::store::StoreError> {
+        let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("{owner}-{}-{n}", std::process::id());
+        std::fs::write(self.0.join(&id), data).unwrap();
+        Ok(id)
+    }
+    fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, framecast_replica::store::StoreError> {
+        Ok(std::fs::read(self.0.join(id)).ok().map(Arc::new))
+    }
+    fn drop_owner(&self, _owner: &str) {}
+}
+
+const CHILD_DIR: &str = "FRAMECAST_TEST_WAN_CHILD_DIR";
+
+#[test]
+fn a_stream_continues_identically_in_another_process() {
+    if let Ok(dir) = std::env::var(CHILD_DIR) {
+        // Child: a fresh process continues the stream from the stored state alone.
+        let dir = PathBuf::from(dir);
+        let state = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap())
+            .unwrap();
+        let mut g = generator(Arc::new(DirBlobs(dir.clone(), Default::default())));
+        let next = g
+            .generate(
+                &request(1),
+                Some(&state),
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        std::fs::write(dir.join("child-frames.bin"), next.frames.concat()).unwrap();
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = generator(Arc::new(DirBlobs(
+        dir.path().to_path_buf(),
+        Default::default(),
+    )));
+    let first = g
+        .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        serde_json::to_string(&first.next_state).unwrap(),
+    )
+    .unwrap();
+    let next = g
+        .generate(&request(1), Some(&first.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_stream_continues_identically_in_another_process",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "child process failed");
+    let child = std::fs::read(dir.path().join("child-frames.bin")).unwrap();
+    assert_eq!(child.len(), next.frames.concat().len());
+    let ours = next.frames.concat();
+    let differing = child.iter().zip(&ours).filter(|(a, b)| a != b).count();
+    let worst = child
+        .iter()
+        .zip(&ours)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        differing == 0,
+        "the other process produced other frames: {differing} of {} bytes differ, by up to {worst}",
+        ours.len()
+    );
+}
+
 #[test]
 fn cancellation_and_foreign_states_are_errors() {
     let mut g = generator(blobs());

@@ -41,12 +41,12 @@ fn is(status: &'static str) -> impl Fn(&serde_json::Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_flips_after_exactly_the_configured_probe_counts() {
     let replica = MockReplica::start("only");
-    let mut cfg = config(vec![endpoint(&replica, true)], 0.15);
+    let mut cfg = config(vec![endpoint(&replica, true)], 0.5);
     cfg.health_check.failure_threshold = 3;
     cfg.health_check.recovery_threshold = 2;
     let router = TestRouter::start(&cfg);
 
-    // /status is polled every 10 ms against 150 ms probes, so every state is seen.
+    // /status is polled every 10 ms against 500 ms probes, so every state is seen.
     let row = router.wait_for_replica("only", WAIT, is("healthy")).await;
     assert_eq!(
         row["consecutive_successes"], 1,

@@ -96,6 +96,19 @@ impl Default for StreamingSettings {
     }
 }
 
+/// Where a worker's generation runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// Generators live on threads of the server process (simplest; a crash takes the
+    /// replica down).
+    #[default]
+    InProcess,
+    /// One child process per worker (`framecast-replica worker`), restarted when it dies;
+    /// a crash fails only that worker's session.
+    Subprocess,
+}
+
 /// Generation workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +119,14 @@ pub struct PoolSettings {
     pub acquire_timeout_seconds: u64,
     /// Run a two-segment warmup on each worker before reporting ready.
     pub warmup: bool,
+    /// Threads in this process or one child process per worker.
+    pub mode: PoolMode,
+    /// The device of each worker, in order (`cuda:0`, `cuda:1`, ...); empty: every worker
+    /// uses `generator.device`. When set, its length must equal `num_workers`.
+    pub devices: Vec<DeviceKind>,
+    /// Seconds to wait before restarting a worker process that died (doubles on repeated
+    /// crashes, up to 60).
+    pub restart_backoff_seconds: u64,
 }
 
 impl Default for PoolSettings {
@@ -114,7 +135,17 @@ impl Default for PoolSettings {
             num_workers: 1,
             acquire_timeout_seconds: 60,
             warmup: true,
+            mode: PoolMode::InProcess,
+            devices: Vec::new(),
+            restart_backoff_seconds: 1,
         }
+    }
+}
+
+impl PoolSettings {
+    /// The device of worker `index`.
+    pub fn device_of(&self, index: usize, default: DeviceKind) -> DeviceKind {
+        self.devices.get(index).copied().unwrap_or(default)
     }
 }
 
@@ -129,17 +160,62 @@ pub enum GeneratorKind {
     Wan,
 }
 
-/// Where tensors live.
+/// Where tensors live: `auto`, `cpu`, `cuda` (the first visible GPU) or `cuda:N`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceKind {
     /// CUDA when libtorch sees a GPU, else CPU.
     #[default]
     Auto,
     /// CPU, fp32.
     Cpu,
-    /// The first visible CUDA device; start-up fails if there is none.
-    Cuda,
+    /// A CUDA device (`None`: the first visible one); start-up fails if it is not there.
+    Cuda(Option<u32>),
+}
+
+impl DeviceKind {
+    /// The CUDA index this names, if any.
+    pub fn cuda_index(self) -> Option<u32> {
+        match self {
+            DeviceKind::Cuda(index) => index,
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKind::Auto => f.write_str("auto"),
+            DeviceKind::Cpu => f.write_str("cpu"),
+            DeviceKind::Cuda(None) => f.write_str("cuda"),
+            DeviceKind::Cuda(Some(i)) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("unknown device `{s}`; expected auto, cpu, cuda or cuda:N");
+        match s.as_str() {
+            "auto" => Ok(DeviceKind::Auto),
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda(None)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(|i| DeviceKind::Cuda(Some(i)))
+                .ok_or_else(bad),
+        }
+    }
+}
+
+impl From<DeviceKind> for String {
+    fn from(d: DeviceKind) -> String {
+        d.to_string()
+    }
 }
 
 /// Generator choice and model location.
@@ -381,6 +457,24 @@ impl Validate for ReplicaConfig {
         if self.pool.num_workers == 0 {
             return Err(FieldError::new("pool.num_workers", "must be at least 1"));
         }
+        if !self.pool.devices.is_empty()
+            && self.pool.devices.len() != self.pool.num_workers as usize
+        {
+            return Err(FieldError::new(
+                "pool.devices",
+                format!(
+                    "lists {} devices but pool.num_workers is {}; give one device per worker",
+                    self.pool.devices.len(),
+                    self.pool.num_workers
+                ),
+            ));
+        }
+        if self.pool.restart_backoff_seconds == 0 {
+            return Err(FieldError::new(
+                "pool.restart_backoff_seconds",
+                "must be at least 1",
+            ));
+        }
         if self.pool.acquire_timeout_seconds == 0 {
             return Err(FieldError::new(
                 "pool.acquire_timeout_seconds",
@@ -405,6 +499,23 @@ impl Validate for ReplicaConfig {
             return Err(FieldError::new(
                 "media.fragment_duration_ms",
                 "must be between 40 and 10000",
+            ));
+        }
+        // The muxer closes a fragment only when it is full, so a fragment longer than a
+        // segment would hold the segment's video back until the next one.
+        let g = &self.generator;
+        let fragment_frames = (u64::from(g.fps) * u64::from(m.fragment_duration_ms)).div_ceil(1000);
+        if fragment_frames > u64::from(g.frames_per_segment) {
+            return Err(FieldError::new(
+                "media.fragment_duration_ms",
+                format!(
+                    "a fragment of {} ms holds {fragment_frames} frames at {} fps, more than \
+                     generator.frames_per_segment ({}); use at most {} ms",
+                    m.fragment_duration_ms,
+                    g.fps,
+                    g.frames_per_segment,
+                    u64::from(g.frames_per_segment) * 1000 / u64::from(g.fps)
+                ),
             ));
         }
         Ok(())
@@ -452,6 +563,58 @@ mod tests {
             msg.contains("FRAMECAST_REPLICA__GENERATOR__DEVICE"),
             "{msg}"
         );
+    }
+
+    fn load_yaml(text: &str) -> Result<ReplicaConfig, ConfigError> {
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        LayeredConfig::new(ENV_PREFIX)
+            .file(Some(file.path()))
+            .env_vars(std::iter::empty())
+            .load()
+    }
+
+    #[test]
+    fn devices_parse_with_an_optional_cuda_index() {
+        let c = load_yaml(
+            "pool: {num_workers: 2, devices: [\"cuda:1\", cpu]}\ngenerator: {device: cuda}\n",
+        )
+        .unwrap();
+        assert_eq!(c.pool.devices, [DeviceKind::Cuda(Some(1)), DeviceKind::Cpu]);
+        assert_eq!(
+            c.pool.device_of(0, c.generator.device),
+            DeviceKind::Cuda(Some(1))
+        );
+        assert_eq!(c.generator.device, DeviceKind::Cuda(None));
+        assert_eq!(DeviceKind::Cuda(Some(1)).to_string(), "cuda:1");
+        let err = load_yaml("generator: {device: \"cuda:x\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("generator.device") && err.contains("cuda:N"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn device_lists_and_fragments_are_checked_against_their_neighbours() {
+        let err = load_yaml("pool: {num_workers: 3, devices: [cpu]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pool.devices") && err.contains("3"), "{err}");
+        let err = load_yaml(
+            "generator: {fps: 8, frames_per_segment: 4}\nmedia: {fragment_duration_ms: 1000}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("media.fragment_duration_ms") && err.contains("at most 500 ms"),
+            "{err}"
+        );
+        let err = load_yaml("pool: {restart_backoff_seconds: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pool.restart_backoff_seconds"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub enum DeviceError {
          (is the CUDA build of torch installed and a GPU visible?)"
     )]
     CudaUnavailable,
+    /// `cuda:N` names a device that is not visible.
+    #[error("device cuda:{index} does not exist: libtorch sees {visible} CUDA device(s)")]
+    NoSuchDevice {
+        /// The requested index.
+        index: u32,
+        /// Visible devices.
+        visible: i64,
+    },
     /// The self-test tensor op failed.
     #[error("libtorch self-test failed on {device}: {source}")]
     SelfTest {
@@ -57,8 +65,15 @@ pub fn probe(kind: DeviceKind) -> Result<DeviceInfo, DeviceError> {
     };
     let device = match kind {
         DeviceKind::Cpu => Device::Cpu,
-        DeviceKind::Cuda if !cuda_available => return Err(DeviceError::CudaUnavailable),
-        DeviceKind::Cuda => Device::Cuda(0),
+        DeviceKind::Cuda(_) if !cuda_available => return Err(DeviceError::CudaUnavailable),
+        DeviceKind::Cuda(None) => Device::Cuda(0),
+        DeviceKind::Cuda(Some(i)) if i64::from(i) >= cuda_device_count => {
+            return Err(DeviceError::NoSuchDevice {
+                index: i,
+                visible: cuda_device_count,
+            });
+        }
+        DeviceKind::Cuda(Some(i)) => Device::Cuda(i as usize),
         DeviceKind::Auto => Device::cuda_if_available(),
     };
     let info = DeviceInfo {
@@ -107,7 +122,7 @@ mod tests {
         if Cuda::is_available() {
             return; // On a GPU machine the request is legitimate; covered by device runs.
         }
-        let err = probe(DeviceKind::Cuda).unwrap_err();
+        let err = probe(DeviceKind::Cuda(None)).unwrap_err();
         assert!(matches!(err, DeviceError::CudaUnavailable));
         assert!(err.to_string().contains("generator.device"));
     }

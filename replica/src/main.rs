@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use framecast_replica::config::ReplicaConfig;
+use framecast_replica::config::{DeviceKind, PoolMode, ReplicaConfig};
 use framecast_replica::generate::SegmentRequest;
+use framecast_replica::pool::WorkerPool;
 use framecast_replica::pool::in_process::InProcessPool;
+use framecast_replica::pool::subprocess::{SubprocessPool, SubprocessSettings, WorkerCommand};
 use framecast_replica::server::{self, AppState};
 use framecast_replica::session::SessionContext;
 use framecast_replica::{device, media};
@@ -29,6 +31,28 @@ struct Cli {
     /// Load and validate the configuration, print the effective settings as JSON, and exit.
     #[arg(long)]
     check_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run one generation worker process. The replica starts these itself when
+    /// `pool.mode: subprocess`; they speak to it over their stdin (a Unix socket) and are not
+    /// meant to be run by hand.
+    Worker {
+        /// The worker's slot in the pool.
+        #[arg(long)]
+        index: usize,
+        /// Device override (`cpu`, `cuda`, `cuda:N`, `auto`); default: generator.device.
+        #[arg(long, value_parser = parse_device)]
+        device: Option<DeviceKind>,
+    },
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    DeviceKind::try_from(s.to_string())
 }
 
 fn main() -> ExitCode {
@@ -42,6 +66,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Worker { index, device }) = cli.command {
+        let device = device.unwrap_or(config.generator.device);
+        return match framecast_replica::pool::subprocess::worker::run(config, index, device) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("framecast-replica worker {index}: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.check_config {
         println!(
             "{}",
@@ -57,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("framecast-replica: {err:#}");
@@ -66,7 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
+async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let metrics = framecast_common::metrics::install_recorder("replica")
         .context("installing the Prometheus recorder")?;
     framecast_replica::observability::describe();
@@ -77,7 +111,11 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
 
     // Device and media checks run before /readyz turns ready, so probes see the truth.
-    let device_kind = config.generator.device;
+    // Worker processes own the GPUs; the server itself only proves libtorch loads.
+    let device_kind = match config.pool.mode {
+        PoolMode::InProcess => config.generator.device,
+        PoolMode::Subprocess => DeviceKind::Cpu,
+    };
     let checks = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let info = device::probe(device_kind)?;
         media::elements::init()?;
@@ -98,24 +136,60 @@ async fn serve(config: ReplicaConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let blobs: Arc<dyn framecast_replica::store::BlobStore> =
         Arc::new(framecast_replica::store::memory::MemoryBlobStore::from_config(&config));
-    let generators = (0..config.pool.num_workers)
-        .map(|_| framecast_replica::generate::build(&config.generator, blobs.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot load the generator")?;
-    let pool = InProcessPool::new(generators, config.pool.warmup);
-    let sessions = SessionContext::with_blobs(Arc::new(pool.clone()), config.clone(), blobs);
+    let devices: Vec<DeviceKind> = (0..config.pool.num_workers as usize)
+        .map(|i| config.pool.device_of(i, config.generator.device))
+        .collect();
+    let pool: Arc<dyn WorkerPool> = match config.pool.mode {
+        PoolMode::InProcess => {
+            let generators = devices
+                .iter()
+                .map(|&device| {
+                    let mut settings = config.generator.clone();
+                    settings.device = device;
+                    let generator = framecast_replica::generate::build(&settings, blobs.clone())?;
+                    Ok((generator, device.to_string()))
+                })
+                .collect::<Result<Vec<_>, framecast_replica::generate::BuildError>>()
+                .context("cannot load the generator")?;
+            let pool = InProcessPool::on_devices(generators, config.pool.warmup);
+            if config.pool.warmup {
+                // /readyz stays 503 until a worker has generated a first and a continuation
+                // segment.
+                let (pool, request) = (pool.clone(), warmup_request(&config));
+                tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let ready = pool.warm_up(&request);
+                    tracing::info!(ready_workers = ready, elapsed = ?started.elapsed(), "warmup finished");
+                });
+            }
+            Arc::new(pool)
+        }
+        PoolMode::Subprocess => {
+            let mut args = Vec::new();
+            if let Some(path) = &config_path {
+                args.extend(["--config".to_string(), path.display().to_string()]);
+            }
+            let settings = SubprocessSettings {
+                command: WorkerCommand {
+                    program: std::env::current_exe().context("locating this executable")?,
+                    args,
+                },
+                devices,
+                warmup: config.pool.warmup.then(|| warmup_request(&config)),
+                restart_backoff: std::time::Duration::from_secs(
+                    config.pool.restart_backoff_seconds,
+                ),
+            };
+            let pool = SubprocessPool::start(settings, blobs.clone())
+                .await
+                .context("cannot start the worker processes")?;
+            Arc::new(pool)
+        }
+    };
+    let sessions = SessionContext::with_blobs(pool, config.clone(), blobs);
     let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
     state.mark_ready();
-    if config.pool.warmup {
-        // /readyz stays 503 until a worker has generated a first and a continuation segment.
-        let request = warmup_request(&config);
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let ready = pool.warm_up(&request);
-            tracing::info!(ready_workers = ready, elapsed = ?started.elapsed(), "warmup finished");
-        });
-    }
     tracing::info!(address = %local, "framecast-replica listening on http://{local}/");
 
     axum::serve(listener, app)

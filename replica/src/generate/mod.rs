@@ -48,7 +48,7 @@ pub struct RgbImage {
 }
 
 /// What to generate next.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentRequest {
     /// 0-based segment number within the session.
     pub segment_idx: u32,
@@ -63,6 +63,8 @@ pub struct SegmentRequest {
     /// Classifier-free guidance scale.
     pub guidance_scale: f32,
     /// The session's initial image, on its first segment: a fresh stream starts from it.
+    /// (Not serialized: worker processes receive the pixels as a frame body.)
+    #[serde(skip)]
     pub initial_image: Option<std::sync::Arc<RgbImage>>,
 }
 
@@ -87,7 +89,7 @@ pub struct GeneratedSegment {
 }
 
 /// Why generation failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GenerateError {
     /// The continuation state is of another kind or malformed.
     #[error("continuation state rejected: {0}")]

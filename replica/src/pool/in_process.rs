@@ -1,115 +1,18 @@
 //! Workers that live in this process: one generator per worker, handed out whole to one
-//! session at a time through a FIFO queue.
+//! session at a time through the shared FIFO queue.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
 
-use super::{PoolError, PoolStatus, QueuePosition, WorkerLease, WorkerPool, WorkerStatus};
-use crate::generate::{Generator, SegmentRequest};
-
-type Grant = (u32, Box<dyn Generator>);
-
-struct Slot {
-    generator: Option<Box<dyn Generator>>,
-    ready: bool,
-    warmup: Option<Result<(), String>>,
-}
-
-struct Waiter {
-    ticket: u64,
-    tx: oneshot::Sender<Grant>,
-}
-
-#[derive(Default)]
-struct Inner {
-    slots: Vec<Slot>,
-    waiters: VecDeque<Waiter>,
-    next_ticket: u64,
-}
-
-struct Shared {
-    inner: Mutex<Inner>,
-    /// Bumped whenever the queue changes, so waiters can report their new position.
-    changed: watch::Sender<u64>,
-    warmup_enabled: bool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn notify(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    /// Gives a worker back: to the first waiter still waiting, else to the free list.
-    fn release(self: &Arc<Self>, gpu_id: u32, mut generator: Box<dyn Generator>) {
-        let mut inner = self.lock();
-        while let Some(waiter) = inner.waiters.pop_front() {
-            match waiter.tx.send((gpu_id, generator)) {
-                Ok(()) => {
-                    drop(inner);
-                    self.notify();
-                    return;
-                }
-                // That waiter gave up; try the next one.
-                Err((_, back)) => generator = back,
-            }
-        }
-        inner.slots[gpu_id as usize].generator = Some(generator);
-        drop(inner);
-        self.notify();
-    }
-
-    fn lease(self: &Arc<Self>, (gpu_id, generator): Grant) -> WorkerLease {
-        let shared = self.clone();
-        WorkerLease::new(gpu_id, generator, move |g| shared.release(gpu_id, g))
-    }
-
-    fn position(&self, ticket: u64) -> Option<QueuePosition> {
-        let inner = self.lock();
-        let index = inner.waiters.iter().position(|w| w.ticket == ticket)?;
-        Some(QueuePosition {
-            position: index as u32 + 1,
-            queue_depth: inner.waiters.len() as u32,
-        })
-    }
-}
-
-/// Removes a waiter that stops waiting (timeout or cancelled session) and returns any worker
-/// that was granted to it in the meantime.
-struct Ticket {
-    shared: Arc<Shared>,
-    ticket: u64,
-    rx: Option<oneshot::Receiver<Grant>>,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        {
-            let mut inner = self.shared.lock();
-            inner.waiters.retain(|w| w.ticket != self.ticket);
-        }
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok((gpu_id, generator)) = rx.try_recv() {
-                self.shared.release(gpu_id, generator);
-            }
-        }
-        self.shared.notify();
-    }
-}
+use super::queue::{SlotInfo, WorkerQueue};
+use super::{PoolError, PoolStatus, QueuePosition, Worker, WorkerLease, WorkerPool};
+use crate::generate::{GenerateError, Generator, SegmentRequest};
 
 /// A pool of in-process generators.
 #[derive(Clone)]
 pub struct InProcessPool {
-    shared: Arc<Shared>,
+    queue: WorkerQueue,
 }
 
 impl std::fmt::Debug for InProcessPool {
@@ -124,56 +27,68 @@ impl InProcessPool {
     /// One worker per generator. With `warmup` the workers are not ready until
     /// [`InProcessPool::warm_up`] has run; without it they are ready at once.
     pub fn new(generators: Vec<Box<dyn Generator>>, warmup: bool) -> Self {
-        let slots = generators
+        Self::on_devices(
+            generators.into_iter().map(|g| (g, "cpu".into())).collect(),
+            warmup,
+        )
+    }
+
+    /// Like [`InProcessPool::new`], naming each worker's device for `/status`.
+    pub fn on_devices(generators: Vec<(Box<dyn Generator>, String)>, warmup: bool) -> Self {
+        let workers = generators
             .into_iter()
-            .map(|g| Slot {
-                generator: Some(g),
-                ready: !warmup,
-                warmup: None,
+            .map(|(g, device)| {
+                let info = SlotInfo {
+                    ready: !warmup,
+                    alive: true,
+                    device,
+                    ..SlotInfo::default()
+                };
+                (Worker::Local(g), info)
             })
             .collect();
         Self {
-            shared: Arc::new(Shared {
-                inner: Mutex::new(Inner {
-                    slots,
-                    ..Inner::default()
-                }),
-                changed: watch::channel(0).0,
-                warmup_enabled: warmup,
-            }),
+            queue: WorkerQueue::new(workers, warmup),
         }
     }
 
     /// Generates two segments (a first one and its continuation) on every worker, blocking,
     /// and marks each ready or failed. Returns how many workers are ready.
     pub fn warm_up(&self, request: &SegmentRequest) -> usize {
-        let count = self.shared.lock().slots.len();
         let mut ready = 0;
-        for i in 0..count {
-            let Some(mut generator) = self.shared.lock().slots[i].generator.take() else {
+        for i in 0..self.queue.len() {
+            let Some(mut worker) = self.queue.take(i) else {
                 continue;
             };
-            let result = (|| {
-                let go_on = &mut |_| std::ops::ControlFlow::Continue(());
-                let first = generator.generate(request, None, go_on)?;
-                let mut next = request.clone();
-                next.segment_idx += 1;
-                generator.generate(&next, Some(&first.next_state), go_on)?;
-                Ok::<(), crate::generate::GenerateError>(())
-            })();
-            let mut inner = self.shared.lock();
-            let slot = &mut inner.slots[i];
-            slot.generator = Some(generator);
-            slot.ready = result.is_ok();
+            let Worker::Local(generator) = &mut worker else {
+                unreachable!("an in-process pool holds local workers only");
+            };
+            let result = warm_up(generator.as_mut(), request);
             if let Err(e) = &result {
                 tracing::error!(worker = i, error = %e, "worker warmup failed");
             }
-            slot.warmup = Some(result.map_err(|e| e.to_string()));
-            ready += usize::from(slot.ready);
+            ready += usize::from(result.is_ok());
+            self.queue.update(i, |info| {
+                info.ready = result.is_ok();
+                info.warmup = Some(result.map_err(|e| e.to_string()));
+            });
+            self.queue.put_back(i, worker);
         }
-        self.shared.notify();
         ready
     }
+}
+
+/// A first segment and its continuation, so both code paths have run before serving.
+pub fn warm_up(
+    generator: &mut dyn Generator,
+    request: &SegmentRequest,
+) -> Result<(), GenerateError> {
+    let go_on = &mut |_| std::ops::ControlFlow::Continue(());
+    let first = generator.generate(request, None, go_on)?;
+    let mut next = request.clone();
+    next.segment_idx += 1;
+    generator.generate(&next, Some(&first.next_state), go_on)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -183,100 +98,11 @@ impl WorkerPool for InProcessPool {
         timeout: Duration,
         on_queued: &mut (dyn FnMut(QueuePosition) + Send),
     ) -> Result<WorkerLease, PoolError> {
-        let shared = &self.shared;
-        let mut ticket = {
-            let mut inner = shared.lock();
-            if !inner.slots.iter().any(|s| s.ready) {
-                return Err(PoolError::NoneReady);
-            }
-            if inner.waiters.is_empty()
-                && let Some(i) = inner
-                    .slots
-                    .iter()
-                    .position(|s| s.ready && s.generator.is_some())
-            {
-                let generator = inner.slots[i].generator.take().expect("checked above");
-                drop(inner);
-                shared.notify();
-                return Ok(shared.lease((i as u32, generator)));
-            }
-            let (tx, rx) = oneshot::channel();
-            let id = inner.next_ticket;
-            inner.next_ticket += 1;
-            inner.waiters.push_back(Waiter { ticket: id, tx });
-            Ticket {
-                shared: shared.clone(),
-                ticket: id,
-                rx: Some(rx),
-            }
-        };
-        shared.notify();
-
-        let mut changes = shared.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            let position = shared.position(ticket.ticket);
-            if let Some(p) = position
-                && position != last
-            {
-                on_queued(p);
-                last = position;
-            }
-            let rx = ticket.rx.as_mut().expect("present until drop");
-            tokio::select! {
-                grant = rx => {
-                    ticket.rx = None;
-                    return match grant {
-                        Ok(grant) => Ok(shared.lease(grant)),
-                        // The pool never drops a waiter's sender without sending; be safe.
-                        Err(_) => Err(PoolError::NoneReady),
-                    };
-                }
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Timeout(timeout)),
-            }
-        }
+        self.queue.acquire(timeout, on_queued).await
     }
 
     fn status(&self) -> PoolStatus {
-        let inner = self.shared.lock();
-        let gpu_status: BTreeMap<String, WorkerStatus> = inner
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let busy = s.generator.is_none();
-                (
-                    i.to_string(),
-                    WorkerStatus {
-                        ready: s.ready,
-                        available: s.ready && !busy,
-                        client_count: u32::from(busy && s.ready),
-                        process_alive: true,
-                        warmup_success: s.warmup.as_ref().map(Result::is_ok),
-                        warmup_error: s.warmup.as_ref().and_then(|w| w.clone().err()),
-                    },
-                )
-            })
-            .collect();
-        PoolStatus {
-            total_gpus: inner.slots.len() as u32,
-            available_gpus: gpu_status.values().filter(|w| w.available).count() as u32,
-            queue_size: inner.waiters.len() as u32,
-            warmup_enabled: self.shared.warmup_enabled,
-            warmup_successful_gpus: inner
-                .slots
-                .iter()
-                .filter(|s| matches!(s.warmup, Some(Ok(()))))
-                .count() as u32,
-            warmup_failed_gpus: inner
-                .slots
-                .iter()
-                .filter(|s| matches!(s.warmup, Some(Err(_))))
-                .count() as u32,
-            gpu_status,
-        }
+        self.queue.status()
     }
 }
 

@@ -7,13 +7,18 @@
 //! dropping the lease (on every kind of ending) gives the worker back.
 
 pub mod in_process;
+pub mod ipc;
+mod queue;
+pub mod subprocess;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use framecast_common::protocol::ContinuationState;
 use serde::Serialize;
 
-use crate::generate::Generator;
+use crate::generate::{GenerateError, Generator, StreamFormat};
+use subprocess::RemoteWorker;
 
 /// Where a waiting session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +40,39 @@ pub enum PoolError {
     NoneReady,
 }
 
-/// Gives a leased generator back to its pool.
-type Release = Box<dyn FnOnce(Box<dyn Generator>) + Send>;
+/// Where a worker's generation runs.
+pub enum Worker {
+    /// A generator on this process's threads.
+    Local(Box<dyn Generator>),
+    /// A child process that generates and encodes; only fMP4 and control messages come back.
+    Remote(RemoteWorker),
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Worker::Local(g) => f.debug_tuple("Local").field(&g.format()).finish(),
+            Worker::Remote(r) => f.debug_tuple("Remote").field(r).finish(),
+        }
+    }
+}
+
+impl Worker {
+    fn format(&self) -> StreamFormat {
+        match self {
+            Worker::Local(g) => g.format(),
+            Worker::Remote(r) => r.format(),
+        }
+    }
+}
+
+/// Gives a leased worker back to its pool.
+type Release = Box<dyn FnOnce(Worker) + Send>;
 
 /// A worker granted to one session; dropping it returns the worker to the pool.
 pub struct WorkerLease {
     gpu_id: u32,
-    generator: Option<Box<dyn Generator>>,
+    worker: Option<Worker>,
     release: Option<Release>,
 }
 
@@ -54,15 +85,11 @@ impl std::fmt::Debug for WorkerLease {
 }
 
 impl WorkerLease {
-    /// A lease on `generator` that calls `release` with it when dropped.
-    pub fn new(
-        gpu_id: u32,
-        generator: Box<dyn Generator>,
-        release: impl FnOnce(Box<dyn Generator>) + Send + 'static,
-    ) -> Self {
+    /// A lease on `worker` that calls `release` with it when dropped.
+    pub fn new(gpu_id: u32, worker: Worker, release: impl FnOnce(Worker) + Send + 'static) -> Self {
         Self {
             gpu_id,
-            generator: Some(generator),
+            worker: Some(worker),
             release: Some(Box::new(release)),
         }
     }
@@ -72,16 +99,40 @@ impl WorkerLease {
         self.gpu_id
     }
 
-    /// The generator, for this session only.
-    pub fn generator(&mut self) -> &mut dyn Generator {
-        self.generator.as_deref_mut().expect("present until drop")
+    /// The worker, for this session only.
+    pub fn worker(&mut self) -> &mut Worker {
+        self.worker.as_mut().expect("present until drop")
+    }
+
+    /// Geometry and audio format of what the worker generates.
+    pub fn format(&self) -> StreamFormat {
+        self.worker.as_ref().expect("present until drop").format()
+    }
+
+    /// Checks a client's continuation state against the worker's generator (in the child
+    /// process for a remote worker).
+    pub async fn validate_state(&mut self, state: &ContinuationState) -> Result<(), GenerateError> {
+        // Nothing borrowed from the lease lives across the await (the lease is not `Sync`).
+        let remote = match self.worker() {
+            Worker::Local(g) => return g.validate_state(state),
+            Worker::Remote(r) => r.clone(),
+        };
+        remote.validate_state(state).await
+    }
+
+    /// The in-process generator; `None` for a remote worker.
+    pub fn generator(&mut self) -> Option<&mut dyn Generator> {
+        match self.worker() {
+            Worker::Local(g) => Some(g.as_mut()),
+            Worker::Remote(_) => None,
+        }
     }
 }
 
 impl Drop for WorkerLease {
     fn drop(&mut self) {
-        if let (Some(generator), Some(release)) = (self.generator.take(), self.release.take()) {
-            release(generator);
+        if let (Some(worker), Some(release)) = (self.worker.take(), self.release.take()) {
+            release(worker);
         }
     }
 }
@@ -97,6 +148,12 @@ pub struct WorkerStatus {
     pub client_count: u32,
     /// The process running it is alive (always true in-process).
     pub process_alive: bool,
+    /// The worker process's id (`None` in-process or while it restarts).
+    pub pid: Option<u32>,
+    /// Times its process was restarted after dying.
+    pub restarts: u32,
+    /// The device it runs on (`cpu`, `cuda:0`, ...).
+    pub device: String,
     /// Whether warmup succeeded (`None` while it runs or when disabled).
     pub warmup_success: Option<bool>,
     /// Why warmup failed.

@@ -20,11 +20,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::log::SessionLog;
-use super::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
+use super::pipeline::{self, PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
 use super::schedule::SegmentScheduler;
 use super::{Outgoing, SessionState, close_code, initial_image, writer};
 use crate::config::ReplicaConfig;
-use crate::media::{AudioSettings, EncoderSettings};
 use crate::observability;
 use crate::pool::WorkerPool;
 use crate::store::memory::{MemoryBlobStore, MemorySessionStore};
@@ -390,10 +389,10 @@ impl Session {
             }
         };
         self.become_(SessionState::GpuBinding);
-        let format = lease.generator().format();
+        let format = lease.format();
         let mut initial_state = None;
         if let Some(state) = self.init.continuation_state.take() {
-            match lease.generator().validate_state(&state) {
+            match lease.validate_state(&state).await {
                 Ok(()) => initial_state = Some(state),
                 Err(e) => {
                     let _ = self
@@ -408,14 +407,7 @@ impl Session {
             }
         }
         self.last_state = initial_state.clone();
-        let media = &self.ctx.config.media;
-        let mut encoder =
-            EncoderSettings::from_config(media, format.width, format.height, format.fps);
-        encoder.audio = format.audio.map(|(sample_rate, channels)| AudioSettings {
-            sample_rate,
-            channels,
-            encoder: media.audio_encoder,
-        });
+        let encoder = pipeline::encoder_settings(&self.ctx.config.media, format);
         let gpu_id = lease.gpu_id();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         self.events = Some(events_rx);

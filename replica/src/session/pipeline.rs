@@ -11,6 +11,10 @@
 //! client fills the send queue, the media thread waits on it, the segment channel fills and
 //! the generation thread waits; nothing buffers without bound. When the session ends the
 //! controller cancels: generation stops at the next step and the lease (the worker) goes back.
+//!
+//! With a subprocess pool both threads run in the worker process instead (the same code, see
+//! `pool::subprocess`), and [`SegmentPipeline`] forwards jobs there and relays what comes
+//! back into the same channels, so the controller cannot tell the difference.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +22,16 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use framecast_common::protocol::{ContinuationState, ErrorCode, ServerMessage};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::Outgoing;
-use crate::generate::{GenerateError, GeneratedSegment, SegmentRequest};
-use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaError};
+use crate::config::MediaSettings;
+use crate::generate::{GenerateError, GeneratedSegment, SegmentRequest, StreamFormat};
+use crate::media::{AudioSettings, ChunkKind, EncoderSettings, Fmp4Encoder, MediaError};
 use crate::observability;
-use crate::pool::WorkerLease;
+use crate::pool::subprocess::RemoteSession;
+use crate::pool::{Worker, WorkerLease};
 
 /// How long the media thread waits for a segment's last fragment before moving on.
 const FRAGMENT_WAIT: Duration = Duration::from_secs(5);
@@ -39,7 +46,8 @@ pub struct SegmentJob {
 }
 
 /// What the threads tell the controller.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum PipelineEvent {
     /// A segment was generated; `next_state` continues from it.
     Generated {
@@ -69,11 +77,31 @@ struct MediaJob {
     scheduled_at: Instant,
 }
 
-/// The running threads of one session; dropping it cancels them.
+/// The encoder settings for a generator's format under the media configuration.
+pub fn encoder_settings(media: &MediaSettings, format: StreamFormat) -> EncoderSettings {
+    let mut encoder = EncoderSettings::from_config(media, format.width, format.height, format.fps);
+    encoder.audio = format.audio.map(|(sample_rate, channels)| AudioSettings {
+        sample_rate,
+        channels,
+        encoder: media.audio_encoder,
+    });
+    encoder
+}
+
+/// The running threads of one session (here or in a worker process); dropping it cancels
+/// them.
 #[derive(Debug)]
 pub struct SegmentPipeline {
-    jobs: SyncSender<SegmentJob>,
-    cancel: Arc<AtomicBool>,
+    inner: Running,
+}
+
+#[derive(Debug)]
+enum Running {
+    Local {
+        jobs: SyncSender<SegmentJob>,
+        cancel: Arc<AtomicBool>,
+    },
+    Remote(RemoteSession),
 }
 
 /// Channels the threads report through.
@@ -88,14 +116,28 @@ pub struct PipelineOutputs {
 }
 
 impl SegmentPipeline {
-    /// Starts both threads; the lease moves into the generation thread.
+    /// Starts both threads; the lease moves into the generation thread. For a remote worker
+    /// the threads start in its process (which encodes with its own copy of the same
+    /// settings) and the lease stays with the returned pipeline.
     pub fn start(
-        lease: WorkerLease,
+        mut lease: WorkerLease,
         initial_state: Option<ContinuationState>,
         encoder: EncoderSettings,
         stream_id: String,
         outputs: PipelineOutputs,
     ) -> Self {
+        if let Worker::Remote(remote) = lease.worker() {
+            let conn = remote.connection();
+            return Self {
+                inner: Running::Remote(RemoteSession::start(
+                    lease,
+                    conn,
+                    initial_state,
+                    stream_id,
+                    outputs,
+                )),
+            };
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         let (jobs_tx, jobs_rx) = sync_channel::<SegmentJob>(4);
         let (media_tx, media_rx) = sync_channel::<MediaJob>(1);
@@ -116,19 +158,27 @@ impl SegmentPipeline {
                 .expect("spawn media thread");
         }
         Self {
-            jobs: jobs_tx,
-            cancel,
+            inner: Running::Local {
+                jobs: jobs_tx,
+                cancel,
+            },
         }
     }
 
     /// Queues a segment; false when the pipeline has stopped.
     pub fn submit(&self, job: SegmentJob) -> bool {
-        self.jobs.try_send(job).is_ok()
+        match &self.inner {
+            Running::Local { jobs, .. } => jobs.try_send(job).is_ok(),
+            Running::Remote(remote) => remote.submit(job),
+        }
     }
 
     /// Stops both threads as soon as they notice (within one denoising step).
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Release);
+        match &self.inner {
+            Running::Local { cancel, .. } => cancel.store(true, Ordering::Release),
+            Running::Remote(remote) => remote.cancel(),
+        }
     }
 }
 
@@ -162,23 +212,24 @@ fn generation_loop(
         }
         let started = Instant::now();
         let mut last_step = started;
-        let result = lease
-            .generator()
-            .generate(&job.request, state.as_ref(), &mut |p| {
-                observability::denoise_step(last_step.elapsed());
-                last_step = Instant::now();
-                let delivered = send(ServerMessage::StepComplete {
-                    segment_idx: idx,
-                    step: p.step,
-                    total_steps: p.total_steps,
-                    stage: "denoise".into(),
-                });
-                if cancel.load(Ordering::Acquire) || !delivered {
-                    std::ops::ControlFlow::Break(())
-                } else {
-                    std::ops::ControlFlow::Continue(())
-                }
+        let Some(generator) = lease.generator() else {
+            unreachable!("local pipelines run local workers only");
+        };
+        let result = generator.generate(&job.request, state.as_ref(), &mut |p| {
+            observability::denoise_step(last_step.elapsed());
+            last_step = Instant::now();
+            let delivered = send(ServerMessage::StepComplete {
+                segment_idx: idx,
+                step: p.step,
+                total_steps: p.total_steps,
+                stage: "denoise".into(),
             });
+            if cancel.load(Ordering::Acquire) || !delivered {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        });
         match result {
             Ok(segment) => {
                 observability::segment_generated(started.elapsed());

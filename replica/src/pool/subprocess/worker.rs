@@ -1,0 +1,520 @@
+//! The worker process (`framecast-replica worker`): loads one generator, then runs the same
+//! generation and media threads as an in-process worker for each session the server hands
+//! it, relaying fMP4 chunks, control messages, events and metrics over its socket (stdin).
+//!
+//! It keeps nothing the server cannot rebuild: continuation states go to the server's blob
+//! store through [`RemoteBlobStore`], so a restarted worker continues any stream.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use crate::config::{DeviceKind, ReplicaConfig};
+use crate::generate::{self, RgbImage};
+use crate::pool::WorkerPool;
+use crate::pool::in_process::{self, InProcessPool};
+use crate::pool::ipc::{
+    Frame, FromWorker, MetricOp, ToWorker, WireFormat, read_frame, write_frame,
+};
+use crate::session::Outgoing;
+use crate::session::pipeline::{
+    PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline, encoder_settings,
+};
+use crate::store::{BlobStore, StoreError};
+
+/// How long a blob request to the server may take.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a session waits for the generator (its previous session may still be stopping).
+const LEASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+type Sink = mpsc::UnboundedSender<Frame<FromWorker>>;
+
+/// Runs the worker until the server closes the socket. `device` overrides
+/// `generator.device` (the server passes each worker its own).
+pub fn run(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config, index, device))
+}
+
+async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyhow::Result<()> {
+    let socket = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let socket = std::os::unix::net::UnixStream::from(socket);
+    socket.set_nonblocking(true)?;
+    let (mut read, mut write) = tokio::net::UnixStream::from_std(socket)?.into_split();
+
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let blobs = Arc::new(RemoteBlobStore::new(control_tx.clone()));
+    let mut settings = config.generator.clone();
+    settings.device = device;
+    let built = {
+        let blobs: Arc<dyn BlobStore> = blobs.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            crate::media::elements::init()?;
+            crate::media::elements::require(&crate::media::elements::REQUIRED_VIDEO_ELEMENTS)?;
+            let label = crate::device::probe(settings.device)?.label();
+            Ok((generate::build(&settings, blobs)?, label))
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("loading panicked: {e}")))
+    };
+    let (generator, label) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            let error = format!("{e:#}");
+            let _ = write_frame(&mut write, &Frame::new(FromWorker::BuildFailed { error })).await;
+            return Err(e);
+        }
+    };
+    let format = generator.format();
+    write_frame(
+        &mut write,
+        &Frame::new(FromWorker::Hello {
+            format: WireFormat::from(format),
+            device: label.clone(),
+        }),
+    )
+    .await?;
+    tracing::info!(worker = index, device = %label, "worker loaded");
+
+    // Control frames (events, blob requests, metrics) overtake media; media is bounded so a
+    // slow client slows generation down instead of filling memory.
+    let (media_tx, media_rx) = mpsc::channel(16);
+    let writer = tokio::spawn(write_loop(write, control_rx, media_rx));
+    let _ = metrics::set_global_recorder(ForwardingRecorder {
+        sink: control_tx.clone(),
+    });
+
+    let pool = InProcessPool::new(vec![generator], false);
+    let worker = WorkerState {
+        pool,
+        config: Arc::new(config),
+        format,
+        control: control_tx,
+        media: media_tx,
+        sessions: Arc::default(),
+    };
+    loop {
+        let frame = match read_frame::<ToWorker>(&mut read).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "server socket failed");
+                break;
+            }
+        };
+        worker.handle(frame, &blobs);
+    }
+    tracing::info!(worker = index, "server closed the socket; worker exits");
+    writer.abort();
+    Ok(())
+}
+
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut control: mpsc::UnboundedReceiver<Frame<FromWorker>>,
+    mut media: mpsc::Receiver<Frame<FromWorker>>,
+) {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            Some(frame) = control.recv() => frame,
+            Some(frame) = media.recv() => frame,
+            else => return,
+        };
+        if write_frame(&mut write, &frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Per-session commands, in the order the server sent them.
+enum Command {
+    Submit(SegmentJob),
+    Cancel,
+}
+
+struct WorkerState {
+    pool: InProcessPool,
+    config: Arc<ReplicaConfig>,
+    format: generate::StreamFormat,
+    control: Sink,
+    media: mpsc::Sender<Frame<FromWorker>>,
+    sessions: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>>,
+}
+
+impl WorkerState {
+    fn handle(&self, Frame { header, body }: Frame<ToWorker>, blobs: &RemoteBlobStore) {
+        match header {
+            ToWorker::Warmup { request } => {
+                let (pool, control) = (self.pool.clone(), self.control.clone());
+                tokio::spawn(async move {
+                    let result = match pool.acquire(LEASE_TIMEOUT, &mut |_| {}).await {
+                        Ok(mut lease) => tokio::task::spawn_blocking(move || {
+                            let generator = lease.generator().expect("a local worker");
+                            in_process::warm_up(generator, &request).map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("warmup panicked: {e}"))),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = control.send(Frame::new(FromWorker::WarmedUp { result }));
+                });
+            }
+            ToWorker::Validate { call, state } => {
+                let (pool, control) = (self.pool.clone(), self.control.clone());
+                tokio::spawn(async move {
+                    let result = match pool.acquire(LEASE_TIMEOUT, &mut |_| {}).await {
+                        Ok(mut lease) => lease.validate_state(&state).await,
+                        Err(e) => Err(generate::GenerateError::Failed(e.to_string())),
+                    };
+                    let _ = control.send(Frame::new(FromWorker::Validated { call, result }));
+                });
+            }
+            ToWorker::Start {
+                session,
+                session_id,
+                initial_state,
+            } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(session, tx);
+                tokio::spawn(run_session(
+                    self.session_env(),
+                    session,
+                    session_id,
+                    initial_state,
+                    rx,
+                ));
+            }
+            ToWorker::Submit {
+                session,
+                mut request,
+                image_size,
+                scheduled_us_ago,
+            } => {
+                if let Some((width, height)) = image_size {
+                    request.initial_image = Some(Arc::new(RgbImage {
+                        width,
+                        height,
+                        rgb: body,
+                    }));
+                }
+                let scheduled_at = Instant::now()
+                    .checked_sub(Duration::from_micros(scheduled_us_ago))
+                    .unwrap_or_else(Instant::now);
+                self.command(
+                    session,
+                    Command::Submit(SegmentJob {
+                        request,
+                        scheduled_at,
+                    }),
+                );
+            }
+            ToWorker::Cancel { session } => {
+                self.command(session, Command::Cancel);
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&session);
+            }
+            ToWorker::BlobStored { call, result } => {
+                blobs.answer(call, BlobAnswer::Stored(result));
+            }
+            ToWorker::BlobLoaded { call, result } => {
+                blobs.answer(call, BlobAnswer::Loaded(result, body));
+            }
+        }
+    }
+
+    fn command(&self, session: u64, command: Command) {
+        if let Some(tx) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+        {
+            let _ = tx.send(command);
+        }
+    }
+
+    fn session_env(&self) -> SessionEnv {
+        SessionEnv {
+            pool: self.pool.clone(),
+            config: self.config.clone(),
+            format: self.format,
+            control: self.control.clone(),
+            media: self.media.clone(),
+        }
+    }
+}
+
+struct SessionEnv {
+    pool: InProcessPool,
+    config: Arc<ReplicaConfig>,
+    format: generate::StreamFormat,
+    control: Sink,
+    media: mpsc::Sender<Frame<FromWorker>>,
+}
+
+/// One session in the worker: waits for the generator, starts the pipeline threads, feeds
+/// them the server's commands and relays their output until they stop.
+async fn run_session(
+    env: SessionEnv,
+    session: u64,
+    session_id: String,
+    initial_state: Option<framecast_common::protocol::ContinuationState>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let fail = |message: String| {
+        let _ = env.control.send(Frame::new(FromWorker::Event {
+            session,
+            event: PipelineEvent::Failed {
+                code: framecast_common::protocol::ErrorCode::WorkerFailed,
+                message,
+            },
+        }));
+    };
+    // Jobs can arrive while the previous session still holds the generator; keep them.
+    let mut early = Vec::new();
+    let mut quiet = |_| {};
+    let acquire = env.pool.acquire(LEASE_TIMEOUT, &mut quiet);
+    tokio::pin!(acquire);
+    let lease = loop {
+        tokio::select! {
+            lease = &mut acquire => break lease,
+            command = commands.recv() => match command {
+                Some(Command::Submit(job)) => early.push(job),
+                Some(Command::Cancel) | None => return,
+            },
+        }
+    };
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(e) => return fail(format!("worker busy: {e}")),
+    };
+    let (out_tx, mut out_rx) = mpsc::channel(env.config.streaming.send_queue_messages);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let pipeline = SegmentPipeline::start(
+        lease,
+        initial_state,
+        encoder_settings(&env.config.media, env.format),
+        session_id,
+        PipelineOutputs {
+            out: out_tx,
+            events: events_tx,
+            started: Instant::now(),
+        },
+    );
+    let media = env.media.clone();
+    let relay_out = tokio::spawn(async move {
+        while let Some(out) = out_rx.recv().await {
+            let frame = match out {
+                Outgoing::Text(text) => Frame::new(FromWorker::Text { session, text }),
+                Outgoing::Binary(bytes) => Frame::with_body(FromWorker::Media { session }, bytes),
+                Outgoing::Close(..) => continue,
+            };
+            if media.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let control = env.control.clone();
+    let relay_events = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            let _ = control.send(Frame::new(FromWorker::Event { session, event }));
+        }
+    });
+    for job in early {
+        pipeline.submit(job);
+    }
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Submit(job) => {
+                if !pipeline.submit(job) {
+                    break;
+                }
+            }
+            Command::Cancel => break,
+        }
+    }
+    pipeline.cancel();
+    drop(pipeline);
+    let _ = relay_out.await;
+    let _ = relay_events.await;
+}
+
+enum BlobAnswer {
+    Stored(Result<String, String>),
+    Loaded(Result<bool, String>, Vec<u8>),
+}
+
+/// The server's blob store, reached over the socket; blocking calls from generator threads.
+#[derive(Debug)]
+pub struct RemoteBlobStore {
+    sink: Sink,
+    next_call: AtomicU64,
+    pending: Mutex<HashMap<u64, std::sync::mpsc::Sender<BlobAnswer>>>,
+}
+
+impl std::fmt::Debug for BlobAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobAnswer")
+    }
+}
+
+impl RemoteBlobStore {
+    fn new(sink: Sink) -> Self {
+        Self {
+            sink,
+            next_call: AtomicU64::new(1),
+            pending: Mutex::default(),
+        }
+    }
+
+    fn call(
+        &self,
+        request: impl FnOnce(u64) -> Frame<FromWorker>,
+    ) -> Result<BlobAnswer, StoreError> {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call, tx);
+        let gone = || StoreError::Backend("the server's socket is closed".into());
+        self.sink.send(request(call)).map_err(|_| gone())?;
+        let answer = rx.recv_timeout(BLOB_TIMEOUT).map_err(|_| {
+            StoreError::Backend(format!("the server did not answer within {BLOB_TIMEOUT:?}"))
+        });
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call);
+        answer
+    }
+
+    fn answer(&self, call: u64, answer: BlobAnswer) {
+        if let Some(tx) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call)
+        {
+            let _ = tx.send(answer);
+        }
+    }
+}
+
+impl BlobStore for RemoteBlobStore {
+    fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError> {
+        let owner = owner.to_string();
+        match self.call(|call| Frame::with_body(FromWorker::BlobPut { call, owner }, data))? {
+            BlobAnswer::Stored(result) => result.map_err(StoreError::Backend),
+            BlobAnswer::Loaded(..) => Err(StoreError::Backend("mismatched answer".into())),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
+        let id = id.to_string();
+        match self.call(|call| Frame::new(FromWorker::BlobGet { call, id }))? {
+            BlobAnswer::Loaded(Ok(true), data) => Ok(Some(Arc::new(data))),
+            BlobAnswer::Loaded(Ok(false), _) => Ok(None),
+            BlobAnswer::Loaded(Err(e), _) => Err(StoreError::Backend(e)),
+            BlobAnswer::Stored(_) => Err(StoreError::Backend("mismatched answer".into())),
+        }
+    }
+
+    fn drop_owner(&self, owner: &str) {
+        let _ = self.sink.send(Frame::new(FromWorker::BlobDropOwner {
+            owner: owner.to_string(),
+        }));
+    }
+}
+
+/// Sends every metric update to the server, which applies it to its own registry.
+struct ForwardingRecorder {
+    sink: Sink,
+}
+
+struct Forward {
+    sink: Sink,
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+impl Forward {
+    fn send(&self, op: MetricOp) {
+        let _ = self.sink.send(Frame::new(FromWorker::Metric {
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            op,
+        }));
+    }
+}
+
+impl metrics::CounterFn for Forward {
+    fn increment(&self, value: u64) {
+        self.send(MetricOp::Increment(value));
+    }
+    fn absolute(&self, value: u64) {
+        self.send(MetricOp::Absolute(value));
+    }
+}
+
+impl metrics::GaugeFn for Forward {
+    fn increment(&self, value: f64) {
+        self.send(MetricOp::GaugeIncrement(value));
+    }
+    fn decrement(&self, value: f64) {
+        self.send(MetricOp::GaugeDecrement(value));
+    }
+    fn set(&self, value: f64) {
+        self.send(MetricOp::GaugeSet(value));
+    }
+}
+
+impl metrics::HistogramFn for Forward {
+    fn record(&self, value: f64) {
+        self.send(MetricOp::Record(value));
+    }
+}
+
+impl ForwardingRecorder {
+    fn forward(&self, key: &Key) -> Arc<Forward> {
+        Arc::new(Forward {
+            sink: self.sink.clone(),
+            name: key.name().to_string(),
+            labels: key
+                .labels()
+                .map(|l| (l.key().to_string(), l.value().to_string()))
+                .collect(),
+        })
+    }
+}
+
+impl Recorder for ForwardingRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.forward(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.forward(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.forward(key))
+    }
+}

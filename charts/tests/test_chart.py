@@ -151,6 +151,11 @@ class ChartRenders(unittest.TestCase):
             pre_stop = rc["lifecycle"]["preStop"]["sleep"]["seconds"]
             self.assertGreaterEqual(grace, pre_stop + router_cfg["shutdown_grace_seconds"], name)
             self.assertEqual(replica_cfg["pool"]["num_workers"], values.get("replica", {}).get("workers", 1))
+            # One worker process per GPU, each pinned to its own device.
+            self.assertEqual(replica_cfg["pool"]["mode"], "subprocess", name)
+            gpus = values.get("replica", {}).get("gpus", 1)
+            expected = [f"cuda:{i}" for i in range(replica_cfg["pool"]["num_workers"])] if gpus else []
+            self.assertEqual(replica_cfg["pool"].get("devices"), expected, name)
 
     def test_gpus_volumes_and_monitoring_follow_the_values(self) -> None:
         default = one(render({}), "StatefulSet")
@@ -200,6 +205,9 @@ class ChartRenders(unittest.TestCase):
         with self.assertRaises(helm.HelmError) as caught:
             render({"replica": {"count": 2, "primaryIndex": 2}})
         self.assertIn("primaryIndex", str(caught.exception))
+        with self.assertRaises(helm.HelmError) as caught:
+            render({"replica": {"gpus": 1, "workers": 2}})
+        self.assertIn("replica.workers", str(caught.exception))
 
     def test_alert_rules_pass_promtool(self) -> None:
         promtool = shutil.which("promtool")

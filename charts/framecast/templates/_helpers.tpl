@@ -65,12 +65,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* The replica's config file. */}}
+{{- /* One worker per GPU: worker i on cuda:i when the pod has GPUs. */ -}}
+{{- define "framecast.replica.pool" -}}
+{{- $r := .Values.replica -}}
+{{- if and (gt (int $r.gpus) 0) (gt (int $r.workers) (int $r.gpus)) -}}
+{{- fail (printf "replica.workers (%d) exceeds replica.gpus (%d): each worker needs its own GPU" (int $r.workers) (int $r.gpus)) -}}
+{{- end -}}
+num_workers: {{ int $r.workers }}
+warmup: true
+mode: {{ $r.poolMode }}
+{{- if gt (int $r.gpus) 0 }}
+devices:
+{{- range $i := until (int $r.workers) }}
+  - cuda:{{ $i }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "framecast.replica.config" -}}
 {{- $r := .Values.replica -}}
 {{- $config := dict
   "server" (dict "host" "0.0.0.0" "port" (int $r.port))
   "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" "/tmp/framecast-sessions")
-  "pool" (dict "num_workers" (int $r.workers) "warmup" true)
+  "pool" (include "framecast.replica.pool" . | fromYaml)
   "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" $r.model.path "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
   "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps)) -}}
 {{- toYaml $config -}}

@@ -287,3 +287,85 @@ impl WorkerQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::StreamFormat;
+    use crate::generate::mock::{MockGenerator, MockSettings};
+
+    fn worker() -> Worker {
+        Worker::Local(Box::new(MockGenerator::new(MockSettings {
+            format: StreamFormat {
+                width: 16,
+                height: 16,
+                fps: 8,
+                frames_per_segment: 2,
+                audio: None,
+            },
+            latency: Duration::from_millis(1),
+        })))
+    }
+
+    fn ready() -> SlotInfo {
+        SlotInfo {
+            ready: true,
+            alive: true,
+            ..SlotInfo::default()
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_session_waits_for_a_restarting_worker_and_gets_it_when_ready() {
+        let queue = WorkerQueue::new(vec![(worker(), ready())], false);
+        let lease = queue.acquire(LONG, &mut |_| {}).await.unwrap();
+        // The process dies under the session: not ready, but coming back.
+        queue.update(0, |i| {
+            i.ready = false;
+            i.pending = true;
+            i.alive = false;
+        });
+        drop(lease);
+        let s = queue.status();
+        assert_eq!(
+            (s.available_gpus, s.gpu_status["0"].process_alive),
+            (0, false)
+        );
+
+        let waiting = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.acquire(LONG, &mut |_| {}).await })
+        };
+        while queue.status().queue_size == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(!waiting.is_finished(), "a dead worker is not handed out");
+        queue.update(0, |i| {
+            i.ready = true;
+            i.pending = false;
+            i.alive = true;
+            i.restarts = 1;
+        });
+        let lease = waiting.await.unwrap().expect("granted once ready");
+        assert_eq!(lease.gpu_id(), 0);
+        assert_eq!(queue.status().gpu_status["0"].restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn no_ready_or_pending_worker_refuses_at_once() {
+        let dead = SlotInfo {
+            warmup: Some(Err("boom".into())),
+            ..SlotInfo::default()
+        };
+        let queue = WorkerQueue::new(vec![(worker(), dead)], true);
+        assert_eq!(
+            queue.acquire(LONG, &mut |_| {}).await.unwrap_err(),
+            PoolError::NoneReady
+        );
+        let s = queue.status();
+        assert_eq!((s.warmup_failed_gpus, s.warmup_successful_gpus), (1, 0));
+        assert_eq!(s.gpu_status["0"].warmup_error.as_deref(), Some("boom"));
+    }
+}

@@ -132,19 +132,36 @@ fn a_fresh_generator_continues_a_stored_stream_identically() {
     let first = a
         .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
         .unwrap();
+    // Nothing is serialized until a portable state is asked for; asking twice stores once.
+    let portable = a.export_state(&first.next_state).unwrap();
+    assert_eq!(a.export_state(&first.next_state).unwrap(), portable);
+    assert!(portable.payload["blob"].is_string(), "{portable:?}");
+    assert!(first.next_state.payload.get("blob").is_none());
     // `a` continues from memory; `b` has never seen the stream and reads the blob store.
     let from_a = a
         .generate(&request(1), Some(&first.next_state), &mut |_| {
             ControlFlow::Continue(())
         })
         .unwrap();
-    let mut b = generator(store);
+    let mut b = generator(store.clone());
     let from_b = b
-        .generate(&request(1), Some(&first.next_state), &mut |_| {
+        .generate(&request(1), Some(&portable), &mut |_| {
             ControlFlow::Continue(())
         })
         .unwrap();
     assert_eq!(from_a.frames, from_b.frames, "identical next segment");
+
+    // A live state means nothing to a generator that did not make it.
+    let mut c = generator(store);
+    let err = c
+        .generate(&request(2), Some(&from_a.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, GenerateError::InvalidState(m) if m.contains("snapshot_state")),
+        "{err}"
+    );
 }
 
 /// A blob store in a directory: a test double for a store two processes share (Redis in a
@@ -197,9 +214,10 @@ fn a_stream_continues_identically_in_another_process() {
     let first = g
         .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
         .unwrap();
+    let portable = g.export_state(&first.next_state).unwrap();
     std::fs::write(
         dir.path().join("state.json"),
-        serde_json::to_string(&first.next_state).unwrap(),
+        serde_json::to_string(&portable).unwrap(),
     )
     .unwrap();
     let next = g
@@ -253,7 +271,7 @@ fn cancellation_and_foreign_states_are_errors() {
     let expired = framecast_common::protocol::ContinuationState {
         kind: WAN_STATE_KIND.into(),
         payload: serde_json::json!({
-            "blob": "nope", "cache_slots": [], "frames_decoded": 0, "latent_hw": [8, 10]
+            "stream": "gone", "blob": "nope", "cache_slots": [], "frames_decoded": 0, "latent_hw": [8, 10]
         }),
     };
     g.validate_state(&expired).unwrap();
@@ -266,7 +284,7 @@ fn cancellation_and_foreign_states_are_errors() {
     let other_size = framecast_common::protocol::ContinuationState {
         kind: WAN_STATE_KIND.into(),
         payload: serde_json::json!({
-            "blob": "x", "cache_slots": [], "frames_decoded": 0, "latent_hw": [36, 64]
+            "stream": "x", "blob": "x", "cache_slots": [], "frames_decoded": 0, "latent_hw": [36, 64]
         }),
     };
     assert!(g.validate_state(&other_size).is_err());

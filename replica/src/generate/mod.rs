@@ -116,6 +116,18 @@ pub trait Generator: Send {
     /// Checks a state imported from a client before any segment is generated.
     fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError>;
 
+    /// A portable form of `state` (a `next_state` this generator returned): what it refers to
+    /// is written to the blob store so any process can continue the stream. Generators keep
+    /// their newest stream live and serialize it only here, because a real model's stream
+    /// state (the VAE's causal caches at full resolution) can be gigabytes. States that are
+    /// portable already come back as they are.
+    fn export_state(
+        &mut self,
+        state: &ContinuationState,
+    ) -> Result<ContinuationState, GenerateError> {
+        Ok(state.clone())
+    }
+
     /// Generates one segment, continuing from `state` (`None` for a fresh stream), calling
     /// `progress` after every denoising step; `ControlFlow::Break` from it stops generation
     /// with [`GenerateError::Cancelled`], so a worker is freed soon after its client leaves.

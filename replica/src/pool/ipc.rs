@@ -150,6 +150,11 @@ pub enum ToWorker {
         /// How long ago the controller scheduled it, in microseconds.
         scheduled_us_ago: u64,
     },
+    /// Export the session's newest state (answered by an `exported` event).
+    Export {
+        /// The session tag.
+        session: u64,
+    },
     /// The session ended; stop within a denoising step.
     Cancel {
         /// The session tag.

@@ -606,21 +606,12 @@ impl Session {
                 self.schedule.set_paused(p.paused);
                 self.try_schedule();
             }
-            ClientMessage::SnapshotState(_) => match self
-                .ctx
-                .states
-                .load(&self.id)
-                .ok()
-                .flatten()
-                .or_else(|| self.last_state.clone())
-            {
-                Some(state) => {
-                    let msg = ServerMessage::ContinuationStateSnapshot {
-                        state: state.clone(),
-                    };
-                    self.send(Outgoing::text(&msg)).await;
-                }
-                None => {
+            // Answered by the pipeline between segments (`Exported`): the generator writes
+            // the stream's tensors to the blob store only when a client asks.
+            ClientMessage::SnapshotState(_) => {
+                let asked = self.last_state.is_some()
+                    && self.pipeline.as_ref().is_some_and(SegmentPipeline::export);
+                if !asked {
                     self.send(error(
                         ErrorCode::InvalidMessage,
                         "no segment generated yet: nothing to snapshot",
@@ -629,7 +620,7 @@ impl Session {
                     ))
                     .await;
                 }
-            },
+            }
             ClientMessage::Ping(_) => {}
         }
         Flow::Continue
@@ -637,6 +628,25 @@ impl Session {
 
     async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
         match ev {
+            PipelineEvent::Exported { state } => {
+                if let Err(e) = self.ctx.states.save(&self.id, &state) {
+                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
+                }
+                let msg = ServerMessage::ContinuationStateSnapshot { state };
+                self.send(Outgoing::text(&msg)).await;
+                Flow::Continue
+            }
+            PipelineEvent::ExportFailed { message } => {
+                tracing::warn!(session = %self.id, %message, "snapshot failed");
+                self.send(error(
+                    ErrorCode::InternalError,
+                    message,
+                    true,
+                    Some("snapshot_failed".into()),
+                ))
+                .await;
+                Flow::Continue
+            }
             PipelineEvent::Generated { next_state, .. } => {
                 if let Err(e) = self.ctx.states.save(&self.id, &next_state) {
                     tracing::warn!(session = %self.id, error = %e, "continuation state not stored");

@@ -61,6 +61,16 @@ pub enum PipelineEvent {
         /// The segment.
         segment_idx: u32,
     },
+    /// The portable state asked for with [`SegmentPipeline::export`].
+    Exported {
+        /// The state, its tensors in the blob store.
+        state: ContinuationState,
+    },
+    /// The state could not be exported; the session goes on.
+    ExportFailed {
+        /// Why.
+        message: String,
+    },
     /// The session cannot go on.
     Failed {
         /// Error category for the client.
@@ -95,10 +105,18 @@ pub struct SegmentPipeline {
     inner: Running,
 }
 
+/// What the generation thread does next, in order.
+#[derive(Debug)]
+enum Job {
+    Segment(SegmentJob),
+    /// Make the newest state portable (between segments, on the thread owning the worker).
+    Export,
+}
+
 #[derive(Debug)]
 enum Running {
     Local {
-        jobs: SyncSender<SegmentJob>,
+        jobs: SyncSender<Job>,
         cancel: Arc<AtomicBool>,
     },
     Remote(RemoteSession),
@@ -139,7 +157,7 @@ impl SegmentPipeline {
             };
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let (jobs_tx, jobs_rx) = sync_channel::<SegmentJob>(4);
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(4);
         let (media_tx, media_rx) = sync_channel::<MediaJob>(1);
         {
             let (cancel, outputs) = (cancel.clone(), outputs.clone());
@@ -168,8 +186,18 @@ impl SegmentPipeline {
     /// Queues a segment; false when the pipeline has stopped.
     pub fn submit(&self, job: SegmentJob) -> bool {
         match &self.inner {
-            Running::Local { jobs, .. } => jobs.try_send(job).is_ok(),
+            Running::Local { jobs, .. } => jobs.try_send(Job::Segment(job)).is_ok(),
             Running::Remote(remote) => remote.submit(job),
+        }
+    }
+
+    /// Asks for a portable copy of the newest state, answered by [`PipelineEvent::Exported`]
+    /// or [`PipelineEvent::ExportFailed`] once the segment being generated is done; false
+    /// when the pipeline has stopped or is full.
+    pub fn export(&self) -> bool {
+        match &self.inner {
+            Running::Local { jobs, .. } => jobs.try_send(Job::Export).is_ok(),
+            Running::Remote(remote) => remote.export(),
         }
     }
 
@@ -191,7 +219,7 @@ impl Drop for SegmentPipeline {
 fn generation_loop(
     mut lease: WorkerLease,
     mut state: Option<ContinuationState>,
-    jobs: Receiver<SegmentJob>,
+    jobs: Receiver<Job>,
     media: SyncSender<MediaJob>,
     cancel: &AtomicBool,
     outputs: &PipelineOutputs,
@@ -201,6 +229,25 @@ fn generation_loop(
         if cancel.load(Ordering::Acquire) {
             break;
         }
+        let job = match job {
+            Job::Segment(job) => job,
+            Job::Export => {
+                let Some(generator) = lease.generator() else {
+                    unreachable!("local pipelines run local workers only");
+                };
+                let event = match state.as_ref().map(|s| generator.export_state(s)) {
+                    Some(Ok(state)) => PipelineEvent::Exported { state },
+                    Some(Err(e)) => PipelineEvent::ExportFailed {
+                        message: e.to_string(),
+                    },
+                    None => PipelineEvent::ExportFailed {
+                        message: "no segment generated yet: nothing to snapshot".into(),
+                    },
+                };
+                let _ = outputs.events.send(event);
+                continue;
+            }
+        };
         let idx = job.request.segment_idx;
         let total_steps = job.request.num_inference_steps;
         if !send(ServerMessage::Ltx2SegmentStart {

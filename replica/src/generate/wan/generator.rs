@@ -58,8 +58,11 @@ struct StreamState {
 /// What the continuation state's payload holds; the tensors are in the blob store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Payload {
-    /// Blob id of the safetensors bytes.
-    blob: String,
+    /// The live stream in the generator that made it (continuing there needs no bytes).
+    stream: String,
+    /// Blob id of the safetensors bytes, once exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blob: Option<String>,
     /// Decoder cache slot markers (see `FeatureCache::markers`).
     cache_slots: Vec<u8>,
     /// Latent frames decoded so far.
@@ -79,9 +82,10 @@ pub struct WanGenerator {
     kind: Kind,
     blobs: Arc<dyn BlobStore>,
     prompts: HashMap<String, Tensor>,
-    /// The state this generator produced last, by blob id: continuing one's own stream
-    /// skips the round trip through bytes.
-    latest: Option<(String, StreamState)>,
+    /// The state this generator produced last, by stream token, with its exported form once
+    /// made: continuing one's own stream skips the round trip through bytes, and nothing is
+    /// serialized unless someone asks for a portable state.
+    latest: Option<(String, StreamState, Option<ContinuationState>)>,
     latent_frames: i64,
     latent_hw: (i64, i64),
 }
@@ -238,19 +242,25 @@ impl WanGenerator {
 
     fn restore(&mut self, state: &ContinuationState) -> Result<StreamState, GenerateError> {
         let payload = self.parse_payload(state)?;
-        if let Some((id, _)) = &self.latest
-            && *id == payload.blob
+        if let Some((token, _, _)) = &self.latest
+            && *token == payload.stream
         {
             return Ok(self.latest.take().expect("checked").1);
         }
+        let Some(blob) = &payload.blob else {
+            return Err(GenerateError::InvalidState(format!(
+                "stream `{}` lives only in the worker that generated it; ask for a portable \
+                 state with snapshot_state",
+                payload.stream
+            )));
+        };
         let bytes = self
             .blobs
-            .get(&payload.blob)
+            .get(blob)
             .map_err(|e| GenerateError::InvalidState(e.to_string()))?
             .ok_or_else(|| {
                 GenerateError::InvalidState(format!(
-                    "blob `{}` has expired or was never stored here",
-                    payload.blob
+                    "blob `{blob}` has expired or was never stored here"
                 ))
             })?;
         let tensors = tensor_bytes::from_bytes(&bytes, self.device, self.kind)
@@ -301,7 +311,35 @@ impl WanGenerator {
         Ok(payload)
     }
 
-    fn save(&mut self, stream: StreamState) -> Result<ContinuationState, GenerateError> {
+    /// Keeps `stream` live in this generator and names it with a fresh token.
+    fn save(&mut self, stream: StreamState) -> ContinuationState {
+        static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{:x}-{n}", std::process::id());
+        let payload = Payload {
+            stream: token.clone(),
+            blob: None,
+            cache_slots: stream.decoder.cache.markers(),
+            frames_decoded: stream.decoder.frames_decoded,
+            latent_hw: self.latent_hw,
+        };
+        self.latest = Some((token, stream, None));
+        ContinuationState {
+            kind: WAN_STATE_KIND.into(),
+            payload: serde_json::to_value(payload).expect("payload serializes"),
+        }
+    }
+
+    /// Writes the live stream's tensors to the blob store (once per segment at most).
+    fn export_latest(&mut self) -> Result<ContinuationState, GenerateError> {
+        let Some((token, stream, exported)) = &mut self.latest else {
+            return Err(GenerateError::InvalidState(
+                "no stream to export: nothing generated yet".into(),
+            ));
+        };
+        if let Some(state) = exported {
+            return Ok(state.clone());
+        }
         let tensors = stream.decoder.cache.tensors();
         let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
         named.extend(
@@ -311,21 +349,24 @@ impl WanGenerator {
                 .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
         );
         let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
-        let blob = self
-            .blobs
-            .put("wan", bytes)
-            .map_err(|e| GenerateError::Failed(format!("cannot store the stream state: {e}")))?;
+        let blob = self.blobs.put(WAN_STATE_KIND, bytes).map_err(|e| {
+            GenerateError::Failed(format!(
+                "cannot store the stream state ({e}); raise store.blob_capacity_bytes"
+            ))
+        })?;
         let payload = Payload {
-            blob: blob.clone(),
+            stream: token.clone(),
+            blob: Some(blob),
             cache_slots: stream.decoder.cache.markers(),
             frames_decoded: stream.decoder.frames_decoded,
             latent_hw: self.latent_hw,
         };
-        self.latest = Some((blob, stream));
-        Ok(ContinuationState {
+        let state = ContinuationState {
             kind: WAN_STATE_KIND.into(),
             payload: serde_json::to_value(payload).expect("payload serializes"),
-        })
+        };
+        *exported = Some(state.clone());
+        Ok(state)
     }
 }
 
@@ -397,6 +438,23 @@ impl Generator for WanGenerator {
         self.parse_payload(state).map(|_| ())
     }
 
+    fn export_state(
+        &mut self,
+        state: &ContinuationState,
+    ) -> Result<ContinuationState, GenerateError> {
+        let payload = self.parse_payload(state)?;
+        match &self.latest {
+            // The newest stream this generator holds (a segment generated after `state` was
+            // taken supersedes it).
+            Some(_) => self.export_latest(),
+            None if payload.blob.is_some() => Ok(state.clone()),
+            None => Err(GenerateError::InvalidState(format!(
+                "stream `{}` is no longer held by this worker",
+                payload.stream
+            ))),
+        }
+    }
+
     fn generate(
         &mut self,
         request: &SegmentRequest,
@@ -464,7 +522,7 @@ impl Generator for WanGenerator {
                 .copy(),
             decoder,
         };
-        let next_state = self.save(next)?;
+        let next_state = self.save(next);
         Ok(GeneratedSegment {
             frames,
             audio: None,

@@ -213,6 +213,13 @@ impl RemoteSession {
         ))
     }
 
+    /// Asks the worker for a portable copy of the newest state.
+    pub fn export(&self) -> bool {
+        self.conn.send(Frame::new(ToWorker::Export {
+            session: self.session,
+        }))
+    }
+
     /// Stops the session's threads in the worker.
     pub fn cancel(&self) {
         self.conn.send(Frame::new(ToWorker::Cancel {

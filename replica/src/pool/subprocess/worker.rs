@@ -139,6 +139,7 @@ async fn write_loop(
 /// Per-session commands, in the order the server sent them.
 enum Command {
     Submit(SegmentJob),
+    Export,
     Cancel,
 }
 
@@ -221,6 +222,7 @@ impl WorkerState {
                     }),
                 );
             }
+            ToWorker::Export { session } => self.command(session, Command::Export),
             ToWorker::Cancel { session } => {
                 self.command(session, Command::Cancel);
                 self.sessions
@@ -294,7 +296,7 @@ async fn run_session(
         tokio::select! {
             lease = &mut acquire => break lease,
             command = commands.recv() => match command {
-                Some(Command::Submit(job)) => early.push(job),
+                Some(command @ (Command::Submit(_) | Command::Export)) => early.push(command),
                 Some(Command::Cancel) | None => return,
             },
         }
@@ -335,17 +337,16 @@ async fn run_session(
             let _ = control.send(Frame::new(FromWorker::Event { session, event }));
         }
     });
-    for job in early {
-        pipeline.submit(job);
-    }
-    while let Some(command) = commands.recv().await {
-        match command {
-            Command::Submit(job) => {
-                if !pipeline.submit(job) {
-                    break;
-                }
-            }
-            Command::Cancel => break,
+    let apply = |command| match command {
+        Command::Submit(job) => pipeline.submit(job),
+        Command::Export => pipeline.export(),
+        Command::Cancel => false,
+    };
+    let mut go_on = early.into_iter().all(apply);
+    while go_on {
+        match commands.recv().await {
+            Some(command) => go_on = apply(command),
+            None => break,
         }
     }
     pipeline.cancel();

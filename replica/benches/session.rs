@@ -7,15 +7,20 @@
 //!     measured in the same run, each on its own; G is set close to E so overlap matters.
 //! (b) Time from sending `session_init_v2` to the first media byte, with the default
 //!     generator settings (mock latency 250 ms), median of several sessions.
+//! (c) What worker processes cost: (a)'s cadence and (b)'s time to first byte with
+//!     `pool.mode: subprocess` (generation and encoding in a `framecast-replica worker`
+//!     process, fMP4 relayed over its socket) against the in-process pool, same run.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use framecast_replica::config::ReplicaConfig;
+use framecast_replica::config::{PoolMode, ReplicaConfig};
 use framecast_replica::generate::{self, SegmentRequest};
 use framecast_replica::media::{EncoderSettings, Fmp4Encoder};
+use framecast_replica::pool::WorkerPool;
 use framecast_replica::pool::in_process::InProcessPool;
+use framecast_replica::pool::subprocess::{SubprocessPool, SubprocessSettings, WorkerCommand};
 use framecast_replica::server::{self, AppState};
 use framecast_replica::session::SessionContext;
 use futures_util::{SinkExt, StreamExt};
@@ -40,13 +45,39 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn start(config: ReplicaConfig) -> String {
+    start_with(config, PoolMode::InProcess).await
+}
+
+async fn start_with(config: ReplicaConfig, mode: PoolMode) -> String {
     framecast_replica::media::elements::init().unwrap();
     let config = Arc::new(config);
-    let pool = InProcessPool::new(
-        vec![generate::build(&config.generator, test_blobs()).unwrap()],
-        false,
-    );
-    let sessions = SessionContext::new(Arc::new(pool), config);
+    let blobs = test_blobs();
+    let pool: Arc<dyn WorkerPool> = match mode {
+        PoolMode::InProcess => Arc::new(InProcessPool::new(
+            vec![generate::build(&config.generator, blobs.clone()).unwrap()],
+            false,
+        )),
+        PoolMode::Subprocess => {
+            // The worker reads the same settings from a file (JSON is YAML).
+            let file = std::env::temp_dir().join(format!(
+                "framecast-bench-{}-{}.yaml",
+                std::process::id(),
+                config.generator.width
+            ));
+            std::fs::write(&file, serde_json::to_string(&*config).unwrap()).unwrap();
+            let settings = SubprocessSettings {
+                command: WorkerCommand {
+                    program: env!("CARGO_BIN_EXE_framecast-replica").into(),
+                    args: vec!["--config".into(), file.display().to_string()],
+                },
+                devices: vec![config.generator.device],
+                warmup: None,
+                restart_backoff: Duration::from_secs(1),
+            };
+            Arc::new(SubprocessPool::start(settings, blobs.clone()).await.unwrap())
+        }
+    };
+    let sessions = SessionContext::with_blobs(pool, config, blobs);
     let state = AppState::new(
         "cpu".into(),
         framecast_common::metrics::standalone_recorder().handle(),
@@ -114,8 +145,8 @@ fn measure_encoding(config: &ReplicaConfig) -> Duration {
     Duration::from_secs_f64(median(runs))
 }
 
-async fn cadence(config: ReplicaConfig, segments: u32) -> Duration {
-    let url = start(config).await;
+async fn cadence(config: ReplicaConfig, mode: PoolMode, segments: u32) -> Duration {
+    let url = start_with(config, mode).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let init = json!({"type": "session_init_v2", "curated_prompts": ["bench"], "auto_extension_enabled": true});
     ws.send(Message::Text(init.to_string().into()))
@@ -164,7 +195,8 @@ async fn main() {
     // Make generation about as long as encoding: the case where overlap matters most.
     config.generator.mock_latency_ms = (e.as_millis() as u64).max(20);
     let g = measure_generation(&config);
-    let per_segment = cadence(config, 10).await;
+    let per_segment = cadence(config.clone(), PoolMode::InProcess, 10).await;
+    let per_segment_sub = cadence(config, PoolMode::Subprocess, 10).await;
     let ideal = g.max(e);
     println!("session benchmark (a): segment cadence, 1280x720, 24 frames per segment");
     println!("  generation alone G = {:>7.1} ms", g.as_secs_f64() * 1e3);
@@ -184,10 +216,14 @@ async fn main() {
     let mut config = ReplicaConfig::default();
     config.streaming.max_sessions = 64;
     let latency = config.generator.mock_latency_ms;
-    let url = start(config).await;
+    let url = start(config.clone()).await;
+    let url_sub = start_with(config, PoolMode::Subprocess).await;
     let mut runs = Vec::new();
+    let mut runs_sub = Vec::new();
     for _ in 0..7 {
         runs.push(time_to_first_byte(&url).await.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        runs_sub.push(time_to_first_byte(&url_sub).await.as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
@@ -197,6 +233,20 @@ async fn main() {
         "  median {:.1} ms over {} sessions (target < 300 ms); of which mock generation {latency} ms",
         median(runs.clone()),
         runs.len()
+    );
+
+    let ttfb_sub = median(runs_sub);
+    println!("session benchmark (c): worker processes vs in-process workers, same run");
+    println!(
+        "  (a) per segment: subprocess {:.1} ms vs in-process {:.1} ms = {:.2}x",
+        per_segment_sub.as_secs_f64() * 1e3,
+        per_segment.as_secs_f64() * 1e3,
+        per_segment_sub.as_secs_f64() / per_segment.as_secs_f64()
+    );
+    println!(
+        "  (b) first media byte: subprocess {ttfb_sub:.1} ms vs in-process {:.1} ms = {:+.1} ms",
+        median(runs.clone()),
+        ttfb_sub - median(runs)
     );
 }
 

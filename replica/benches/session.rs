@@ -74,7 +74,11 @@ async fn start_with(config: ReplicaConfig, mode: PoolMode) -> String {
                 warmup: None,
                 restart_backoff: Duration::from_secs(1),
             };
-            Arc::new(SubprocessPool::start(settings, blobs.clone()).await.unwrap())
+            Arc::new(
+                SubprocessPool::start(settings, blobs.clone())
+                    .await
+                    .unwrap(),
+            )
         }
     };
     let sessions = SessionContext::with_blobs(pool, config, blobs);

@@ -191,6 +191,51 @@ async fn a_session_streams_video_generated_by_the_wan_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_too_large_for_the_blob_store_is_refused_and_the_session_goes_on() {
+    let mut config = test_config();
+    config.generator.kind = framecast_replica::config::GeneratorKind::Wan;
+    config.generator.model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    config.generator.width = 64;
+    config.generator.height = 48;
+    config.generator.num_inference_steps = 1;
+    config.streaming.generation_segment_cap = 3;
+    // Far smaller than the stream's tensors (the real model's are gigabytes).
+    let tiny_store: Arc<dyn framecast_replica::store::BlobStore> = Arc::new(
+        framecast_replica::store::memory::MemoryBlobStore::new(1024, Duration::from_secs(60)),
+    );
+    let generator = generate::build(&config.generator, tiny_store).unwrap();
+    let server = start_with(config, vec![generator]).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["fog"], "auto_extension_enabled": true})).await;
+    loop {
+        let msg = client.next().await.unwrap().unwrap();
+        if msg
+            .to_text()
+            .is_ok_and(|t| t.contains("ltx2_segment_complete"))
+        {
+            break;
+        }
+    }
+    send(&mut client, json!({"type": "snapshot_state"})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(60)).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "internal_error", "{err}");
+    assert_eq!(err["reason"], "snapshot_failed", "{err}");
+    assert_eq!(err["retryable"], true);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("store.blob_capacity_bytes"),
+        "{err}"
+    );
+    // The stream went on to the cap.
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+    assert_eq!(t.close, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_session_streams_segments_in_protocol_order() {
     let server = start(test_config()).await;
     let mut client = connect(&server).await;

@@ -51,6 +51,15 @@ fn test_config() -> ReplicaConfig {
     c
 }
 
+/// [`test_config`] with the tiny Wan2.1 model (untrained, built by scripts/setup).
+fn wan_config() -> ReplicaConfig {
+    let mut config = test_config();
+    config.generator.kind = framecast_replica::config::GeneratorKind::Wan;
+    config.generator.model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    config
+}
+
 async fn start(config: ReplicaConfig) -> Server {
     let generators = (0..config.pool.num_workers)
         .map(|_| generate::build(&config.generator, test_blobs()).unwrap())
@@ -152,10 +161,7 @@ fn index(t: &Transcript, kind: &str) -> usize {
 async fn a_session_streams_video_generated_by_the_wan_model() {
     // The real path: the tiny Wan2.1 model (untrained, built by scripts/setup) run with
     // libtorch, continued segment to segment, encoded and streamed.
-    let mut config = test_config();
-    config.generator.kind = framecast_replica::config::GeneratorKind::Wan;
-    config.generator.model_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    let mut config = wan_config();
     config.generator.width = 160;
     config.generator.height = 96;
     config.generator.frames_per_segment = 12;
@@ -192,10 +198,7 @@ async fn a_session_streams_video_generated_by_the_wan_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_too_large_for_the_blob_store_is_refused_and_the_session_goes_on() {
-    let mut config = test_config();
-    config.generator.kind = framecast_replica::config::GeneratorKind::Wan;
-    config.generator.model_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    let mut config = wan_config();
     config.generator.width = 64;
     config.generator.height = 48;
     config.generator.num_inference_steps = 1;

@@ -48,6 +48,21 @@ impl MockGenerator {
         Self { settings }
     }
 
+    /// A 16x16, 2-frame, 1 ms mock for unit tests of whatever hands generators around.
+    #[cfg(test)]
+    pub(crate) fn tiny() -> Self {
+        Self::new(MockSettings {
+            format: super::StreamFormat {
+                width: 16,
+                height: 16,
+                fps: 8,
+                frames_per_segment: 2,
+                audio: None,
+            },
+            latency: std::time::Duration::from_millis(1),
+        })
+    }
+
     fn parse_state(&self, state: Option<&ContinuationState>) -> Result<MockState, GenerateError> {
         match state {
             None => Ok(MockState {

@@ -109,20 +109,10 @@ impl WorkerPool for InProcessPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::StreamFormat;
-    use crate::generate::mock::{MockGenerator, MockSettings};
+    use crate::generate::mock::MockGenerator;
 
     fn mock() -> Box<dyn Generator> {
-        Box::new(MockGenerator::new(MockSettings {
-            format: StreamFormat {
-                width: 16,
-                height: 16,
-                fps: 8,
-                frames_per_segment: 2,
-                audio: None,
-            },
-            latency: Duration::from_millis(1),
-        }))
+        Box::new(MockGenerator::tiny())
     }
 
     fn request() -> SegmentRequest {

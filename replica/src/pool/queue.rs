@@ -291,20 +291,10 @@ impl WorkerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::StreamFormat;
-    use crate::generate::mock::{MockGenerator, MockSettings};
+    use crate::generate::mock::MockGenerator;
 
     fn worker() -> Worker {
-        Worker::Local(Box::new(MockGenerator::new(MockSettings {
-            format: StreamFormat {
-                width: 16,
-                height: 16,
-                fps: 8,
-                frames_per_segment: 2,
-                audio: None,
-            },
-            latency: Duration::from_millis(1),
-        })))
+        Worker::Local(Box::new(MockGenerator::tiny()))
     }
 
     fn ready() -> SlotInfo {

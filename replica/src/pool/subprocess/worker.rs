@@ -355,6 +355,8 @@ async fn run_session(
     let _ = relay_events.await;
 }
 
+/// The server's answer to one blob request.
+#[derive(Debug)]
 enum BlobAnswer {
     Stored(Result<String, String>),
     Loaded(Result<bool, String>, Vec<u8>),
@@ -366,12 +368,6 @@ pub struct RemoteBlobStore {
     sink: Sink,
     next_call: AtomicU64,
     pending: Mutex<HashMap<u64, std::sync::mpsc::Sender<BlobAnswer>>>,
-}
-
-impl std::fmt::Debug for BlobAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BlobAnswer")
-    }
 }
 
 impl RemoteBlobStore {

@@ -718,6 +718,8 @@ enum Fault {
     Fails,
     /// Frames of the wrong size reach the encoder.
     WrongFrameSize,
+    /// The generator panics (a bug, or a libtorch error surfacing as a panic).
+    Panics,
 }
 
 impl generate::Generator for FaultyGenerator {
@@ -748,6 +750,7 @@ impl generate::Generator for FaultyGenerator {
                 segment.frames[3].truncate(10);
                 Ok(segment)
             }
+            Fault::Panics => panic!("tensor shape mismatch (simulated)"),
         }
     }
 }
@@ -771,6 +774,24 @@ async fn a_generation_failure_ends_with_worker_failed_and_1011_and_frees_the_wor
     assert_eq!(err["code"], "worker_failed");
     assert_eq!(err["retryable"], true);
     assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "error");
+    assert_eq!(t.close, Some(1011));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.pool.status().available_gpus, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_panic_ends_with_worker_failed_and_1011_and_frees_the_worker() {
+    let (t, server) = failing_session(Fault::Panics).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "worker_failed");
+    assert_eq!(err["retryable"], true);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("tensor shape mismatch (simulated)"),
+        "{err}"
+    );
     assert_eq!(t.close, Some(1011));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.pool.status().available_gpus, 1);

@@ -262,20 +262,32 @@ fn generation_loop(
         let Some(generator) = lease.generator() else {
             unreachable!("local pipelines run local workers only");
         };
-        let result = generator.generate(&job.request, state.as_ref(), &mut |p| {
-            observability::denoise_step(last_step.elapsed());
-            last_step = Instant::now();
-            let delivered = send(ServerMessage::StepComplete {
-                segment_idx: idx,
-                step: p.step,
-                total_steps: p.total_steps,
-                stage: "denoise".into(),
-            });
-            if cancel.load(Ordering::Acquire) || !delivered {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
+        // A panic in the model (a bug, or a libtorch error surfacing as one) fails this
+        // session like any other generation error instead of silently ending its threads.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            generator.generate(&job.request, state.as_ref(), &mut |p| {
+                observability::denoise_step(last_step.elapsed());
+                last_step = Instant::now();
+                let delivered = send(ServerMessage::StepComplete {
+                    segment_idx: idx,
+                    step: p.step,
+                    total_steps: p.total_steps,
+                    stage: "denoise".into(),
+                });
+                if cancel.load(Ordering::Acquire) || !delivered {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            })
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(GenerateError::Failed(format!("generator panicked: {what}")))
         });
         match result {
             Ok(segment) => {

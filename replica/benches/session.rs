@@ -73,6 +73,7 @@ async fn start_with(config: ReplicaConfig, mode: PoolMode) -> String {
                 devices: vec![config.generator.device],
                 warmup: None,
                 restart_backoff: Duration::from_secs(1),
+                stall_timeout: Duration::from_secs(600),
             };
             Arc::new(
                 SubprocessPool::start(settings, blobs.clone())

@@ -127,6 +127,9 @@ pub struct PoolSettings {
     /// Seconds to wait before restarting a worker process that died (doubles on repeated
     /// crashes, up to 60).
     pub restart_backoff_seconds: u64,
+    /// A worker process that has segments to make but sends nothing (no step, no media) for
+    /// this many seconds is taken as hung (a stuck CUDA call), killed and restarted.
+    pub stall_timeout_seconds: u64,
 }
 
 impl Default for PoolSettings {
@@ -138,6 +141,7 @@ impl Default for PoolSettings {
             mode: PoolMode::InProcess,
             devices: Vec::new(),
             restart_backoff_seconds: 1,
+            stall_timeout_seconds: 600,
         }
     }
 }
@@ -469,6 +473,12 @@ impl Validate for ReplicaConfig {
                 ),
             ));
         }
+        if self.pool.stall_timeout_seconds == 0 {
+            return Err(FieldError::new(
+                "pool.stall_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
         if self.pool.restart_backoff_seconds == 0 {
             return Err(FieldError::new(
                 "pool.restart_backoff_seconds",
@@ -611,10 +621,12 @@ mod tests {
             err.contains("media.fragment_duration_ms") && err.contains("at most 500 ms"),
             "{err}"
         );
-        let err = load_yaml("pool: {restart_backoff_seconds: 0}\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("pool.restart_backoff_seconds"), "{err}");
+        for field in ["restart_backoff_seconds", "stall_timeout_seconds"] {
+            let err = load_yaml(&format!("pool: {{{field}: 0}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("pool.{field}")), "{err}");
+        }
     }
 
     #[test]

@@ -179,6 +179,7 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
                 restart_backoff: std::time::Duration::from_secs(
                     config.pool.restart_backoff_seconds,
                 ),
+                stall_timeout: std::time::Duration::from_secs(config.pool.stall_timeout_seconds),
             };
             let pool = SubprocessPool::start(settings, blobs.clone())
                 .await

@@ -223,3 +223,38 @@ fn a_worker_that_cannot_load_stops_the_replica_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_killed_after_the_stall_timeout_and_replaced() {
+    // One step per 30 s segment: after `ltx2_segment_start` the worker says nothing for 30 s,
+    // which is what a stuck CUDA call looks like from outside.
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "30000"),
+        ("FRAMECAST_REPLICA__GENERATOR__NUM_INFERENCE_STEPS", "1"),
+        ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
+        ("FRAMECAST_REPLICA__POOL__STALL_TIMEOUT_SECONDS", "2"),
+    ]);
+    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    let before = wait_for_worker(&base, 0, 0, Duration::from_secs(5)).await;
+    // An idle worker is not hung, however long it is quiet.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(worker(&base, 0).await["restarts"], 0);
+
+    let mut ws = open_session(&base, "a lighthouse", None).await;
+    let started = Instant::now();
+    let (error, _) = wait_for(&mut ws, "error", Duration::from_secs(15)).await;
+    let after = started.elapsed();
+    assert_eq!(error["code"], "worker_failed", "{error}");
+    assert_eq!(error["retryable"], true, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("stalled"),
+        "{error}"
+    );
+    assert!(
+        after >= Duration::from_secs(2) && after < Duration::from_secs(10),
+        "killed after {after:?}"
+    );
+    let replaced = wait_for_worker(&base, 0, 1, Duration::from_secs(30)).await;
+    assert_ne!(replaced["pid"], before["pid"]);
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use framecast_common::protocol::{ContinuationState, ErrorCode};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -34,6 +34,11 @@ pub struct Connection {
     next_id: AtomicU64,
     closed: AtomicBool,
     closed_notify: Notify,
+    /// Segments submitted and segments finished (media done or failed), for the watchdog.
+    submitted: AtomicU64,
+    finished: AtomicU64,
+    /// When the worker last sent anything.
+    last_heard: Mutex<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +67,9 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
+            submitted: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            last_heard: Mutex::new(Instant::now()),
         });
         tokio::spawn(write_loop(conn.clone(), write, rx));
         tokio::spawn(read_loop(conn.clone(), read, blobs, life_tx));
@@ -117,6 +125,24 @@ impl Connection {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Resolves once the worker has had segments to make but sent nothing for `timeout`.
+    pub(super) async fn stalled(&self, timeout: Duration) -> Duration {
+        loop {
+            let silent = self
+                .last_heard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            let busy =
+                self.submitted.load(Ordering::Acquire) > self.finished.load(Ordering::Acquire);
+            if busy && silent >= timeout {
+                return silent;
+            }
+            let next_check = if busy { timeout - silent } else { timeout };
+            tokio::time::sleep(next_check.max(Duration::from_millis(50))).await;
+        }
+    }
+
     /// Asks the worker whether it accepts `state`.
     pub(super) async fn validate(&self, state: &ContinuationState) -> Result<(), GenerateError> {
         let call = self.next_id();
@@ -140,6 +166,10 @@ impl Connection {
                 self.index
             ))),
         }
+    }
+
+    fn heard(&self) {
+        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     fn route(&self, session: u64) -> Option<PipelineOutputs> {
@@ -202,6 +232,12 @@ impl RemoteSession {
         let image = request.initial_image.take();
         let image_size = image.as_ref().map(|i| (i.width, i.height));
         let body = image.map(|i| i.rgb.clone()).unwrap_or_default();
+        if self.conn.submitted.load(Ordering::Acquire) == self.conn.finished.load(Ordering::Acquire)
+        {
+            // The silence the watchdog measures starts now, not at the last segment.
+            self.conn.heard();
+        }
+        self.conn.submitted.fetch_add(1, Ordering::AcqRel);
         self.conn.send(Frame::with_body(
             ToWorker::Submit {
                 session: self.session,
@@ -231,8 +267,11 @@ impl RemoteSession {
 impl Drop for RemoteSession {
     fn drop(&mut self) {
         self.cancel();
-        // Whatever the worker still sends for this session is dropped from here on.
+        // Whatever the worker still sends for this session is dropped from here on, and its
+        // unfinished segments no longer count as work the worker owes.
         self.conn.routes().sessions.remove(&self.session);
+        let done = self.conn.submitted.load(Ordering::Acquire);
+        self.conn.finished.fetch_max(done, Ordering::AcqRel);
     }
 }
 
@@ -278,6 +317,14 @@ async fn dispatch(
     blobs: &Arc<dyn BlobStore>,
     lifecycle: &mpsc::UnboundedSender<FromWorker>,
 ) {
+    conn.heard();
+    if let FromWorker::Event {
+        event: PipelineEvent::MediaDone { .. } | PipelineEvent::Failed { .. },
+        ..
+    } = &header
+    {
+        conn.finished.fetch_add(1, Ordering::AcqRel);
+    }
     match header {
         FromWorker::Text { session, text } => {
             if let Some(route) = conn.route(session) {

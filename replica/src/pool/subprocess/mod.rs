@@ -62,6 +62,8 @@ pub struct SubprocessSettings {
     pub warmup: Option<SegmentRequest>,
     /// First wait before restarting a dead worker.
     pub restart_backoff: Duration,
+    /// Silence, while segments are owed, after which a worker is killed as hung.
+    pub stall_timeout: Duration,
 }
 
 /// Why the pool could not start.
@@ -294,6 +296,17 @@ impl Supervisor {
             self.warm_up(&mut process).await;
             let status = tokio::select! {
                 status = process.child.wait() => status,
+                silent = process.conn.stalled(self.settings.stall_timeout) => {
+                    let why = format!(
+                        "worker process {} stalled: nothing for {:.0} s while generating; restarting it",
+                        self.index,
+                        silent.as_secs_f64()
+                    );
+                    tracing::error!(worker = self.index, "{why}");
+                    process.conn.close(&why);
+                    let _ = process.child.start_kill();
+                    process.child.wait().await
+                }
                 _ = process.conn.closed() => {
                     // The socket broke but the process lives on: replace it.
                     let _ = process.child.start_kill();

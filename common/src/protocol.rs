@@ -614,15 +614,7 @@ mod tests {
 
     #[test]
     fn error_code_names_match_serde() {
-        for code in [
-            ErrorCode::SessionRejected,
-            ErrorCode::InvalidMessage,
-            ErrorCode::PresetMismatch,
-            ErrorCode::GpuUnavailable,
-            ErrorCode::WorkerFailed,
-            ErrorCode::UpstreamTimeout,
-            ErrorCode::InternalError,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }

@@ -109,6 +109,16 @@ async fn send(client: &mut Client, value: Value) {
         .unwrap();
 }
 
+/// Reads and drops messages up to and including the first text one that mentions `needle`.
+async fn skip_past(client: &mut Client, needle: &str) {
+    loop {
+        let msg = client.next().await.unwrap().unwrap();
+        if msg.to_text().is_ok_and(|t| t.contains(needle)) {
+            return;
+        }
+    }
+}
+
 /// Everything the server sends until it closes: JSON messages, binary sizes, the close code.
 #[derive(Debug, Default)]
 struct Transcript {
@@ -211,15 +221,7 @@ async fn a_snapshot_too_large_for_the_blob_store_is_refused_and_the_session_goes
     let server = start_with(config, vec![generator]).await;
     let mut client = connect(&server).await;
     send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["fog"], "auto_extension_enabled": true})).await;
-    loop {
-        let msg = client.next().await.unwrap().unwrap();
-        if msg
-            .to_text()
-            .is_ok_and(|t| t.contains("ltx2_segment_complete"))
-        {
-            break;
-        }
-    }
+    skip_past(&mut client, "ltx2_segment_complete").await;
     send(&mut client, json!({"type": "snapshot_state"})).await;
     let t = read_until_close(&mut client, Duration::from_secs(60)).await;
     let err = first(&t, "error");
@@ -395,12 +397,7 @@ async fn a_client_leaving_mid_segment_frees_its_worker_within_a_second() {
     )
     .await;
     // Wait for generation to be under way.
-    loop {
-        let msg = client.next().await.unwrap().unwrap();
-        if msg.to_text().is_ok_and(|t| t.contains("step_complete")) {
-            break;
-        }
-    }
+    skip_past(&mut client, "step_complete").await;
     assert_eq!(server.pool.status().available_gpus, 0);
     drop(client);
     server
@@ -419,15 +416,7 @@ async fn snapshot_and_restore_continue_the_stream() {
     )
     .await;
     // After segment 0 completes, ask for the state.
-    loop {
-        let msg = client.next().await.unwrap().unwrap();
-        if msg
-            .to_text()
-            .is_ok_and(|t| t.contains("ltx2_segment_complete"))
-        {
-            break;
-        }
-    }
+    skip_past(&mut client, "ltx2_segment_complete").await;
     send(&mut client, json!({"type": "snapshot_state"})).await;
     let state = loop {
         let msg = client.next().await.unwrap().unwrap();

@@ -142,11 +142,7 @@ impl Generator for MockGenerator {
         state: Option<&ContinuationState>,
         progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<GeneratedSegment, GenerateError> {
-        if request.num_inference_steps == 0 {
-            return Err(GenerateError::InvalidRequest(
-                "num_inference_steps must be at least 1".into(),
-            ));
-        }
+        request.check()?;
         let began = std::time::Instant::now();
         let start = self.parse_state(state)?;
         let format = self.settings.format;

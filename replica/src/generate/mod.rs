@@ -68,6 +68,18 @@ pub struct SegmentRequest {
     pub initial_image: Option<std::sync::Arc<RgbImage>>,
 }
 
+impl SegmentRequest {
+    /// Rejects what no generator can serve, before any model work.
+    pub fn check(&self) -> Result<(), GenerateError> {
+        if self.num_inference_steps == 0 {
+            return Err(GenerateError::InvalidRequest(
+                "num_inference_steps must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Progress reported after each denoising step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepProgress {

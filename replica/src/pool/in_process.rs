@@ -10,17 +10,9 @@ use super::{PoolError, PoolStatus, QueuePosition, Worker, WorkerLease, WorkerPoo
 use crate::generate::{GenerateError, Generator, SegmentRequest};
 
 /// A pool of in-process generators.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct InProcessPool {
     queue: WorkerQueue,
-}
-
-impl std::fmt::Debug for InProcessPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcessPool")
-            .field("status", &self.status())
-            .finish()
-    }
 }
 
 impl InProcessPool {

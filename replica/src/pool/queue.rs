@@ -132,6 +132,14 @@ impl Drop for Ticket {
     }
 }
 
+impl std::fmt::Debug for WorkerQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerQueue")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
 impl WorkerQueue {
     /// One slot per worker, each starting with `info`.
     pub fn new(workers: Vec<(Worker, SlotInfo)>, warmup_enabled: bool) -> Self {

@@ -225,6 +225,10 @@ fn generation_loop(
     outputs: &PipelineOutputs,
 ) {
     let send = |msg: ServerMessage| outputs.out.blocking_send(Outgoing::text(&msg)).is_ok();
+    let gpu = lease.gpu_id();
+    let Some(generator) = lease.generator() else {
+        unreachable!("local pipelines run local workers only");
+    };
     while let Ok(job) = jobs.recv() {
         if cancel.load(Ordering::Acquire) {
             break;
@@ -232,9 +236,6 @@ fn generation_loop(
         let job = match job {
             Job::Segment(job) => job,
             Job::Export => {
-                let Some(generator) = lease.generator() else {
-                    unreachable!("local pipelines run local workers only");
-                };
                 let event = match state.as_ref().map(|s| generator.export_state(s)) {
                     Some(Ok(state)) => PipelineEvent::Exported { state },
                     Some(Err(e)) => PipelineEvent::ExportFailed {
@@ -259,9 +260,6 @@ fn generation_loop(
         }
         let started = Instant::now();
         let mut last_step = started;
-        let Some(generator) = lease.generator() else {
-            unreachable!("local pipelines run local workers only");
-        };
         // A panic in the model (a bug, or a libtorch error surfacing as one) fails this
         // session like any other generation error instead of silently ending its threads.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -318,10 +316,7 @@ fn generation_loop(
             }
         }
     }
-    tracing::debug!(
-        gpu = lease.gpu_id(),
-        "generation thread done; worker released"
-    );
+    tracing::debug!(gpu, "generation thread done; worker released");
 }
 
 fn media_loop(

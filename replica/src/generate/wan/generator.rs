@@ -461,11 +461,7 @@ impl Generator for WanGenerator {
         state: Option<&ContinuationState>,
         progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<GeneratedSegment, GenerateError> {
-        if request.num_inference_steps == 0 {
-            return Err(GenerateError::InvalidRequest(
-                "num_inference_steps must be at least 1".into(),
-            ));
-        }
+        request.check()?;
         let _no_grad = tch::no_grad_guard();
         let stream = match state {
             Some(s) => Some(self.restore(s)?),

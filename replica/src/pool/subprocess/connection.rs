@@ -3,7 +3,7 @@
 //! and fails every session on it when the process dies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,6 @@ pub struct Connection {
     routes: Mutex<Routes>,
     calls: Mutex<HashMap<u64, oneshot::Sender<Result<(), GenerateError>>>>,
     next_id: AtomicU64,
-    closed: AtomicBool,
     closed_notify: Notify,
     /// Segments submitted and segments finished (media done or failed), for the watchdog.
     submitted: AtomicU64,
@@ -65,7 +64,6 @@ impl Connection {
             routes: Mutex::default(),
             calls: Mutex::default(),
             next_id: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
             submitted: AtomicU64::new(0),
             finished: AtomicU64::new(0),
@@ -91,7 +89,7 @@ impl Connection {
 
     /// Whether the socket has closed (the process died or is being replaced).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.routes().closed.is_some()
     }
 
     /// Resolves once the socket has closed.
@@ -114,7 +112,6 @@ impl Connection {
             routes.closed = Some(why.to_string());
             std::mem::take(&mut routes.sessions)
         };
-        self.closed.store(true, Ordering::Release);
         self.closed_notify.notify_waiters();
         for (_, outputs) in sessions {
             let _ = outputs.events.send(PipelineEvent::Failed {

@@ -115,17 +115,9 @@ impl RemoteWorker {
 }
 
 /// Worker processes behind the shared FIFO queue.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SubprocessPool {
     queue: WorkerQueue,
-}
-
-impl std::fmt::Debug for SubprocessPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubprocessPool")
-            .field("status", &self.status())
-            .finish()
-    }
 }
 
 /// A live worker process and its socket.

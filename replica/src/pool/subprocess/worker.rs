@@ -95,12 +95,14 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
 
     let pool = InProcessPool::new(vec![generator], false);
     let worker = WorkerState {
-        pool,
-        config: Arc::new(config),
-        format,
-        control: control_tx,
-        media: media_tx,
-        sessions: Arc::default(),
+        env: SessionEnv {
+            pool,
+            config: Arc::new(config),
+            format,
+            control: control_tx,
+            media: media_tx,
+        },
+        sessions: Mutex::default(),
     };
     loop {
         let frame = match read_frame::<ToWorker>(&mut read).await {
@@ -144,19 +146,15 @@ enum Command {
 }
 
 struct WorkerState {
-    pool: InProcessPool,
-    config: Arc<ReplicaConfig>,
-    format: generate::StreamFormat,
-    control: Sink,
-    media: mpsc::Sender<Frame<FromWorker>>,
-    sessions: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>>,
+    env: SessionEnv,
+    sessions: Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>,
 }
 
 impl WorkerState {
     fn handle(&self, Frame { header, body }: Frame<ToWorker>, blobs: &RemoteBlobStore) {
         match header {
             ToWorker::Warmup { request } => {
-                let (pool, control) = (self.pool.clone(), self.control.clone());
+                let (pool, control) = (self.env.pool.clone(), self.env.control.clone());
                 tokio::spawn(async move {
                     let result = match pool.acquire(LEASE_TIMEOUT, &mut |_| {}).await {
                         Ok(mut lease) => tokio::task::spawn_blocking(move || {
@@ -171,7 +169,7 @@ impl WorkerState {
                 });
             }
             ToWorker::Validate { call, state } => {
-                let (pool, control) = (self.pool.clone(), self.control.clone());
+                let (pool, control) = (self.env.pool.clone(), self.env.control.clone());
                 tokio::spawn(async move {
                     let result = match pool.acquire(LEASE_TIMEOUT, &mut |_| {}).await {
                         Ok(mut lease) => lease.validate_state(&state).await,
@@ -191,7 +189,7 @@ impl WorkerState {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(session, tx);
                 tokio::spawn(run_session(
-                    self.session_env(),
+                    self.env.clone(),
                     session,
                     session_id,
                     initial_state,
@@ -249,18 +247,10 @@ impl WorkerState {
             let _ = tx.send(command);
         }
     }
-
-    fn session_env(&self) -> SessionEnv {
-        SessionEnv {
-            pool: self.pool.clone(),
-            config: self.config.clone(),
-            format: self.format,
-            control: self.control.clone(),
-            media: self.media.clone(),
-        }
-    }
 }
 
+/// What every session in the worker shares.
+#[derive(Clone)]
 struct SessionEnv {
     pool: InProcessPool,
     config: Arc<ReplicaConfig>,

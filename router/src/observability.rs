@@ -96,7 +96,7 @@ pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to
     counter!(BYTES_TOTAL, "direction" => "upstream").increment(to_replica as u64);
 }
 
-/// Connecting to `replica` failed.
+/// Connecting to `replica` failed, or it closed the connection before answering the handshake.
 pub fn connect_failed(replica: &str) {
     counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
 }

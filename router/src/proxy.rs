@@ -2,8 +2,9 @@
 //! request, WebSocket upgrades included, goes to the replica the registry selects.
 //!
 //! pingora passes an upgraded connection through as a byte tunnel, so `/v1/stream`
-//! sessions need no frame parsing here. A replica that refuses the connection before the
-//! handshake is skipped and the next one tried; the client never sees the failed attempt.
+//! sessions need no frame parsing here. A replica that refuses the connection, or drops it
+//! before answering the handshake (a process killed just as the kernel accepted the
+//! connection), is skipped and the next one tried; the client never sees the failed attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,40 @@ impl ProxyHttp for StreamProxy {
             tracing::warn!(replica = %name, error = %e, retrying = another, "cannot connect to replica");
             // Nothing reached the replica yet, so another one can take the request as is.
             e.set_retry(another);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A handshake is a bodyless GET: until the replica's answer reaches the client,
+        // nothing has happened that another replica could not redo.
+        let unanswered_handshake = session.is_upgrade_req()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated();
+        match ctx.tried.last() {
+            Some(&index) if unanswered_handshake => {
+                ctx.session = None;
+                let name = &self.registry.all()[index].name;
+                observability::connect_failed(name);
+                let another = self.registry.can_route(&ctx.tried);
+                tracing::warn!(replica = %name, error = %e, retrying = another, "replica dropped the handshake");
+                e.set_retry(another);
+            }
+            // pingora's default policy for everything else.
+            _ if !session.req_header().method.is_idempotent()
+                || session.as_ref().retry_buffer_truncated() =>
+            {
+                e.set_retry(false)
+            }
+            _ => e.retry.decide_reuse(client_reused),
         }
         e
     }

@@ -1,16 +1,19 @@
 //! The router against mock replicas that are real HTTP + WebSocket servers on loopback:
 //! health flips after exactly the configured number of probes, primary preference and
 //! fallback, capacity-aware selection, the other selection policies, retry on connect
-//! failure, a replica dying mid-session, and many sessions that send right after the `101`.
+//! failure and on a handshake dropped unanswered, a replica dying mid-session, and many sessions that send right after the `101`.
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use framecast_e2e::MockReplica;
-use framecast_router::config::SelectionPolicy;
+use framecast_router::config::{ReplicaEndpoint, SelectionPolicy};
 use futures_util::StreamExt;
 use support::{TestRouter, config, endpoint, roundtrip};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -215,6 +218,77 @@ async fn a_replica_that_refuses_connections_is_skipped_before_the_handshake() {
     assert_eq!(
         row["active_sessions"], 0,
         "the failed attempt is not counted"
+    );
+    assert_eq!(
+        router.replica_status("secondary").await["active_sessions"],
+        1
+    );
+}
+
+/// A replica that dies while answering a handshake, on the test's runtime: every probe gets
+/// `200 {}`, every `/v1/stream` request is read and its connection closed unanswered.
+/// Returns its URL and the number of handshakes it dropped.
+async fn handshake_dropper() -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dropped = Arc::new(AtomicU64::new(0));
+    let count = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /v1/stream") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    return; // dropped: closed with no answer
+                }
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                              content-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_drops_the_handshake_is_skipped_before_the_client_sees_it() {
+    let (url, dropped) = handshake_dropper().await;
+    let secondary = MockReplica::start("secondary");
+    let dying = ReplicaEndpoint {
+        url,
+        name: Some("dying".into()),
+        primary: true,
+        weight: 1,
+    };
+    // Probes every 60 s: the dying primary keeps its healthy verdict throughout.
+    let router = TestRouter::start(&config(vec![dying, endpoint(&secondary, false)], 60.0));
+    router.wait_for_replica("dying", WAIT, is("healthy")).await;
+    router
+        .wait_for_replica("secondary", WAIT, is("healthy"))
+        .await;
+
+    let (name, _ws) = router.session_on().await;
+    assert_eq!(
+        name, "secondary",
+        "the dropped handshake was retried elsewhere"
+    );
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the primary was tried first"
+    );
+    let row = router.replica_status("dying").await;
+    assert_eq!(
+        row["active_sessions"], 0,
+        "the failed attempt is not counted: {row}"
     );
     assert_eq!(
         router.replica_status("secondary").await["active_sessions"],

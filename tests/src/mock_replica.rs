@@ -33,6 +33,8 @@ pub struct MockReplica {
     addr: SocketAddr,
     state: Arc<MockState>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Disconnects once the server task, and with it the listener, has been dropped.
+    listener_closed: std::sync::mpsc::Receiver<()>,
 }
 
 #[derive(Debug)]
@@ -81,7 +83,10 @@ impl MockReplica {
             .set_nonblocking(true)
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("mock replica address");
+        let (closed_tx, listener_closed) = std::sync::mpsc::channel::<()>();
         runtime.spawn(async move {
+            // Declared before the listener, so dropped after it.
+            let _closed = closed_tx;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             axum::serve(listener, app).await
         });
@@ -90,6 +95,7 @@ impl MockReplica {
             addr,
             state,
             runtime: Some(runtime),
+            listener_closed,
         }
     }
 
@@ -141,9 +147,16 @@ impl MockReplica {
     }
 
     /// Dies: the listener and every connection close at once, as if the process were killed.
+    ///
+    /// Returns once the listener is closed: `shutdown_background` drops tasks on the runtime's
+    /// own threads, and a connection the kernel accepted before that would be reset after the
+    /// connect succeeded — a refused connection is what a killed process leaves behind.
     pub fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+            // Blocks the caller briefly; allowed in async tests because the server runs on
+            // its own runtime. Err(Disconnected) is the signal.
+            let _ = self.listener_closed.recv_timeout(Duration::from_secs(5));
         }
     }
 }

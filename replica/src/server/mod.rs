@@ -64,16 +64,20 @@ impl AppState {
 
 /// Builds every route with its layers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(player::index))
-        .route("/player.js", get(player::script))
+    // Probes come every few seconds from the router, Kubernetes and Prometheus, and a 503
+    // from /readyz during warmup is the expected answer: traced, each would log an ERROR.
+    let probes = Router::new()
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/status", get(health::status))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics));
+    Router::new()
+        .route("/", get(player::index))
+        .route("/player.js", get(player::script))
         .route("/v1/stream", get(stream::upgrade))
         .layer(TraceLayer::new_for_http())
+        .merge(probes)
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
             HTTP_TIMEOUT,

@@ -1,6 +1,6 @@
 //! The replica with `pool.mode: subprocess`: generation and encoding run in worker processes
 //! (`framecast-replica worker`); killing one mid-segment fails only its session, retryably,
-//! and the replica restarts it.
+//! and the replica restarts it. A worker whose replica dies exits at once, even mid-step.
 
 use std::time::{Duration, Instant};
 
@@ -257,4 +257,44 @@ async fn a_hung_worker_is_killed_after_the_stall_timeout_and_replaced() {
     );
     let replaced = wait_for_worker(&base, 0, 1, Duration::from_secs(30)).await;
     assert_ne!(replaced["pid"], before["pid"]);
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_exits_at_once_when_the_replica_is_killed() {
+    // One 30 s step: the worker is inside a call that will not return soon, like a CUDA call.
+    let (mut replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "30000"),
+        ("FRAMECAST_REPLICA__GENERATOR__NUM_INFERENCE_STEPS", "1"),
+        ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
+    ]);
+    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    let pid = wait_for_worker(&base, 0, 0, Duration::from_secs(5)).await["pid"]
+        .as_u64()
+        .expect("a worker pid");
+    let mut ws = open_session(&base, "a lighthouse", None).await;
+    wait_for(&mut ws, "ltx2_segment_start", Duration::from_secs(20)).await;
+    assert!(running(pid), "the worker runs before the kill");
+
+    replica.kill();
+    let killed = Instant::now();
+    while running(pid) && killed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after < Duration::from_secs(2),
+        "the orphaned worker lived {gone_after:?} after its replica (its step lasts 30 s)"
+    );
 }

@@ -117,7 +117,22 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
     }
     tracing::info!(worker = index, "server closed the socket; worker exits");
     writer.abort();
-    Ok(())
+    exit_now()
+}
+
+/// Ends the worker at once, whatever its generation and media threads are doing.
+///
+/// The server closing the socket (it stopped, or was killed) leaves nothing for the worker
+/// to finish: continuation states live in the server's blob store and no client can get its
+/// media. A normal exit would run libtorch's and GLib's destructors while those threads are
+/// still inside them (GLib aborts when that happens, see `media::elements::init`); `_exit`
+/// skips them.
+fn exit_now() -> ! {
+    #[allow(unsafe_code)]
+    // SAFETY: `_exit` takes no pointers and is async-signal-safe; it cannot be misused.
+    unsafe {
+        libc::_exit(0)
+    }
 }
 
 async fn write_loop(

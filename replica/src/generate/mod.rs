@@ -14,8 +14,9 @@ use std::ops::ControlFlow;
 
 use framecast_common::protocol::ContinuationState;
 
-/// Frame geometry and audio format of everything a generator produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Frame geometry and audio format of everything a generator produces; a worker process
+/// reports it to the server in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamFormat {
     /// Frame width in pixels.
     pub width: u32,

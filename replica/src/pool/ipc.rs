@@ -183,7 +183,7 @@ pub enum FromWorker {
     /// The generator is loaded.
     Hello {
         /// What it generates.
-        format: WireFormat,
+        format: StreamFormat,
         /// The device it runs on.
         device: String,
     },
@@ -269,45 +269,6 @@ pub enum MetricOp {
     GaugeSet(f64),
     /// Histogram observation.
     Record(f64),
-}
-
-/// [`StreamFormat`] on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireFormat {
-    /// Frame width.
-    pub width: u32,
-    /// Frame height.
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-    /// Frames per segment.
-    pub frames_per_segment: u32,
-    /// `(sample rate, channels)` when there is sound.
-    pub audio: Option<(u32, u32)>,
-}
-
-impl From<StreamFormat> for WireFormat {
-    fn from(f: StreamFormat) -> Self {
-        Self {
-            width: f.width,
-            height: f.height,
-            fps: f.fps,
-            frames_per_segment: f.frames_per_segment,
-            audio: f.audio,
-        }
-    }
-}
-
-impl From<WireFormat> for StreamFormat {
-    fn from(f: WireFormat) -> Self {
-        Self {
-            width: f.width,
-            height: f.height,
-            fps: f.fps,
-            frames_per_segment: f.frames_per_segment,
-            audio: f.audio,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ async fn hello(process: &mut Process) -> Result<(StreamFormat, String), String> 
 
 fn lifecycle_result(msg: Option<FromWorker>) -> Result<(StreamFormat, String), String> {
     match msg {
-        Some(FromWorker::Hello { format, device }) => Ok((format.into(), device)),
+        Some(FromWorker::Hello { format, device }) => Ok((format, device)),
         Some(FromWorker::BuildFailed { error }) => Err(error),
         Some(other) => Err(format!("sent {other:?} before hello")),
         None => Err("closed its socket while loading".into()),

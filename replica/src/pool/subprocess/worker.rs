@@ -19,9 +19,7 @@ use crate::config::{DeviceKind, ReplicaConfig};
 use crate::generate::{self, RgbImage};
 use crate::pool::WorkerPool;
 use crate::pool::in_process::{self, InProcessPool};
-use crate::pool::ipc::{
-    Frame, FromWorker, MetricOp, ToWorker, WireFormat, read_frame, write_frame,
-};
+use crate::pool::ipc::{Frame, FromWorker, MetricOp, ToWorker, read_frame, write_frame};
 use crate::session::Outgoing;
 use crate::session::pipeline::{
     PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline, encoder_settings,
@@ -78,7 +76,7 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
     write_frame(
         &mut write,
         &Frame::new(FromWorker::Hello {
-            format: WireFormat::from(format),
+            format,
             device: label.clone(),
         }),
     )

@@ -160,6 +160,15 @@ fn first<'a>(t: &'a Transcript, kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} in {:?}", t.events))
 }
 
+/// The JSON messages of `kind`, in order.
+fn all<'a>(t: &'a Transcript, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    t.messages.iter().filter(move |m| m["type"] == kind)
+}
+
+fn count(t: &Transcript, kind: &str) -> usize {
+    t.events.iter().filter(|e| *e == kind).count()
+}
+
 fn index(t: &Transcript, kind: &str) -> usize {
     t.events
         .iter()
@@ -183,23 +192,12 @@ async fn a_session_streams_video_generated_by_the_wan_model() {
 
     assert_eq!(t.close, Some(1000), "{:?}", t.events);
     assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
-    let completes = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "media_segment_complete")
-        .count();
+    let completes = count(&t, "media_segment_complete");
     assert_eq!(completes, 2);
-    let steps = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "step_complete")
-        .count();
+    let steps = count(&t, "step_complete");
     assert_eq!(steps, 4, "2 steps x 2 segments");
     // Two segments of 12 frames at 24 fps: 1 s of video in fragments.
-    let media_ms: u64 = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "media_segment_complete")
+    let media_ms: u64 = all(&t, "media_segment_complete")
         .map(|m| m["duration_ms"].as_u64().unwrap())
         .sum();
     assert_eq!(media_ms, 1000);
@@ -270,16 +268,9 @@ async fn a_full_session_streams_segments_in_protocol_order() {
     );
     assert!(index(&t, "binary") < index(&t, "media_segment_complete"));
     assert!(index(&t, "media_segment_complete") < index(&t, "ltx2_segment_complete"));
-    let steps: Vec<&Value> = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "step_complete")
-        .collect();
+    let steps: Vec<&Value> = all(&t, "step_complete").collect();
     assert_eq!(steps.len(), 6, "3 steps x 2 segments");
-    let completes: Vec<u64> = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "ltx2_segment_complete")
+    let completes: Vec<u64> = all(&t, "ltx2_segment_complete")
         .map(|m| m["segment_idx"].as_u64().unwrap())
         .collect();
     assert_eq!(completes, vec![0, 1]);
@@ -338,7 +329,7 @@ async fn invalid_messages_get_errors_and_the_session_goes_on() {
     )
     .await;
     let t = read_until_close(&mut client, Duration::from_secs(20)).await;
-    let errors: Vec<&Value> = t.messages.iter().filter(|m| m["type"] == "error").collect();
+    let errors: Vec<&Value> = all(&t, "error").collect();
     assert_eq!(errors.len(), 4, "{:?}", t.events);
     assert!(
         errors
@@ -512,10 +503,7 @@ async fn loop_generation_cycles_the_curated_prompts_until_the_cap() {
     let mut client = connect(&server).await;
     send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["one", "two"], "loop_generation_enabled": true})).await;
     let t = read_until_close(&mut client, Duration::from_secs(20)).await;
-    let prompts: Vec<&str> = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "ltx2_segment_start")
+    let prompts: Vec<&str> = all(&t, "ltx2_segment_start")
         .map(|m| m["prompt"].as_str().unwrap())
         .collect();
     assert_eq!(prompts, ["one", "two", "one"]);
@@ -536,11 +524,7 @@ async fn pausing_stops_after_the_current_segment_and_resuming_goes_on() {
     .await;
     // At most the segment already under way completes; then nothing for a while.
     let t = read_until_close(&mut client, Duration::from_millis(1500)).await;
-    let started = t
-        .events
-        .iter()
-        .filter(|e| *e == "ltx2_segment_start")
-        .count();
+    let started = count(&t, "ltx2_segment_start");
     assert!(
         started <= 1,
         "paused session kept generating: {:?}",
@@ -567,13 +551,7 @@ async fn single_clip_mode_ends_after_one_segment() {
     let mut client = connect(&server).await;
     send(&mut client, json!({"type": "session_init_v2", "single_clip_mode": true, "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
     let t = read_until_close(&mut client, Duration::from_secs(20)).await;
-    assert_eq!(
-        t.events
-            .iter()
-            .filter(|e| *e == "ltx2_segment_complete")
-            .count(),
-        1
-    );
+    assert_eq!(count(&t, "ltx2_segment_complete"), 1);
     assert_eq!(t.close, Some(1000));
 }
 
@@ -832,10 +810,7 @@ async fn seed_prompts_updated_changes_what_loop_generation_cycles() {
     )
     .await;
     let t = read_until_close(&mut client, Duration::from_secs(20)).await;
-    let prompts: Vec<&str> = t
-        .messages
-        .iter()
-        .filter(|m| m["type"] == "ltx2_segment_start")
+    let prompts: Vec<&str> = all(&t, "ltx2_segment_start")
         .map(|m| m["prompt"].as_str().unwrap())
         .collect();
     // The first segment may already have started with the old list.

@@ -52,6 +52,22 @@ impl StreamProxy {
             idle_timeout,
         }
     }
+
+    /// The replica just tried (`ctx.tried`'s last) failed before the client saw an answer:
+    /// ends its session count, counts the failure and lets pingora retry if another replica
+    /// can take the request.
+    fn retry_elsewhere(&self, ctx: &mut RouteCtx, e: &mut Error, why: &'static str) {
+        ctx.session = None;
+        // Always set here: `upstream_peer` records a replica before pingora connects to it.
+        let Some(&index) = ctx.tried.last() else {
+            return;
+        };
+        let name = &self.registry.all()[index].name;
+        observability::connect_failed(name);
+        let another = self.registry.can_route(&ctx.tried);
+        tracing::warn!(replica = %name, error = %e, retrying = another, "{why}");
+        e.set_retry(another);
+    }
 }
 
 #[async_trait]
@@ -127,15 +143,8 @@ impl ProxyHttp for StreamProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.session = None;
-        if let Some(&index) = ctx.tried.last() {
-            let name = &self.registry.all()[index].name;
-            observability::connect_failed(name);
-            let another = self.registry.can_route(&ctx.tried);
-            tracing::warn!(replica = %name, error = %e, retrying = another, "cannot connect to replica");
-            // Nothing reached the replica yet, so another one can take the request as is.
-            e.set_retry(another);
-        }
+        // Nothing reached the replica yet, so another one can take the request as is.
+        self.retry_elsewhere(ctx, &mut e, "cannot connect to replica");
         e
     }
 
@@ -153,22 +162,15 @@ impl ProxyHttp for StreamProxy {
         let unanswered_handshake = session.is_upgrade_req()
             && session.response_written().is_none()
             && !session.as_ref().retry_buffer_truncated();
-        match ctx.tried.last() {
-            Some(&index) if unanswered_handshake => {
-                ctx.session = None;
-                let name = &self.registry.all()[index].name;
-                observability::connect_failed(name);
-                let another = self.registry.can_route(&ctx.tried);
-                tracing::warn!(replica = %name, error = %e, retrying = another, "replica dropped the handshake");
-                e.set_retry(another);
-            }
+        if unanswered_handshake {
+            self.retry_elsewhere(ctx, &mut e, "replica dropped the handshake");
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
             // pingora's default policy for everything else.
-            _ if !session.req_header().method.is_idempotent()
-                || session.as_ref().retry_buffer_truncated() =>
-            {
-                e.set_retry(false)
-            }
-            _ => e.retry.decide_reuse(client_reused),
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }

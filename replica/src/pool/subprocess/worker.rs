@@ -86,7 +86,7 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
     // Control frames (events, blob requests, metrics) overtake media; media is bounded so a
     // slow client slows generation down instead of filling memory.
     let (media_tx, media_rx) = mpsc::channel(16);
-    let writer = tokio::spawn(write_loop(write, control_rx, media_rx));
+    tokio::spawn(write_loop(write, control_rx, media_rx));
     let _ = metrics::set_global_recorder(ForwardingRecorder {
         sink: control_tx.clone(),
     });
@@ -114,7 +114,6 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
         worker.handle(frame, &blobs);
     }
     tracing::info!(worker = index, "server closed the socket; worker exits");
-    writer.abort();
     exit_now()
 }
 

@@ -69,6 +69,65 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
+/// Rejects `value` below `min` with "must be at least {min}".
+pub fn at_least<T: PartialOrd + fmt::Display>(
+    field: &str,
+    value: T,
+    min: T,
+) -> Result<(), FieldError> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, format!("must be at least {min}")))
+    }
+}
+
+/// Rejects 0 (counts, thresholds and whole seconds where 0 would never fire or never admit).
+pub fn at_least_one<T: PartialOrd + fmt::Display + From<u8>>(
+    field: &str,
+    value: T,
+) -> Result<(), FieldError> {
+    at_least(field, value, T::from(1))
+}
+
+/// Rejects `value` outside `lo..=hi` (both ends allowed) with "must be between {lo} and {hi}".
+pub fn in_range<T: PartialOrd + fmt::Display>(
+    field: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), FieldError> {
+    if lo <= value && value <= hi {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be between {lo} and {hi}"),
+        ))
+    }
+}
+
+/// Rejects a duration in seconds that is 0, negative, NaN or infinite, quoting the value.
+pub fn positive_seconds(field: &str, value: f64) -> Result<(), FieldError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be greater than 0 (got {value})"),
+        ))
+    }
+}
+
+/// Rejects a string that is empty or only whitespace.
+pub fn not_empty(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.trim().is_empty() {
+        Err(FieldError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Settings types check what serde cannot (ranges, cross-field rules) after loading.
 pub trait Validate {
     /// Returns the first field that is wrong, so the binary can stop with a precise message.
@@ -412,6 +471,72 @@ mod tests {
             err.to_string().contains(&f.path().display().to_string()),
             "{err}"
         );
+    }
+
+    fn message(result: Result<(), FieldError>) -> Option<String> {
+        result.err().map(|e| format!("{e}"))
+    }
+
+    #[test]
+    fn at_least_one_rejects_only_zero() {
+        assert_eq!(
+            message(at_least_one("a.b", 0u32)).as_deref(),
+            Some("field `a.b`: must be at least 1")
+        );
+        assert_eq!(message(at_least_one("a.b", 1u32)), None);
+        assert_eq!(message(at_least_one("a.b", u64::MAX)), None);
+        assert!(at_least_one("a.b", 0usize).is_err());
+        assert!(at_least_one("a.b", 0u64).is_err());
+    }
+
+    #[test]
+    fn at_least_quotes_the_minimum_and_allows_it() {
+        let err = at_least("streaming.max_message_bytes", 1023usize, 1024).unwrap_err();
+        assert_eq!(
+            err,
+            FieldError::new("streaming.max_message_bytes", "must be at least 1024")
+        );
+        assert_eq!(at_least("x", 1024usize, 1024), Ok(()));
+        assert_eq!(at_least("x", 1025usize, 1024), Ok(()));
+    }
+
+    #[test]
+    fn in_range_includes_both_ends() {
+        assert_eq!(in_range("fps", 1u32, 1, 120), Ok(()));
+        assert_eq!(in_range("fps", 120u32, 1, 120), Ok(()));
+        assert_eq!(
+            in_range("fps", 0u32, 1, 120),
+            Err(FieldError::new("fps", "must be between 1 and 120"))
+        );
+        assert_eq!(
+            in_range("ms", 10_001u32, 40, 10_000),
+            Err(FieldError::new("ms", "must be between 40 and 10000"))
+        );
+    }
+
+    #[test]
+    fn positive_seconds_rejects_zero_negative_and_non_finite() {
+        assert_eq!(positive_seconds("t", 0.5), Ok(()));
+        assert_eq!(
+            positive_seconds("t", 0.0),
+            Err(FieldError::new("t", "must be greater than 0 (got 0)"))
+        );
+        assert_eq!(
+            positive_seconds("t", -1.5),
+            Err(FieldError::new("t", "must be greater than 0 (got -1.5)"))
+        );
+        assert!(positive_seconds("t", f64::NAN).is_err());
+        assert!(positive_seconds("t", f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn not_empty_treats_whitespace_as_empty() {
+        assert_eq!(not_empty("host", "0.0.0.0"), Ok(()));
+        assert_eq!(
+            not_empty("host", ""),
+            Err(FieldError::new("host", "must not be empty"))
+        );
+        assert!(not_empty("host", " \t").is_err());
     }
 
     #[test]

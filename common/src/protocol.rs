@@ -243,12 +243,9 @@ pub enum ServerMessage {
     },
     /// Stream geometry, before the first segment.
     Ltx2StreamStart {
-        /// The preset in use.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         preset: Option<String>,
-        /// Frame width.
         width: u32,
-        /// Frame height.
         height: u32,
         /// Frames per second.
         fps: u32,
@@ -259,7 +256,6 @@ pub enum ServerMessage {
     Ltx2SegmentStart {
         /// 0-based segment number.
         segment_idx: u32,
-        /// The prompt used.
         prompt: String,
         /// Denoising steps it will take.
         total_steps: u32,
@@ -317,13 +313,9 @@ pub enum ServerMessage {
         timeout_seconds: u64,
     },
     /// Answer to `snapshot_state`.
-    ContinuationStateSnapshot {
-        /// The exported state.
-        state: ContinuationState,
-    },
+    ContinuationStateSnapshot { state: ContinuationState },
     /// Something went wrong.
     Error {
-        /// Category.
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
@@ -367,7 +359,6 @@ pub enum ProtocolError {
     /// A known type with a missing or mistyped field.
     #[error("invalid `{message_type}` message: field `{field}`: {problem}")]
     InvalidField {
-        /// The message type.
         message_type: String,
         /// Dotted path of the field.
         field: String,

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use framecast_common::config::{ConfigError, FieldError, LayeredConfig, Validate};
+use framecast_common::config::{
+    ConfigError, FieldError, LayeredConfig, Validate, at_least, at_least_one, in_range, not_empty,
+};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables starting with this prefix (then `__`) override the file.
@@ -226,11 +228,9 @@ impl From<DeviceKind> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorSettings {
-    /// Which generator runs.
     pub kind: GeneratorKind,
     /// Diffusers-format model directory (used by model-backed generators).
     pub model_path: PathBuf,
-    /// Where tensors live.
     pub device: DeviceKind,
     /// Output width in pixels (even).
     pub width: u32,
@@ -238,7 +238,6 @@ pub struct GeneratorSettings {
     pub height: u32,
     /// Output frames per second.
     pub fps: u32,
-    /// Frames in one segment.
     pub frames_per_segment: u32,
     /// Denoising steps when the client does not say.
     pub num_inference_steps: u32,
@@ -285,7 +284,6 @@ pub enum H264Profile {
     /// Constrained baseline: decodes everywhere, cheapest to encode.
     #[default]
     ConstrainedBaseline,
-    /// Main.
     Main,
     /// High: best quality per bit.
     High,
@@ -306,7 +304,6 @@ pub enum AudioEncoderKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSettings {
-    /// H.264 encoder choice.
     pub video_encoder: VideoEncoderKind,
     /// x264 `speed-preset` (ultrafast … placebo).
     pub x264_speed_preset: String,
@@ -378,52 +375,21 @@ impl StreamingSettings {
 
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Result<(), FieldError> {
-        if self.server.host.trim().is_empty() {
-            return Err(FieldError::new("server.host", "must not be empty"));
-        }
+        not_empty("server.host", &self.server.host)?;
         let s = &self.streaming;
-        if s.session_timeout_seconds == 0 {
-            return Err(FieldError::new(
-                "streaming.session_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
-        if s.generation_segment_cap == 0 {
-            return Err(FieldError::new(
-                "streaming.generation_segment_cap",
-                "must be at least 1",
-            ));
-        }
-        if s.max_sessions == 0 {
-            return Err(FieldError::new(
-                "streaming.max_sessions",
-                "must be at least 1",
-            ));
-        }
-        if s.max_message_bytes < 1024 {
-            return Err(FieldError::new(
-                "streaming.max_message_bytes",
-                "must be at least 1024",
-            ));
-        }
-        if s.init_timeout_seconds == 0 {
-            return Err(FieldError::new(
-                "streaming.init_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
-        if s.client_write_timeout_seconds == 0 {
-            return Err(FieldError::new(
-                "streaming.client_write_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
-        if s.send_queue_messages < 4 {
-            return Err(FieldError::new(
-                "streaming.send_queue_messages",
-                "must be at least 4",
-            ));
-        }
+        at_least_one(
+            "streaming.session_timeout_seconds",
+            s.session_timeout_seconds,
+        )?;
+        at_least_one("streaming.generation_segment_cap", s.generation_segment_cap)?;
+        at_least_one("streaming.max_sessions", s.max_sessions)?;
+        at_least("streaming.max_message_bytes", s.max_message_bytes, 1024)?;
+        at_least_one("streaming.init_timeout_seconds", s.init_timeout_seconds)?;
+        at_least_one(
+            "streaming.client_write_timeout_seconds",
+            s.client_write_timeout_seconds,
+        )?;
+        at_least("streaming.send_queue_messages", s.send_queue_messages, 4)?;
         let g = &self.generator;
         if g.width < 16 || g.height < 16 || g.width % 2 == 1 || g.height % 2 == 1 {
             return Err(FieldError::new(
@@ -434,33 +400,12 @@ impl Validate for ReplicaConfig {
                 ),
             ));
         }
-        if !(1..=120).contains(&g.fps) {
-            return Err(FieldError::new(
-                "generator.fps",
-                "must be between 1 and 120",
-            ));
-        }
-        if g.frames_per_segment == 0 {
-            return Err(FieldError::new(
-                "generator.frames_per_segment",
-                "must be at least 1",
-            ));
-        }
-        if g.num_inference_steps == 0 {
-            return Err(FieldError::new(
-                "generator.num_inference_steps",
-                "must be at least 1",
-            ));
-        }
-        if self.store.max_sessions == 0 {
-            return Err(FieldError::new("store.max_sessions", "must be at least 1"));
-        }
-        if self.store.ttl_seconds == 0 {
-            return Err(FieldError::new("store.ttl_seconds", "must be at least 1"));
-        }
-        if self.pool.num_workers == 0 {
-            return Err(FieldError::new("pool.num_workers", "must be at least 1"));
-        }
+        in_range("generator.fps", g.fps, 1, 120)?;
+        at_least_one("generator.frames_per_segment", g.frames_per_segment)?;
+        at_least_one("generator.num_inference_steps", g.num_inference_steps)?;
+        at_least_one("store.max_sessions", self.store.max_sessions)?;
+        at_least_one("store.ttl_seconds", self.store.ttl_seconds)?;
+        at_least_one("pool.num_workers", self.pool.num_workers)?;
         if !self.pool.devices.is_empty()
             && self.pool.devices.len() != self.pool.num_workers as usize
         {
@@ -473,24 +418,18 @@ impl Validate for ReplicaConfig {
                 ),
             ));
         }
-        if self.pool.stall_timeout_seconds == 0 {
-            return Err(FieldError::new(
-                "pool.stall_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
-        if self.pool.restart_backoff_seconds == 0 {
-            return Err(FieldError::new(
-                "pool.restart_backoff_seconds",
-                "must be at least 1",
-            ));
-        }
-        if self.pool.acquire_timeout_seconds == 0 {
-            return Err(FieldError::new(
-                "pool.acquire_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
+        at_least_one(
+            "pool.stall_timeout_seconds",
+            self.pool.stall_timeout_seconds,
+        )?;
+        at_least_one(
+            "pool.restart_backoff_seconds",
+            self.pool.restart_backoff_seconds,
+        )?;
+        at_least_one(
+            "pool.acquire_timeout_seconds",
+            self.pool.acquire_timeout_seconds,
+        )?;
         let m = &self.media;
         if !X264_SPEED_PRESETS.contains(&m.x264_speed_preset.as_str()) {
             return Err(FieldError::new(
@@ -502,18 +441,15 @@ impl Validate for ReplicaConfig {
                 ),
             ));
         }
-        if m.bitrate_kbps == 0 {
-            return Err(FieldError::new("media.bitrate_kbps", "must be at least 1"));
-        }
-        if !(40..=10_000).contains(&m.fragment_duration_ms) {
-            return Err(FieldError::new(
-                "media.fragment_duration_ms",
-                "must be between 40 and 10000",
-            ));
-        }
+        at_least_one("media.bitrate_kbps", m.bitrate_kbps)?;
+        in_range(
+            "media.fragment_duration_ms",
+            m.fragment_duration_ms,
+            40,
+            10_000,
+        )?;
         // The muxer closes a fragment only when it is full, so a fragment longer than a
         // segment would hold the segment's video back until the next one.
-        let g = &self.generator;
         let fragment_frames = (u64::from(g.fps) * u64::from(m.fragment_duration_ms)).div_ceil(1000);
         if fragment_frames > u64::from(g.frames_per_segment) {
             return Err(FieldError::new(

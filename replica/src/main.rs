@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use framecast_replica::config::{DeviceKind, PoolMode, ReplicaConfig};
+use framecast_common::startup;
+use framecast_replica::config::{DeviceKind, ENV_PREFIX, PoolMode, ReplicaConfig};
 use framecast_replica::generate::SegmentRequest;
 use framecast_replica::pool::WorkerPool;
 use framecast_replica::pool::in_process::InProcessPool;
@@ -59,16 +60,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     framecast_common::logging::init("info,tower_http=info");
 
-    let config = match ReplicaConfig::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("framecast-replica: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    let config: ReplicaConfig =
+        startup::load_or_exit("framecast-replica", cli.config.as_deref(), ENV_PREFIX);
     if let Some(Command::Worker { index, device }) = cli.command {
         let device = device.unwrap_or(config.generator.device);
-        return match framecast_replica::pool::subprocess::worker::run(config, index, device) {
+        return match framecast_replica::worker_process::run(config, index, device) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("framecast-replica worker {index}: {err:#}");
@@ -77,11 +73,7 @@ fn main() -> ExitCode {
         };
     }
     if cli.check_config {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&config).expect("settings serialize")
-        );
-        return ExitCode::SUCCESS;
+        return startup::check_config(&config);
     }
 
     let runtime = match tokio::runtime::Runtime::new() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use crate::pool::PoolStatus;
+use crate::status::PoolStatus;
 
 /// Sessions past their opening frame.
 pub const SESSIONS_ACTIVE: &str = "framecast_sessions_active";

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use framecast_replica::generate::wan::generator::{WAN_STATE_KIND, WanGenerator};
+use framecast_replica::generate::wan::generator::WanGenerator;
+use framecast_replica::generate::wan::stream_state::WAN_STATE_KIND;
 use framecast_replica::generate::{GenerateError, Generator, SegmentRequest, StreamFormat};
 use framecast_replica::store::BlobStore;
 use framecast_replica::store::memory::MemoryBlobStore;

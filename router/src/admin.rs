@@ -11,8 +11,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::registry::ReplicaRegistry;
 
-const JSON: &str = "application/json";
-const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON_CONTENT_TYPE: &str = "application/json";
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Answers `session` if it asks for an admin endpoint; returns whether it did.
 pub async fn respond(
@@ -26,7 +26,7 @@ pub async fn respond(
     let (status, content_type, body) = match session.req_header().uri.path() {
         "/status" => (
             200,
-            JSON,
+            JSON_CONTENT_TYPE,
             json!({
                 "replicas": registry.status(),
                 "active_sessions": registry.active_sessions(),
@@ -34,22 +34,28 @@ pub async fn respond(
             })
             .to_string(),
         ),
-        "/healthz" => (200, JSON, json!({ "status": "ok" }).to_string()),
+        "/healthz" => (
+            200,
+            JSON_CONTENT_TYPE,
+            json!({ "status": "ok" }).to_string(),
+        ),
         "/readyz" if registry.is_draining() => (
             503,
-            JSON,
+            JSON_CONTENT_TYPE,
             json!({ "detail": "draining: shutting down" }).to_string(),
         ),
-        "/readyz" if registry.any_routable() => {
-            (200, JSON, json!({ "status": "ready" }).to_string())
-        }
+        "/readyz" if registry.any_routable() => (
+            200,
+            JSON_CONTENT_TYPE,
+            json!({ "status": "ready" }).to_string(),
+        ),
         "/readyz" => (
             503,
-            JSON,
+            JSON_CONTENT_TYPE,
             json!({ "detail": "no healthy replica" }).to_string(),
         ),
         "/metrics" => match metrics {
-            Some(handle) => (200, PROMETHEUS, handle.render()),
+            Some(handle) => (200, PROMETHEUS_CONTENT_TYPE, handle.render()),
             None => return Ok(false),
         },
         _ => return Ok(false),

@@ -7,7 +7,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use framecast_common::config::{ConfigError, FieldError, LayeredConfig, Validate};
+use framecast_common::config::{
+    ConfigError, FieldError, LayeredConfig, Validate, at_least_one, not_empty, positive_seconds,
+};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -18,7 +20,6 @@ pub const ENV_PREFIX: &str = "FRAMECAST_ROUTER";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterFile {
-    /// The router block.
     pub router: RouterConfig,
 }
 
@@ -63,7 +64,6 @@ pub struct RouterConfig {
     pub replicas: Vec<ReplicaEndpoint>,
     /// How replicas are probed and when they flip between healthy and unhealthy.
     pub health_check: HealthCheckConfig,
-    /// How a session picks among healthy replicas.
     pub selection: SelectionPolicy,
     /// Time allowed to open the TCP connection to a replica before trying another.
     pub connect_timeout_seconds: f64,
@@ -190,30 +190,9 @@ fn parse_replica_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn positive_seconds(field: &str, value: f64) -> Result<(), FieldError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            field,
-            format!("must be greater than 0 (got {value})"),
-        ))
-    }
-}
-
-fn at_least_one(field: &str, value: u32) -> Result<(), FieldError> {
-    if value >= 1 {
-        Ok(())
-    } else {
-        Err(FieldError::new(field, "must be at least 1"))
-    }
-}
-
 impl Validate for RouterConfig {
     fn validate(&self) -> Result<(), FieldError> {
-        if self.host.trim().is_empty() {
-            return Err(FieldError::new("router.host", "must not be empty"));
-        }
+        not_empty("router.host", &self.host)?;
         if self.replicas.is_empty() {
             return Err(FieldError::new(
                 "router.replicas",
@@ -291,9 +270,7 @@ impl Validate for RouterConfig {
                 "must start with `/` (or be null to turn capacity reading off)",
             ));
         }
-        if self.threads == 0 {
-            return Err(FieldError::new("router.threads", "must be at least 1"));
-        }
+        at_least_one("router.threads", self.threads)?;
         Ok(())
     }
 }

@@ -1,10 +1,21 @@
 //! Framecast's router: the front door that hands each WebSocket session to a replica.
 //!
 //! Built on pingora: [`server::RouterServer`] assembles the proxy from a validated
-//! [`config::RouterConfig`]; [`health::HealthChecker`] probes the replicas; [`proxy::StreamProxy`]
-//! answers the [`admin`] endpoints and sends everything else to the healthy replica the
-//! [`registry::ReplicaRegistry`] selects (using the [`capacity`] replicas report);
-//! [`shutdown`] drains open sessions on SIGTERM.
+//! [`config::RouterConfig`]; [`health::checker::HealthChecker`] probes the replicas and
+//! records their [`health::state`] in the [`registry::ReplicaRegistry`];
+//! [`proxy::StreamProxy`] answers the [`admin`] endpoints and sends everything else to the
+//! healthy replica the registry picks with a [`selection`] policy (using the [`capacity`]
+//! replicas report); [`shutdown`] drains open sessions on SIGTERM.
+//!
+//! Modules, lowest layer first; each uses only modules of lower layers, never one above it
+//! (`tests/layering.rs` checks this):
+//!
+//! 1. `config`, `capacity`, `observability`, `refusal`
+//! 2. `health::state`, `selection`
+//! 3. `registry`
+//! 4. `health::checker`, `admin`, `shutdown`
+//! 5. `proxy`
+//! 6. `server`
 
 pub mod admin;
 pub mod capacity;
@@ -14,5 +25,6 @@ pub mod observability;
 pub mod proxy;
 pub mod refusal;
 pub mod registry;
+pub mod selection;
 pub mod server;
 pub mod shutdown;

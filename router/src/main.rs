@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use framecast_router::config::RouterFile;
+use framecast_common::startup;
+use framecast_router::config::{ENV_PREFIX, RouterFile};
 use framecast_router::server::RouterServer;
 
 /// Framecast router: health-gated front door for replica servers.
@@ -27,19 +28,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     framecast_common::logging::init("info");
 
-    let file = match RouterFile::load(cli.config.as_deref()) {
-        Ok(file) => file,
-        Err(err) => {
-            eprintln!("framecast-router: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    let file: RouterFile =
+        startup::load_or_exit("framecast-router", cli.config.as_deref(), ENV_PREFIX);
     if cli.check_config {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&file).expect("settings serialize")
-        );
-        return ExitCode::SUCCESS;
+        return startup::check_config(&file);
     }
     let config = file.router;
 
@@ -57,7 +49,7 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(err) => {
             eprintln!("framecast-router: {err}");
-            return ExitCode::from(2);
+            return ExitCode::from(startup::EXIT_INVALID_CONFIG);
         }
     };
     let replicas: Vec<String> = config

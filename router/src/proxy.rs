@@ -27,9 +27,9 @@ pub struct StreamProxy {
     idle_timeout: Duration,
 }
 
-/// Where one request went.
+/// pingora's per-request context: the replicas one request was sent to.
 #[derive(Debug, Default)]
-pub struct RouteCtx {
+pub struct RequestRoute {
     /// Replicas tried so far, the current one last.
     tried: Vec<usize>,
     /// Held while a WebSocket session is routed to `tried.last()`.
@@ -56,7 +56,7 @@ impl StreamProxy {
     /// The replica just tried (`ctx.tried`'s last) failed before the client saw an answer:
     /// ends its session count, counts the failure and lets pingora retry if another replica
     /// can take the request.
-    fn retry_elsewhere(&self, ctx: &mut RouteCtx, e: &mut Error, why: &'static str) {
+    fn retry_elsewhere(&self, ctx: &mut RequestRoute, e: &mut Error, why: &'static str) {
         ctx.session = None;
         // Always set here: `upstream_peer` records a replica before pingora connects to it.
         let Some(&index) = ctx.tried.last() else {
@@ -72,10 +72,10 @@ impl StreamProxy {
 
 #[async_trait]
 impl ProxyHttp for StreamProxy {
-    type CTX = RouteCtx;
+    type CTX = RequestRoute;
 
     fn new_ctx(&self) -> Self::CTX {
-        RouteCtx::default()
+        RequestRoute::default()
     }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {

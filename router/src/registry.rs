@@ -1,31 +1,33 @@
 //! The replicas this router knows, resolved once from configuration, with the health and
-//! capacity the [`crate::health::HealthChecker`] records for each and the sessions routed to
-//! each; it answers which replica a new session goes to.
+//! capacity the health checker records for each and the sessions routed to each; it answers
+//! which replica a new session goes to (the policies themselves are in [`crate::selection`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use framecast_common::config::FieldError;
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::capacity::Capacity;
 use crate::config::{RouterConfig, SelectionPolicy};
-use crate::health::{HealthStatus, ReplicaHealth};
+use crate::health::state::{HealthStatus, ReplicaHealth};
+use crate::selection::{self, Candidate};
 
 /// One replica, with its address already parsed out of the configured URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replica {
     /// Label used in logs, `/status` and metrics.
     pub name: String,
-    /// The configured base URL.
+    /// The base URL as configured.
     pub url: String,
     /// `host:port` to connect to.
     pub authority: String,
     /// Host name sent as SNI when `tls` is set.
     pub host: String,
-    /// Whether the replica is reached over TLS.
+    /// Reached over TLS (an `https://` URL).
     pub tls: bool,
-    /// Whether the replica is preferred.
+    /// Preferred while it has room under `primary_first`; wins ties under every policy.
     pub primary: bool,
 }
 
@@ -33,8 +35,10 @@ pub struct Replica {
 #[derive(Debug)]
 pub struct ReplicaRegistry {
     replicas: Vec<Replica>,
+    /// Configured weights, at least 1, by replica index.
     weights: Vec<u32>,
     policy: SelectionPolicy,
+    /// One lock per replica, by index.
     state: Vec<Mutex<ReplicaState>>,
     draining: AtomicBool,
 }
@@ -48,14 +52,14 @@ struct ReplicaState {
     reserved: u32,
     /// Live sessions through this router.
     active: u64,
-    /// Smooth weighted round-robin credit.
-    rr_credit: i64,
+    /// Kept between selections by [`selection::round_robin`].
+    round_robin_credit: i64,
 }
 
 impl ReplicaState {
     /// Free workers after the queue and the sessions sent since the last reading; `None`
     /// when capacity is not known.
-    fn room(&self) -> Option<i64> {
+    fn free_workers(&self) -> Option<i64> {
         self.capacity.map(|c| c.free() - i64::from(self.reserved))
     }
 }
@@ -63,13 +67,11 @@ impl ReplicaState {
 /// One replica's row in the router's `/status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaStatus {
-    /// Base URL.
     pub url: String,
-    /// Label.
     pub name: String,
     /// Preferred while healthy.
     pub primary: bool,
-    /// Probe history and verdict.
+    /// Probe history and verdict, flattened into the row.
     #[serde(flatten)]
     pub health: ReplicaHealth,
     /// Live WebSocket sessions this router has open to it.
@@ -141,7 +143,7 @@ impl ReplicaRegistry {
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, ReplicaState> {
-        self.state[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.state[i].lock()
     }
 
     /// A copy of replica `i`'s health.
@@ -205,7 +207,7 @@ impl ReplicaRegistry {
                     primary: r.primary,
                     health: state.health.clone(),
                     active_sessions: state.active,
-                    available_capacity: state.room(),
+                    available_capacity: state.free_workers(),
                     capacity: state.capacity,
                 }
             })
@@ -219,63 +221,25 @@ impl ReplicaRegistry {
         if self.is_draining() {
             return None;
         }
-        let mut guards: Vec<(usize, MutexGuard<'_, ReplicaState>)> = (0..self.replicas.len())
+        // Every routable replica stays locked until the policy has chosen, so it sees one
+        // consistent view.
+        let mut routable: Vec<(usize, MutexGuard<'_, ReplicaState>)> = (0..self.replicas.len())
             .filter(|i| !exclude.contains(i))
             .map(|i| (i, self.lock(i)))
             .filter(|(_, s)| s.health.is_routable())
             .collect();
-        if guards.is_empty() {
-            return None;
-        }
-        // Ties go to the primary, then to configuration order.
-        let rank = |i: usize| (!self.replicas[i].primary, i);
-        let chosen = match self.policy {
-            SelectionPolicy::PrimaryFirst => {
-                let primary_with_room = guards
-                    .iter()
-                    .find(|(i, s)| self.replicas[*i].primary && s.room().is_none_or(|r| r > 0));
-                match primary_with_room {
-                    Some((i, _)) => *i,
-                    None => guards
-                        .iter()
-                        .max_by(|(a, sa), (b, sb)| {
-                            // Unknown capacity counts as one free worker.
-                            let room = |s: &ReplicaState| s.room().unwrap_or(1);
-                            room(sa).cmp(&room(sb)).then(rank(*b).cmp(&rank(*a)))
-                        })
-                        .map(|(i, _)| *i)?,
-                }
-            }
-            SelectionPolicy::LeastSessions => guards
-                .iter()
-                .min_by(|(a, sa), (b, sb)| {
-                    // sessions_a / weight_a against sessions_b / weight_b, without division.
-                    let load_a = u128::from(sa.active) * u128::from(self.weights[*b]);
-                    let load_b = u128::from(sb.active) * u128::from(self.weights[*a]);
-                    load_a.cmp(&load_b).then(rank(*a).cmp(&rank(*b)))
-                })
-                .map(|(i, _)| *i)?,
-            SelectionPolicy::RoundRobin => {
-                let total: i64 = guards
-                    .iter()
-                    .map(|(i, _)| i64::from(self.weights[*i]))
-                    .sum();
-                for (i, s) in guards.iter_mut() {
-                    s.rr_credit += i64::from(self.weights[*i]);
-                }
-                let (pos, _) = guards
-                    .iter()
-                    .enumerate()
-                    .max_by(|(_, (a, sa)), (_, (b, sb))| {
-                        sa.rr_credit
-                            .cmp(&sb.rr_credit)
-                            .then(rank(*b).cmp(&rank(*a)))
-                    })?;
-                guards[pos].1.rr_credit -= total;
-                guards[pos].0
-            }
-        };
-        Some(chosen)
+        let mut candidates: Vec<Candidate<'_>> = routable
+            .iter_mut()
+            .map(|(i, state)| Candidate {
+                index: *i,
+                primary: self.replicas[*i].primary,
+                weight: self.weights[*i],
+                active_sessions: state.active,
+                free_workers: state.free_workers(),
+                round_robin_credit: &mut state.round_robin_credit,
+            })
+            .collect();
+        selection::select(self.policy, &mut candidates)
     }
 
     /// Counts a session against replica `i` until the guard drops, and reserves one of its
@@ -304,7 +268,7 @@ mod tests {
     use super::*;
     use crate::config::ReplicaEndpoint;
 
-    const T: crate::health::Thresholds = crate::health::Thresholds {
+    const T: crate::health::state::Thresholds = crate::health::state::Thresholds {
         failure: 2,
         recovery: 1,
     };

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::services::background::background_service;
 
 use crate::config::RouterConfig;
-use crate::health::HealthChecker;
+use crate::health::checker::HealthChecker;
 use crate::proxy::StreamProxy;
 use crate::registry::ReplicaRegistry;
 use crate::shutdown::DrainingShutdown;

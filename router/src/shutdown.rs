@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::registry::ReplicaRegistry;
 
 /// How often the drain checks whether the last tunnel has closed.
-const POLL: Duration = Duration::from_millis(100);
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Waits for SIGTERM or SIGINT and drains the registry's sessions before telling pingora to
 /// stop.
@@ -74,7 +74,7 @@ impl ShutdownSignalWatch for DrainingShutdown {
                 break;
             }
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(DRAIN_POLL_INTERVAL) => {}
                 _ = term.recv() => { tracing::info!("second SIGTERM: exiting now"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: exiting now"); break; }
             }

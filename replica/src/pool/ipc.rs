@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::generate::{GenerateError, SegmentRequest, StreamFormat};
-use crate::session::pipeline::PipelineEvent;
+use crate::pipeline::PipelineEvent;
 
 /// Largest JSON header accepted (a continuation state's payload is the biggest).
 pub const MAX_HEADER_BYTES: usize = 16 << 20;

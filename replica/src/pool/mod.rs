@@ -1,10 +1,11 @@
-//! Workers that run generation, and the FIFO queue sessions wait in for one.
+//! Workers, and the FIFO queue sessions wait in for one.
 //!
-//! [`WorkerPool`] is the seam between the session controller and where generation runs: the
-//! in-process pool ([`in_process::InProcessPool`]) hands out generators living in this
-//! process; a subprocess-per-GPU pool hands out leases whose generator forwards to a child
-//! process over IPC. Either way a session holds a [`WorkerLease`] while it streams, and
-//! dropping the lease (on every kind of ending) gives the worker back.
+//! [`WorkerPool`] is the seam between a session and where generation runs: the in-process
+//! pool ([`in_process::InProcessPool`]) holds generators on this process's threads; the
+//! subprocess pool ([`subprocess::SubprocessPool`]) holds worker processes, one per device,
+//! that generate and encode themselves and send back fMP4. Either way a session gets a
+//! [`WorkerLease`], starts its [`SegmentPipeline`] from it, and drives that; the worker goes
+//! back to the pool once the pipeline has stopped (on every kind of ending).
 
 pub mod in_process;
 pub mod ipc;
@@ -15,10 +16,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use framecast_common::protocol::ContinuationState;
-use serde::Serialize;
 
 use crate::generate::{GenerateError, Generator, StreamFormat};
-use subprocess::RemoteWorker;
+use crate::media::EncoderSettings;
+use crate::pipeline::{LocalPipeline, PipelineOutputs, SegmentPipeline};
+pub use crate::status::{PoolStatus, WorkerStatus};
+use subprocess::{RemotePipeline, RemoteWorker};
 
 /// Where a waiting session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +123,54 @@ impl WorkerLease {
         remote.validate_state(state).await
     }
 
+    /// Starts the session's pipeline on this worker: its threads in this process for a local
+    /// worker (the lease moves into the generation thread), in the worker's process for a
+    /// remote one (which encodes with its own copy of the same settings).
+    pub fn start_pipeline(
+        mut self,
+        initial_state: Option<ContinuationState>,
+        encoder: EncoderSettings,
+        stream_id: String,
+        outputs: PipelineOutputs,
+    ) -> Box<dyn SegmentPipeline> {
+        match self.worker() {
+            Worker::Remote(remote) => {
+                let conn = remote.connection();
+                Box::new(RemotePipeline::start(
+                    self,
+                    conn,
+                    initial_state,
+                    stream_id,
+                    outputs,
+                ))
+            }
+            Worker::Local(_) => Box::new(LocalPipeline::start(
+                LocalGenerator(self),
+                initial_state,
+                encoder,
+                stream_id,
+                outputs,
+            )),
+        }
+    }
+
     /// The in-process generator; `None` for a remote worker.
     pub fn generator(&mut self) -> Option<&mut dyn Generator> {
         match self.worker() {
             Worker::Local(g) => Some(g.as_mut()),
             Worker::Remote(_) => None,
+        }
+    }
+}
+
+/// A lease on a local worker, lent to a pipeline's generation thread as its generator.
+struct LocalGenerator(WorkerLease);
+
+impl AsMut<dyn Generator> for LocalGenerator {
+    fn as_mut(&mut self) -> &mut (dyn Generator + 'static) {
+        match self.0.worker() {
+            Worker::Local(g) => g.as_mut(),
+            Worker::Remote(_) => unreachable!("only local workers get a LocalGenerator"),
         }
     }
 }
@@ -135,48 +181,6 @@ impl Drop for WorkerLease {
             release(worker);
         }
     }
-}
-
-/// One worker's row in `/status` (`gpu_status` in FastVideo's shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkerStatus {
-    /// Warmed up and able to serve.
-    pub ready: bool,
-    /// Ready and not serving a session.
-    pub available: bool,
-    /// Sessions it serves now (0 or 1).
-    pub client_count: u32,
-    /// The process running it is alive (always true in-process).
-    pub process_alive: bool,
-    /// The worker process's id (`None` in-process or while it restarts).
-    pub pid: Option<u32>,
-    /// Times its process was restarted after dying.
-    pub restarts: u32,
-    /// The device it runs on (`cpu`, `cuda:0`, ...).
-    pub device: String,
-    /// Whether warmup succeeded (`None` while it runs or when disabled).
-    pub warmup_success: Option<bool>,
-    /// Why warmup failed.
-    pub warmup_error: Option<String>,
-}
-
-/// The pool as `/status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PoolStatus {
-    /// Workers in all.
-    pub total_gpus: u32,
-    /// Ready workers not serving anyone.
-    pub available_gpus: u32,
-    /// Sessions waiting.
-    pub queue_size: u32,
-    /// Whether workers warm up before serving.
-    pub warmup_enabled: bool,
-    /// Workers whose warmup succeeded.
-    pub warmup_successful_gpus: u32,
-    /// Workers whose warmup failed.
-    pub warmup_failed_gpus: u32,
-    /// Per worker, keyed by its index as a string.
-    pub gpu_status: std::collections::BTreeMap<String, WorkerStatus>,
 }
 
 /// Hands workers to sessions, first come first served.

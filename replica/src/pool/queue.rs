@@ -2,9 +2,10 @@
 //! hand-off of a returned worker to the first session still waiting.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
 use super::{PoolError, PoolStatus, QueuePosition, Worker, WorkerLease, WorkerStatus};
@@ -63,8 +64,9 @@ pub(super) struct WorkerQueue {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        // parking_lot does not poison: a panic while holding the lock leaves plain data
+        // behind, and the queue keeps serving.
+        self.inner.lock()
     }
 
     fn notify(&self) {

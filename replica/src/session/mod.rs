@@ -1,21 +1,26 @@
 //! Sessions: one per WebSocket.
 //!
-//! [`state`] holds the lifecycle and its transition table, [`controller`] the protocol loop
-//! of one session, [`schedule`] which segment comes next, [`pipeline`] the generation and
-//! media threads behind it, [`log`] the per-session event log and [`initial_image`] the
-//! checks on an opening image, and [`writer`] the task that writes to the socket.
+//! [`controller`] holds the session value and the order of its stages: `admission` (the
+//! opening frame and capacity), `binding` (queueing for a worker and starting the
+//! pipeline there) and `event_loop` (client messages and pipeline events). [`state`] is the
+//! lifecycle and its transition table, [`schedule`] which segment comes next, [`log`] the
+//! per-session event log, [`initial_image`] the checks on an opening image, and [`writer`]
+//! the task that writes to the socket.
 
+mod admission;
+mod binding;
+mod context;
 pub mod controller;
+mod event_loop;
 pub mod initial_image;
 pub mod log;
-pub mod pipeline;
 pub mod schedule;
 pub mod state;
 pub mod writer;
 
-use framecast_common::protocol::ServerMessage;
-
-pub use controller::{SessionContext, run_session};
+pub use crate::pipeline::Outgoing;
+pub use context::SessionContext;
+pub use controller::run_session;
 pub use state::{InvalidTransition, SessionState};
 
 /// WebSocket close codes the replica uses.
@@ -32,22 +37,4 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     /// Try again later (capacity).
     pub const TRY_AGAIN_LATER: u16 = 1013;
-}
-
-/// A frame for the client, queued in the session's bounded send queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
-    /// A JSON control message.
-    Text(String),
-    /// fMP4 bytes (whole boxes).
-    Binary(Vec<u8>),
-    /// Close the connection with a code and reason; nothing is sent after it.
-    Close(u16, String),
-}
-
-impl Outgoing {
-    /// A control message as JSON text.
-    pub fn text(msg: &ServerMessage) -> Self {
-        Outgoing::Text(msg.to_json())
-    }
 }

@@ -1,51 +1,76 @@
-//! In-process stores: thread-safe, bounded by capacity and time to live, evicting the
-//! oldest entries first.
+//! In-process stores: thread-safe, each bounded by a total weight (sessions, or bytes for
+//! blobs) and by a time to live counted from the write; when full, the oldest write goes first.
 
-use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use framecast_common::protocol::ContinuationState;
+use hashlink::LinkedHashMap;
+use parking_lot::Mutex;
 
 use super::{BlobStore, SessionStore, StoreError};
 
-/// An LRU-by-insertion map bounded by total weight and age.
-#[derive(Debug)]
-struct Bounded<V> {
-    entries: HashMap<String, (V, usize, Instant)>,
-    order: VecDeque<String>,
+/// A map kept in write order and bounded by total weight and age: the oldest write is
+/// evicted first to make room, and entries expire `ttl` after their write. Writing a key again
+/// makes it the newest; reads do not reorder (this is not an LRU).
+///
+/// Since every entry lives the same `ttl` from its write, the oldest write is also the first
+/// to expire, so expiry and eviction both pop the front of one list: inserts, reads and
+/// removals are O(1) amortised; only [`Self::remove_where`] walks every entry.
+struct WriteOrderedCache<V> {
+    entries: LinkedHashMap<String, Entry<V>>,
+    /// Sum of the entries' weights, never above `capacity`.
     weight: usize,
     capacity: usize,
     ttl: Duration,
 }
 
-impl<V> Bounded<V> {
+struct Entry<V> {
+    value: V,
+    weight: usize,
+    written: Instant,
+}
+
+impl<V> std::fmt::Debug for WriteOrderedCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteOrderedCache")
+            .field("entries", &self.entries.len())
+            .field("weight", &self.weight)
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl<V> WriteOrderedCache<V> {
     fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            entries: LinkedHashMap::new(),
             weight: 0,
             capacity,
             ttl,
         }
     }
 
+    fn pop_oldest(&mut self) -> Option<V> {
+        let (_, entry) = self.entries.pop_front()?;
+        self.weight -= entry.weight;
+        Some(entry.value)
+    }
+
+    /// Drops the entries older than `ttl`, all at the front.
     fn expire(&mut self) {
         let now = Instant::now();
-        while let Some(key) = self.order.front() {
-            let stale = match self.entries.get(key) {
-                Some((_, _, at)) => now.duration_since(*at) >= self.ttl,
-                None => true,
-            };
-            if !stale {
-                break;
-            }
-            let key = self.order.pop_front().expect("front exists");
-            self.take(&key);
+        while let Some((_, oldest)) = self.entries.front()
+            && now.duration_since(oldest.written) >= self.ttl
+        {
+            self.pop_oldest();
         }
     }
 
+    /// Stores `value` as the newest entry, replacing `key`'s, evicting the oldest writes until
+    /// `weight` fits. An item heavier than the whole capacity is refused and changes nothing.
     fn insert(&mut self, key: String, value: V, weight: usize) -> Result<(), StoreError> {
         if weight > self.capacity {
             return Err(StoreError::TooLarge {
@@ -54,57 +79,68 @@ impl<V> Bounded<V> {
             });
         }
         self.expire();
-        self.take(&key);
-        while self.weight + weight > self.capacity {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            self.take(&oldest);
-        }
-        self.order.push_back(key.clone());
+        self.remove(&key);
+        while self.weight + weight > self.capacity && self.pop_oldest().is_some() {}
         self.weight += weight;
-        self.entries.insert(key, (value, weight, Instant::now()));
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                weight,
+                written: Instant::now(),
+            },
+        );
         Ok(())
     }
 
     fn get(&mut self, key: &str) -> Option<&V> {
         self.expire();
-        self.entries.get(key).map(|(v, _, _)| v)
+        self.entries.get(key).map(|e| &e.value)
     }
 
-    fn take(&mut self, key: &str) -> Option<V> {
-        let (value, weight, _) = self.entries.remove(key)?;
-        self.weight -= weight;
-        self.order.retain(|k| k != key);
-        Some(value)
+    fn remove(&mut self, key: &str) -> Option<V> {
+        let entry = self.entries.remove(key)?;
+        self.weight -= entry.weight;
+        Some(entry.value)
+    }
+
+    /// Removes every entry whose value matches, in one pass.
+    fn remove_where(&mut self, mut matches: impl FnMut(&V) -> bool) {
+        let weight = &mut self.weight;
+        self.entries.retain(|_, entry| {
+            let keep = !matches(&entry.value);
+            if !keep {
+                *weight -= entry.weight;
+            }
+            keep
+        });
+    }
+
+    /// Live entries (expired ones dropped first).
+    fn len(&mut self) -> usize {
+        self.expire();
+        self.entries.len()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Continuation states in memory: at most `capacity` sessions, each kept for `ttl`.
+/// Continuation states in memory: at most `capacity` sessions (the oldest save is evicted
+/// first), each kept for `ttl` after its last save.
 #[derive(Debug)]
 pub struct MemorySessionStore {
-    inner: Mutex<Bounded<ContinuationState>>,
+    inner: Mutex<WriteOrderedCache<ContinuationState>>,
 }
 
 impl MemorySessionStore {
-    /// A store for `capacity` sessions whose states expire after `ttl`.
+    /// A store for `capacity` sessions whose states expire `ttl` after their last save.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            inner: Mutex::new(Bounded::new(capacity, ttl)),
+            inner: Mutex::new(WriteOrderedCache::new(capacity, ttl)),
         }
     }
-}
 
-impl MemorySessionStore {
     /// Sessions with a stored state (expired ones excluded).
     pub fn len(&self) -> usize {
-        let mut inner = lock(&self.inner);
-        inner.expire();
-        inner.entries.len()
+        self.inner.lock().len()
     }
 
     /// Whether no session has a stored state.
@@ -115,27 +151,30 @@ impl MemorySessionStore {
 
 impl SessionStore for MemorySessionStore {
     fn save(&self, session_id: &str, state: &ContinuationState) -> Result<(), StoreError> {
-        lock(&self.inner).insert(session_id.to_string(), state.clone(), 1)
+        self.inner
+            .lock()
+            .insert(session_id.to_string(), state.clone(), 1)
     }
 
     fn load(&self, session_id: &str) -> Result<Option<ContinuationState>, StoreError> {
-        Ok(lock(&self.inner).get(session_id).cloned())
+        Ok(self.inner.lock().get(session_id).cloned())
     }
 
     fn remove(&self, session_id: &str) {
-        lock(&self.inner).take(session_id);
+        self.inner.lock().remove(session_id);
     }
 }
 
-/// Blobs in memory: at most `capacity_bytes` in all, each kept for `ttl`.
+/// Blobs in memory: at most `capacity_bytes` in all (the oldest blob is evicted first), each
+/// kept for `ttl` after it was stored.
 #[derive(Debug)]
 pub struct MemoryBlobStore {
-    inner: Mutex<Bounded<(String, Arc<Vec<u8>>)>>,
+    /// Blob id → (owner, payload).
+    inner: Mutex<WriteOrderedCache<(String, Arc<Vec<u8>>)>>,
     next_id: AtomicU64,
 }
 
 impl MemoryBlobStore {
-    /// A store of at most `capacity_bytes` whose blobs expire after `ttl`.
     /// The store `config.store` describes.
     pub fn from_config(config: &crate::config::ReplicaConfig) -> Self {
         Self::new(
@@ -144,10 +183,10 @@ impl MemoryBlobStore {
         )
     }
 
-    /// A store of `capacity_bytes` whose payloads expire after `ttl`.
+    /// A store of `capacity_bytes` whose payloads expire `ttl` after they were stored.
     pub fn new(capacity_bytes: usize, ttl: Duration) -> Self {
         Self {
-            inner: Mutex::new(Bounded::new(capacity_bytes, ttl)),
+            inner: Mutex::new(WriteOrderedCache::new(capacity_bytes, ttl)),
             next_id: AtomicU64::new(1),
         }
     }
@@ -156,26 +195,20 @@ impl MemoryBlobStore {
 impl BlobStore for MemoryBlobStore {
     fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError> {
         let id = format!("blob-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        // An empty blob still takes an entry, so it counts as one byte.
         let weight = data.len().max(1);
-        lock(&self.inner).insert(id.clone(), (owner.to_string(), Arc::new(data)), weight)?;
+        self.inner
+            .lock()
+            .insert(id.clone(), (owner.to_string(), Arc::new(data)), weight)?;
         Ok(id)
     }
 
     fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
-        Ok(lock(&self.inner).get(id).map(|(_, data)| data.clone()))
+        Ok(self.inner.lock().get(id).map(|(_, data)| data.clone()))
     }
 
     fn drop_owner(&self, owner: &str) {
-        let mut inner = lock(&self.inner);
-        let ids: Vec<String> = inner
-            .entries
-            .iter()
-            .filter(|(_, ((o, _), _, _))| o == owner)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            inner.take(&id);
-        }
+        self.inner.lock().remove_where(|(o, _)| o == owner);
     }
 }
 
@@ -211,11 +244,29 @@ mod tests {
     }
 
     #[test]
+    fn saving_again_makes_a_session_the_newest_and_reading_does_not() {
+        let store = MemorySessionStore::new(2, Duration::from_secs(60));
+        store.save("a", &state(1)).unwrap();
+        store.save("b", &state(2)).unwrap();
+        store.save("a", &state(3)).unwrap();
+        assert_eq!(store.len(), 2, "a replacing save takes no extra room");
+        assert!(
+            store.load("b").unwrap().is_some(),
+            "a read does not refresh b"
+        );
+        store.save("c", &state(4)).unwrap();
+        assert_eq!(store.load("b").unwrap(), None, "b is now the oldest write");
+        assert_eq!(store.load("a").unwrap(), Some(state(3)));
+        assert_eq!(store.load("c").unwrap(), Some(state(4)));
+    }
+
+    #[test]
     fn entries_expire_after_their_ttl() {
         let store = MemorySessionStore::new(10, Duration::from_millis(30));
         store.save("a", &state(1)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(store.load("a").unwrap(), None);
+        assert!(store.is_empty());
     }
 
     #[test]
@@ -237,6 +288,23 @@ mod tests {
                 capacity: 100
             }
         );
+    }
+
+    #[test]
+    fn dropped_and_refused_blobs_free_or_keep_their_bytes() {
+        let store = MemoryBlobStore::new(100, Duration::from_secs(60));
+        let a = store.put("s1", vec![1; 60]).unwrap();
+        store.put("s2", vec![0; 101]).unwrap_err();
+        assert!(
+            store.get(&a).unwrap().is_some(),
+            "a refused blob evicts nothing"
+        );
+        store.drop_owner("s1");
+        // The 60 bytes were given back: two blobs of 50 fit side by side.
+        let b = store.put("s2", vec![2; 50]).unwrap();
+        let c = store.put("s2", vec![3; 50]).unwrap();
+        assert!(store.get(&b).unwrap().is_some(), "nothing evicted");
+        assert!(store.get(&c).unwrap().is_some());
     }
 
     #[test]

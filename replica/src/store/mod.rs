@@ -1,9 +1,17 @@
 //! Where sessions keep what outlives one segment: the continuation state (`SessionStore`)
 //! and large binary payloads such as tensors, referenced by id (`BlobStore`).
 //!
-//! Both are traits so a multi-replica deployment can share them (Redis); [`memory`] holds the
-//! in-process implementations, bounded in size and age so an abandoned session cannot grow
-//! the replica's memory without limit. Everything a session stored is dropped when it ends.
+//! Both are traits so another backend (one shared by several replicas) can stand in; today
+//! [`memory`] holds the only implementations, in-process and bounded in size and age so an
+//! abandoned session cannot grow the replica's memory without limit.
+//!
+//! When a session ends it removes its continuation state and every blob stored under its id
+//! as owner. Not everything in the blob store is owned by a session, though: the Wan
+//! generator does not know which session asks, and stores exported stream states under the
+//! constant owner `framecast.wan.v1`. No session's end drops those blobs (so the snapshot a
+//! client was sent can still start a later session through `session_init`'s
+//! `continuation_state`); they stay until their time to live runs out or the store's byte
+//! capacity evicts them.
 
 pub mod memory;
 
@@ -17,9 +25,9 @@ pub enum StoreError {
     /// A single item is larger than the whole store may hold.
     #[error("item of {size} bytes exceeds the store's capacity of {capacity} bytes")]
     TooLarge {
-        /// The item's size.
+        /// In bytes (in entries for the session store).
         size: usize,
-        /// The store's capacity.
+        /// In the same unit as `size`.
         capacity: usize,
     },
     /// The backend failed (network, server).

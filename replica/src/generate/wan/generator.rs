@@ -6,26 +6,22 @@
 //! decoder's causal cache is carried from segment to segment, so there is no seam.
 //!
 //! A fresh stream with an initial image starts from the image's VAE latent the same way.
-//!
-//! The stream's state (that latent frame and the decoder cache) is stored as safetensors
-//! bytes in the blob store and referenced from the `framecast.wan.v1` continuation state,
-//! so another process (or replica sharing the store) continues the stream identically.
+//! How that state is kept between segments and exported is [`super::stream_state`]'s part.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use framecast_common::protocol::ContinuationState;
-use serde::{Deserialize, Serialize};
+use parking_lot::Mutex;
 use tch::{Device, Kind, Tensor};
 
 use super::WanError;
 use super::scheduler::{FlowMatchEuler, Schedule};
-use super::tensor_bytes;
+use super::stream_state::{StreamState, StreamStates, WAN_STATE_KIND};
 use super::text_encoder::TextEncoder;
 use super::transformer::WanTransformer;
-use super::vae::blocks::FeatureCache;
 use super::vae::{DecoderState, WanVae};
 use crate::generate::{
     GenerateError, GeneratedSegment, Generator, RgbImage, SegmentRequest, StepProgress,
@@ -33,8 +29,6 @@ use crate::generate::{
 };
 use crate::store::BlobStore;
 
-/// The `kind` of Wan continuation states.
-pub const WAN_STATE_KIND: &str = "framecast.wan.v1";
 /// Clean latent frames of a segment that condition the next one.
 const CONTEXT_FRAMES: i64 = 1;
 /// Text tokens the transformer attends to (Wan2.1's `max_sequence_length`).
@@ -46,31 +40,6 @@ const PROMPT_CACHE: usize = 32;
 /// several workers in one process.
 static NOISE_LOCK: Mutex<()> = Mutex::new(());
 
-/// Where a stream stands between segments.
-#[derive(Debug)]
-struct StreamState {
-    /// Clean latents (1, z, CONTEXT_FRAMES, h, w) that condition the next segment.
-    context: Tensor,
-    /// The VAE decoder's causal caches.
-    decoder: DecoderState,
-}
-
-/// What the continuation state's payload holds; the tensors are in the blob store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Payload {
-    /// The live stream in the generator that made it (continuing there needs no bytes).
-    stream: String,
-    /// Blob id of the safetensors bytes, once exported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    blob: Option<String>,
-    /// Decoder cache slot markers (see `FeatureCache::markers`).
-    cache_slots: Vec<u8>,
-    /// Latent frames decoded so far.
-    frames_decoded: u64,
-    /// Latent grid (frames, height, width) the tensors were made for.
-    latent_hw: (i64, i64),
-}
-
 /// Text-to-video with the Wan2.1 networks on one device.
 pub struct WanGenerator {
     text: TextEncoder,
@@ -80,13 +49,12 @@ pub struct WanGenerator {
     format: StreamFormat,
     device: Device,
     kind: Kind,
-    blobs: Arc<dyn BlobStore>,
+    /// Prompt → text embedding, at most `PROMPT_CACHE` of them.
     prompts: HashMap<String, Tensor>,
-    /// The state this generator produced last, by stream token, with its exported form once
-    /// made: continuing one's own stream skips the round trip through bytes, and nothing is
-    /// serialized unless someone asks for a portable state.
-    latest: Option<(String, StreamState, Option<ContinuationState>)>,
+    streams: StreamStates,
+    /// Latent frames each segment adds: `frames_per_segment / temporal_factor`.
     latent_frames: i64,
+    /// Latent (height, width) of every segment.
     latent_hw: (i64, i64),
 }
 
@@ -140,6 +108,7 @@ impl WanGenerator {
                 "generator.width and height ({w}x{h}) must be multiples of {multiple} for this model"
             )));
         }
+        let latent_hw = (h / spatial, w / spatial);
         Ok(Self {
             text,
             transformer,
@@ -148,11 +117,10 @@ impl WanGenerator {
             format,
             device,
             kind,
-            blobs,
             prompts: HashMap::new(),
-            latest: None,
+            streams: StreamStates::new(blobs, device, kind, latent_hw),
             latent_frames: frames / temporal,
-            latent_hw: (h / spatial, w / spatial),
+            latent_hw,
         })
     }
 
@@ -185,7 +153,7 @@ impl WanGenerator {
 
     /// Standard normal noise of `shape`, the same for the same seed on any device.
     fn noise(&self, seed: u64, shape: &[i64]) -> Tensor {
-        let _lock = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = NOISE_LOCK.lock();
         tch::manual_seed(seed as i64);
         Tensor::randn(shape, (Kind::Float, Device::Cpu))
             .to_device(self.device)
@@ -238,135 +206,6 @@ impl WanGenerator {
         }
         impose(&latents, 0.0);
         Ok(latents)
-    }
-
-    fn restore(&mut self, state: &ContinuationState) -> Result<StreamState, GenerateError> {
-        let payload = self.parse_payload(state)?;
-        if let Some((token, _, _)) = &self.latest
-            && *token == payload.stream
-        {
-            return Ok(self.latest.take().expect("checked").1);
-        }
-        let Some(blob) = &payload.blob else {
-            return Err(GenerateError::InvalidState(format!(
-                "stream `{}` lives only in the worker that generated it; ask for a portable \
-                 state with snapshot_state",
-                payload.stream
-            )));
-        };
-        let bytes = self
-            .blobs
-            .get(blob)
-            .map_err(|e| GenerateError::InvalidState(e.to_string()))?
-            .ok_or_else(|| {
-                GenerateError::InvalidState(format!(
-                    "blob `{blob}` has expired or was never stored here"
-                ))
-            })?;
-        let tensors = tensor_bytes::from_bytes(&bytes, self.device, self.kind)
-            .map_err(GenerateError::InvalidState)?;
-        let mut context = None;
-        let mut cache = Vec::new();
-        for (name, tensor) in tensors {
-            if name == "context" {
-                context = Some(tensor);
-            } else if let Some(i) = name.strip_prefix("cache.") {
-                let i: usize = i.parse().map_err(|_| {
-                    GenerateError::InvalidState(format!("bad tensor name `{name}`"))
-                })?;
-                cache.push((i, tensor));
-            }
-        }
-        cache.sort_by_key(|(i, _)| *i);
-        let context =
-            context.ok_or_else(|| GenerateError::InvalidState("no `context` tensor".into()))?;
-        let cache = FeatureCache::restore(&payload.cache_slots, cache.into_iter().map(|(_, t)| t))
-            .ok_or_else(|| {
-                GenerateError::InvalidState("cache slots do not match the tensors".into())
-            })?;
-        Ok(StreamState {
-            context,
-            decoder: DecoderState {
-                cache,
-                frames_decoded: payload.frames_decoded,
-            },
-        })
-    }
-
-    fn parse_payload(&self, state: &ContinuationState) -> Result<Payload, GenerateError> {
-        if state.kind != WAN_STATE_KIND {
-            return Err(GenerateError::InvalidState(format!(
-                "kind `{}` is not `{WAN_STATE_KIND}`",
-                state.kind
-            )));
-        }
-        let payload: Payload = serde_json::from_value(state.payload.clone())
-            .map_err(|e| GenerateError::InvalidState(format!("payload: {e}")))?;
-        if payload.latent_hw != self.latent_hw {
-            return Err(GenerateError::InvalidState(format!(
-                "state was made for a {:?} latent grid, this replica generates {:?}",
-                payload.latent_hw, self.latent_hw
-            )));
-        }
-        Ok(payload)
-    }
-
-    /// Keeps `stream` live in this generator and names it with a fresh token.
-    fn save(&mut self, stream: StreamState) -> ContinuationState {
-        static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let n = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = format!("{:x}-{n}", std::process::id());
-        let payload = Payload {
-            stream: token.clone(),
-            blob: None,
-            cache_slots: stream.decoder.cache.markers(),
-            frames_decoded: stream.decoder.frames_decoded,
-            latent_hw: self.latent_hw,
-        };
-        self.latest = Some((token, stream, None));
-        ContinuationState {
-            kind: WAN_STATE_KIND.into(),
-            payload: serde_json::to_value(payload).expect("payload serializes"),
-        }
-    }
-
-    /// Writes the live stream's tensors to the blob store (once per segment at most).
-    fn export_latest(&mut self) -> Result<ContinuationState, GenerateError> {
-        let Some((token, stream, exported)) = &mut self.latest else {
-            return Err(GenerateError::InvalidState(
-                "no stream to export: nothing generated yet".into(),
-            ));
-        };
-        if let Some(state) = exported {
-            return Ok(state.clone());
-        }
-        let tensors = stream.decoder.cache.tensors();
-        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
-        named.extend(
-            tensors
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
-        );
-        let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
-        let blob = self.blobs.put(WAN_STATE_KIND, bytes).map_err(|e| {
-            GenerateError::Failed(format!(
-                "cannot store the stream state ({e}); raise store.blob_capacity_bytes"
-            ))
-        })?;
-        let payload = Payload {
-            stream: token.clone(),
-            blob: Some(blob),
-            cache_slots: stream.decoder.cache.markers(),
-            frames_decoded: stream.decoder.frames_decoded,
-            latent_hw: self.latent_hw,
-        };
-        let state = ContinuationState {
-            kind: WAN_STATE_KIND.into(),
-            payload: serde_json::to_value(payload).expect("payload serializes"),
-        };
-        *exported = Some(state.clone());
-        Ok(state)
     }
 }
 
@@ -435,24 +274,14 @@ impl Generator for WanGenerator {
     }
 
     fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError> {
-        self.parse_payload(state).map(|_| ())
+        self.streams.validate(state)
     }
 
     fn export_state(
         &mut self,
         state: &ContinuationState,
     ) -> Result<ContinuationState, GenerateError> {
-        let payload = self.parse_payload(state)?;
-        match &self.latest {
-            // The newest stream this generator holds (a segment generated after `state` was
-            // taken supersedes it).
-            Some(_) => self.export_latest(),
-            None if payload.blob.is_some() => Ok(state.clone()),
-            None => Err(GenerateError::InvalidState(format!(
-                "stream `{}` is no longer held by this worker",
-                payload.stream
-            ))),
-        }
+        self.streams.export(state)
     }
 
     fn generate(
@@ -464,7 +293,7 @@ impl Generator for WanGenerator {
         request.check()?;
         let _no_grad = tch::no_grad_guard();
         let stream = match state {
-            Some(s) => Some(self.restore(s)?),
+            Some(s) => Some(self.streams.restore(s)?),
             None => None,
         };
         let cond = self.embed(&request.prompt)?;
@@ -518,7 +347,7 @@ impl Generator for WanGenerator {
                 .copy(),
             decoder,
         };
-        let next_state = self.save(next);
+        let next_state = self.streams.keep(next);
         Ok(GeneratedSegment {
             frames,
             audio: None,

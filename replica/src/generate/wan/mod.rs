@@ -6,11 +6,13 @@
 //! Networks: [`text_encoder`] (UMT5 + tokenizer), [`transformer`] (the DiT,
 //! `WanTransformer3DModel`), [`vae`] (`AutoencoderKLWan`'s decoder), on the shared
 //! [`weights`] loader and [`layers`]; [`scheduler`] samples; [`generator`] ties them into the
-//! session controller's `Generator`.
+//! session controller's `Generator`, whose streams [`stream_state`] keeps between segments and
+//! exports (as [`tensor_bytes`]) to the blob store.
 
 pub mod generator;
 pub mod layers;
 pub mod scheduler;
+pub mod stream_state;
 pub mod tensor_bytes;
 pub mod text_encoder;
 pub mod transformer;
@@ -32,12 +34,7 @@ pub enum WanError {
     },
     /// A file exists but cannot be read or parsed.
     #[error("{path}: {message}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
+    Unreadable { path: PathBuf, message: String },
     /// A tensor the network needs is absent from the weights.
     #[error("{dir}: no tensor `{key}` in the safetensors files")]
     MissingKey {
@@ -63,7 +60,6 @@ pub enum WanError {
     Config {
         /// The config.json.
         path: PathBuf,
-        /// The field.
         field: String,
         /// Why it is refused.
         message: String,

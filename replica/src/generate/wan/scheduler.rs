@@ -48,7 +48,6 @@ fn default_train_steps() -> u32 {
 pub struct FlowMatchEuler {
     /// Sigma shift (3.0 for Wan2.1 at 480p, 5.0 at 720p).
     pub shift: f64,
-    /// Timesteps the model was trained on.
     pub num_train_timesteps: u32,
 }
 

@@ -19,7 +19,6 @@ use super::weights::{Weights, read_config};
 /// `text_encoder/config.json`, the fields this implementation reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TextEncoderConfig {
-    /// Vocabulary size.
     pub vocab_size: i64,
     /// Model width.
     pub d_model: i64,
@@ -27,11 +26,8 @@ pub struct TextEncoderConfig {
     pub d_kv: i64,
     /// Feed-forward width.
     pub d_ff: i64,
-    /// Encoder layers.
     pub num_layers: i64,
-    /// Attention heads.
     pub num_heads: i64,
-    /// Relative-position buckets.
     pub relative_attention_num_buckets: i64,
     /// Distance beyond which positions share a bucket.
     pub relative_attention_max_distance: i64,

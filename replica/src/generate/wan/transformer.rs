@@ -20,9 +20,7 @@ use super::weights::{Weights, read_config};
 pub struct TransformerConfig {
     /// `(t, h, w)` patch size.
     pub patch_size: Vec<i64>,
-    /// Attention heads.
     pub num_attention_heads: i64,
-    /// Channels per head.
     pub attention_head_dim: i64,
     /// Latent channels in.
     pub in_channels: i64,
@@ -32,15 +30,12 @@ pub struct TransformerConfig {
     pub text_dim: i64,
     /// Width of the sinusoidal timestep embedding.
     pub freq_dim: i64,
-    /// Feed-forward width.
     pub ffn_dim: i64,
-    /// Transformer blocks.
     pub num_layers: i64,
     /// Whether cross-attention normalises its input (affine LayerNorm).
     pub cross_attn_norm: bool,
     /// Query/key normalisation; only `rms_norm_across_heads` exists in Wan2.1.
     pub qk_norm: Option<String>,
-    /// Epsilon of the norms.
     pub eps: f64,
     /// Image conditioning width (I2V models); must be null here.
     #[serde(default)]

@@ -3,30 +3,30 @@
 //! and fails every session on it when the process dies.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use framecast_common::protocol::{ContinuationState, ErrorCode};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::generate::GenerateError;
+use crate::pipeline::{Outgoing, PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline};
 use crate::pool::WorkerLease;
 use crate::pool::ipc::{Frame, FromWorker, MetricOp, ToWorker, read_frame, write_frame};
-use crate::session::Outgoing;
-use crate::session::pipeline::{PipelineEvent, PipelineOutputs, SegmentJob};
 use crate::store::BlobStore;
 
 /// How long a state validation may take in the worker.
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Messages about the worker itself (not about a session), for its supervisor.
-pub(super) type Lifecycle = mpsc::UnboundedReceiver<FromWorker>;
+pub(super) type LifecycleEvents = mpsc::UnboundedReceiver<FromWorker>;
 
 /// One worker process's socket, as the server sees it.
 #[derive(Debug)]
-pub struct Connection {
+pub struct WorkerConnection {
     index: usize,
     tx: mpsc::UnboundedSender<Frame<ToWorker>>,
     routes: Mutex<Routes>,
@@ -47,14 +47,14 @@ struct Routes {
     closed: Option<String>,
 }
 
-impl Connection {
+impl WorkerConnection {
     /// Starts the reader and writer tasks on `socket`; lifecycle messages go to the returned
     /// receiver.
     pub(super) fn start(
         index: usize,
         socket: tokio::net::UnixStream,
         blobs: Arc<dyn BlobStore>,
-    ) -> (Arc<Self>, Lifecycle) {
+    ) -> (Arc<Self>, LifecycleEvents) {
         let (read, write) = socket.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (life_tx, life_rx) = mpsc::unbounded_channel();
@@ -75,7 +75,7 @@ impl Connection {
     }
 
     fn routes(&self) -> MutexGuard<'_, Routes> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+        self.routes.lock()
     }
 
     fn next_id(&self) -> u64 {
@@ -119,17 +119,13 @@ impl Connection {
                 message: why.to_string(),
             });
         }
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.calls.lock().clear();
     }
 
     /// Resolves once the worker has had segments to make but sent nothing for `timeout`.
     pub(super) async fn stalled(&self, timeout: Duration) -> Duration {
         loop {
-            let silent = self
-                .last_heard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed();
+            let silent = self.last_heard.lock().elapsed();
             let busy =
                 self.submitted.load(Ordering::Acquire) > self.finished.load(Ordering::Acquire);
             if busy && silent >= timeout {
@@ -144,10 +140,7 @@ impl Connection {
     pub(super) async fn validate(&self, state: &ContinuationState) -> Result<(), GenerateError> {
         let call = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call, tx);
+        self.calls.lock().insert(call, tx);
         let gone = || GenerateError::Failed(format!("worker process {} went away", self.index));
         if !self.send(Frame::new(ToWorker::Validate {
             call,
@@ -166,7 +159,7 @@ impl Connection {
     }
 
     fn heard(&self) {
-        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.last_heard.lock() = Instant::now();
     }
 
     fn route(&self, session: u64) -> Option<PipelineOutputs> {
@@ -176,18 +169,18 @@ impl Connection {
 
 /// A session streaming from a worker process; holds the worker's lease until dropped.
 #[derive(Debug)]
-pub struct RemoteSession {
+pub struct RemotePipeline {
     session: u64,
-    conn: Arc<Connection>,
+    conn: Arc<WorkerConnection>,
     /// Held (never touched) until the session ends; the mutex only makes the session `Sync`.
     _lease: Mutex<WorkerLease>,
 }
 
-impl RemoteSession {
+impl RemotePipeline {
     /// Registers the session's channels and tells the worker to start its threads.
     pub fn start(
         lease: WorkerLease,
-        conn: Arc<Connection>,
+        conn: Arc<WorkerConnection>,
         initial_state: Option<ContinuationState>,
         stream_id: String,
         outputs: PipelineOutputs,
@@ -222,9 +215,11 @@ impl RemoteSession {
             _lease: Mutex::new(lease),
         }
     }
+}
 
-    /// Forwards a segment job; false once the worker is gone.
-    pub fn submit(&self, job: SegmentJob) -> bool {
+/// Commands cross the socket; answers come back through `dispatch` to the session's channels.
+impl SegmentPipeline for RemotePipeline {
+    fn submit(&self, job: SegmentJob) -> bool {
         let mut request = job.request;
         let image = request.initial_image.take();
         let image_size = image.as_ref().map(|i| (i.width, i.height));
@@ -246,22 +241,20 @@ impl RemoteSession {
         ))
     }
 
-    /// Asks the worker for a portable copy of the newest state.
-    pub fn export(&self) -> bool {
+    fn export(&self) -> bool {
         self.conn.send(Frame::new(ToWorker::Export {
             session: self.session,
         }))
     }
 
-    /// Stops the session's threads in the worker.
-    pub fn cancel(&self) {
+    fn cancel(&self) {
         self.conn.send(Frame::new(ToWorker::Cancel {
             session: self.session,
         }));
     }
 }
 
-impl Drop for RemoteSession {
+impl Drop for RemotePipeline {
     fn drop(&mut self) {
         self.cancel();
         // Whatever the worker still sends for this session is dropped from here on, and its
@@ -273,7 +266,7 @@ impl Drop for RemoteSession {
 }
 
 async fn write_loop(
-    conn: Arc<Connection>,
+    conn: Arc<WorkerConnection>,
     mut write: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Frame<ToWorker>>,
 ) {
@@ -292,7 +285,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    conn: Arc<Connection>,
+    conn: Arc<WorkerConnection>,
     mut read: OwnedReadHalf,
     blobs: Arc<dyn BlobStore>,
     lifecycle: mpsc::UnboundedSender<FromWorker>,
@@ -309,7 +302,7 @@ async fn read_loop(
 }
 
 async fn dispatch(
-    conn: &Connection,
+    conn: &WorkerConnection,
     Frame { header, body }: Frame<FromWorker>,
     blobs: &Arc<dyn BlobStore>,
     lifecycle: &mpsc::UnboundedSender<FromWorker>,
@@ -341,11 +334,7 @@ async fn dispatch(
             }
         }
         FromWorker::Validated { call, result } => {
-            let waiter = conn
-                .calls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&call);
+            let waiter = conn.calls.lock().remove(&call);
             if let Some(waiter) = waiter {
                 let _ = waiter.send(result);
             }

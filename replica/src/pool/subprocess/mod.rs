@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! server ── Unix socket (child's stdin) ──▶ worker process
-//!   Start / Submit / Cancel / Validate      generator + encoder threads (session::pipeline)
+//!   Start / Submit / Cancel / Validate      generator + encoder threads (crate::pipeline)
 //!   ◀── Text / Media (fMP4 bytes) / Event / BlobPut / Metric
 //! ```
 //!
@@ -15,20 +15,20 @@
 //! and sessions queue for it until the new process is loaded and warm.
 
 mod connection;
-pub mod worker;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use framecast_common::protocol::ContinuationState;
+use parking_lot::Mutex;
 use tokio::process::Child;
 
-use connection::Lifecycle;
-pub use connection::{Connection, RemoteSession};
+use connection::LifecycleEvents;
+pub use connection::{RemotePipeline, WorkerConnection};
 
 use super::queue::{SlotInfo, WorkerQueue};
 use super::{PoolError, PoolStatus, QueuePosition, Worker, WorkerLease, WorkerPool};
@@ -91,7 +91,7 @@ pub enum SpawnError {
 #[derive(Debug, Clone)]
 pub struct RemoteWorker {
     format: StreamFormat,
-    current: Arc<Mutex<Arc<Connection>>>,
+    current: Arc<Mutex<Arc<WorkerConnection>>>,
 }
 
 impl RemoteWorker {
@@ -101,11 +101,8 @@ impl RemoteWorker {
     }
 
     /// The socket of the worker's current process.
-    pub fn connection(&self) -> Arc<Connection> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub fn connection(&self) -> Arc<WorkerConnection> {
+        self.current.lock().clone()
     }
 
     /// Asks the worker process whether it accepts `state`.
@@ -123,8 +120,8 @@ pub struct SubprocessPool {
 /// A live worker process and its socket.
 struct Process {
     child: Child,
-    conn: Arc<Connection>,
-    lifecycle: Lifecycle,
+    conn: Arc<WorkerConnection>,
+    lifecycle: LifecycleEvents,
     started: Instant,
 }
 
@@ -229,7 +226,7 @@ fn spawn(
         None => cmd.args(["--device", &device.to_string()]),
     };
     let child = cmd.spawn().map_err(fail)?;
-    let (conn, lifecycle) = Connection::start(index, ours, blobs);
+    let (conn, lifecycle) = WorkerConnection::start(index, ours, blobs);
     tracing::info!(worker = index, pid = child.id(), %device, "worker process started");
     Ok(Process {
         child,
@@ -278,7 +275,7 @@ struct Supervisor {
     settings: SubprocessSettings,
     blobs: Arc<dyn BlobStore>,
     queue: WorkerQueue,
-    current: Arc<Mutex<Arc<Connection>>>,
+    current: Arc<Mutex<Arc<WorkerConnection>>>,
 }
 
 impl Supervisor {
@@ -349,7 +346,7 @@ impl Supervisor {
             match hello(&mut process).await {
                 Ok((_, device)) => {
                     self.queue.update(self.index, |info| info.device = device);
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = process.conn.clone();
+                    *self.current.lock() = process.conn.clone();
                     return process;
                 }
                 Err(error) => {

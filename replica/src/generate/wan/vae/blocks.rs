@@ -1,96 +1,18 @@
-//! The Wan VAE's building blocks, with the causal feature cache that lets video be decoded
-//! (or encoded) a few frames at a time exactly as if it were processed whole.
-//!
-//! Every causal convolution looks two frames into the past. The [`FeatureCache`] keeps, per
-//! convolution, the last two frames of its input from the previous call; diffusers keeps the
-//! same list (`feat_cache`) and visits the convolutions in the same order, so slot `i` here is
-//! slot `i` there.
+//! The Wan VAE's building blocks, shared by the encoder and the decoder: the causal 3D
+//! convolution, the channel RMS norm, the residual, attention, middle and output blocks, and
+//! the temporal resamplers. Every causal convolution reads and updates its slot of the
+//! [`FeatureCache`], in the order diffusers visits them.
 
 use tch::{Kind, Tensor};
 
 use super::super::WanError;
 use super::super::weights::Weights;
+use super::feature_cache::{CACHE_FRAMES, FeatureCache, Slot};
 
 /// Up to this many stacked input channels (`kt * in`), the conv2d formulation beats conv3d
 /// on the CPU (measured with `cargo bench -p framecast-replica --bench wan`: 8–16 channel
 /// layers run about 2x faster, 32–64 channel layers slower).
 const STACKED_CHANNELS_MAX: i64 = 48;
-
-/// Frames of past input each causal convolution keeps.
-const CACHE_FRAMES: i64 = 2;
-
-/// What one cache slot holds.
-#[derive(Debug)]
-enum Slot {
-    /// Never visited.
-    Empty,
-    /// A temporal upsampler that has seen its first chunk (diffusers' `"Rep"`).
-    Rep,
-    /// The last frames of the convolution's input.
-    Frames(Tensor),
-}
-
-/// The causal caches of every convolution of one encoder or decoder, carried from call to
-/// call (and from segment to segment while streaming).
-#[derive(Debug, Default)]
-pub struct FeatureCache {
-    slots: Vec<Slot>,
-    next: usize,
-}
-
-impl FeatureCache {
-    /// Starts a new pass over the network (slot 0 again).
-    pub fn rewind(&mut self) {
-        self.next = 0;
-    }
-
-    fn slot(&mut self) -> usize {
-        let i = self.next;
-        self.next += 1;
-        if self.slots.len() <= i {
-            self.slots.resize_with(i + 1, || Slot::Empty);
-        }
-        i
-    }
-
-    /// The cached tensors in slot order (`None` for empty or `Rep` slots, told apart by
-    /// [`Self::markers`]), for serialising a stream's state.
-    pub fn tensors(&self) -> Vec<Option<&Tensor>> {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                Slot::Frames(t) => Some(t),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// One byte per slot: 0 empty, 1 `Rep`, 2 frames.
-    pub fn markers(&self) -> Vec<u8> {
-        self.slots
-            .iter()
-            .map(|s| match s {
-                Slot::Empty => 0,
-                Slot::Rep => 1,
-                Slot::Frames(_) => 2,
-            })
-            .collect()
-    }
-
-    /// Rebuilds a cache from [`Self::markers`] and the tensors of the `2` slots, in order.
-    pub fn restore(markers: &[u8], mut tensors: impl Iterator<Item = Tensor>) -> Option<Self> {
-        let slots = markers
-            .iter()
-            .map(|m| match m {
-                0 => Some(Slot::Empty),
-                1 => Some(Slot::Rep),
-                2 => tensors.next().map(Slot::Frames),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self { slots, next: 0 })
-    }
-}
 
 /// A 3D convolution that pads only the past in time (diffusers' `WanCausalConv3d`).
 ///
@@ -195,11 +117,11 @@ impl CausalConv3d {
     /// [`Self::forward`] through cache slot `cache.next`, then remembers `x`'s last frames
     /// (diffusers' pattern around every cached convolution).
     pub fn cached(&self, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
-        let i = cache.slot();
+        let slot = cache.next_slot();
         let t = x.size()[2];
         let keep = t.min(CACHE_FRAMES);
         let mut last = x.narrow(2, t - keep, keep).copy();
-        let out = match &cache.slots[i] {
+        let out = match &*slot {
             Slot::Frames(past) => {
                 if keep < CACHE_FRAMES {
                     last = Tensor::cat(&[past.narrow(2, past.size()[2] - 1, 1), last], 2);
@@ -208,7 +130,7 @@ impl CausalConv3d {
             }
             _ => self.forward(x, None),
         };
-        cache.slots[i] = Slot::Frames(last);
+        *slot = Slot::Frames(last);
         out
     }
 }
@@ -435,15 +357,15 @@ pub fn upsample2x(x: Tensor) -> Tensor {
 /// The temporal upsampler's cache handling (diffusers' `WanResample`, `upsample3d`): the
 /// first chunk only marks the slot; later chunks double their frames with `time_conv`.
 pub fn upsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
-    let i = cache.slot();
-    if matches!(cache.slots[i], Slot::Empty) {
-        cache.slots[i] = Slot::Rep;
+    let slot = cache.next_slot();
+    if matches!(slot, Slot::Empty) {
+        *slot = Slot::Rep;
         return x.shallow_clone();
     }
     let (b, c, t, h, w) = x.size5().expect("(B, C, T, H, W)");
     let keep = t.min(CACHE_FRAMES);
     let mut last = x.narrow(2, t - keep, keep).copy();
-    let y = match &cache.slots[i] {
+    let y = match &*slot {
         Slot::Frames(past) => {
             if keep < CACHE_FRAMES {
                 last = Tensor::cat(&[past.narrow(2, past.size()[2] - 1, 1), last], 2);
@@ -457,7 +379,7 @@ pub fn upsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCa
             time_conv.forward(x, None)
         }
     };
-    cache.slots[i] = Slot::Frames(last);
+    *slot = Slot::Frames(last);
     // (B, 2C, T, H, W) -> (B, C, T, 2, H, W) -> (B, C, 2T, H, W): the two halves interleave.
     let y = y.reshape([b, 2, c, t, h, w]);
     Tensor::stack(&[y.select(1, 0), y.select(1, 1)], 3).reshape([b, c, t * 2, h, w])
@@ -467,19 +389,19 @@ pub fn upsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCa
 /// first chunk passes through and is remembered; later chunks are convolved with stride 2
 /// together with the last remembered frame.
 pub fn downsample_time(time_conv: &CausalConv3d, x: &Tensor, cache: &mut FeatureCache) -> Tensor {
-    let i = cache.slot();
+    let slot = cache.next_slot();
     let t = x.size()[2];
-    let out = match &cache.slots[i] {
+    let out = match &*slot {
         Slot::Frames(past) => {
             let previous = past.narrow(2, past.size()[2] - 1, 1);
             time_conv.forward(&Tensor::cat(&[&previous, x], 2), None)
         }
         _ => {
-            cache.slots[i] = Slot::Frames(x.copy());
+            *slot = Slot::Frames(x.copy());
             return x.shallow_clone();
         }
     };
-    cache.slots[i] = Slot::Frames(x.narrow(2, t - 1, 1).copy());
+    *slot = Slot::Frames(x.narrow(2, t - 1, 1).copy());
     out
 }
 

@@ -7,9 +7,9 @@ use super::super::WanError;
 use super::super::weights::Weights;
 use super::VaeConfig;
 use super::blocks::{
-    CausalConv3d, FeatureCache, FrameConv, MidBlock, OutputHead, ResBlock, upsample_time,
-    upsample2x,
+    CausalConv3d, FrameConv, MidBlock, OutputHead, ResBlock, upsample_time, upsample2x,
 };
+use super::feature_cache::FeatureCache;
 
 #[derive(Debug)]
 struct Upsampler {

@@ -7,9 +7,8 @@ use tch::Tensor;
 use super::super::WanError;
 use super::super::weights::Weights;
 use super::VaeConfig;
-use super::blocks::{
-    CausalConv3d, FeatureCache, FrameConv, MidBlock, OutputHead, ResBlock, downsample_time,
-};
+use super::blocks::{CausalConv3d, FrameConv, MidBlock, OutputHead, ResBlock, downsample_time};
+use super::feature_cache::FeatureCache;
 
 #[derive(Debug)]
 enum Layer {

@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod decoder;
 pub mod encoder;
+pub mod feature_cache;
 
 use std::path::Path;
 
@@ -15,9 +16,10 @@ use tch::{Device, Kind, Tensor};
 
 use super::WanError;
 use super::weights::{Weights, read_config};
-use blocks::{CausalConv3d, FeatureCache};
+use blocks::CausalConv3d;
 use decoder::Decoder;
 use encoder::Encoder;
+use feature_cache::FeatureCache;
 
 /// `vae/config.json`, the fields this implementation reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -117,7 +119,6 @@ impl VaeConfig {
 /// latent frame (which yields one video frame, not `temporal_factor`) is behind it.
 #[derive(Debug, Default)]
 pub struct DecoderState {
-    /// The causal caches.
     pub cache: FeatureCache,
     /// Latent frames decoded so far.
     pub frames_decoded: u64,

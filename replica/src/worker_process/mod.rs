@@ -3,35 +3,41 @@
 //! it, relaying fMP4 chunks, control messages, events and metrics over its socket (stdin).
 //!
 //! It keeps nothing the server cannot rebuild: continuation states go to the server's blob
-//! store through [`RemoteBlobStore`], so a restarted worker continues any stream.
+//! store through [`RemoteBlobStore`], so a restarted worker continues any stream, and its
+//! metrics go to the server's registry through [`ForwardingRecorder`].
+//!
+//! This is the top of the worker process as `server` is the top of the replica process: it
+//! uses the pool (an in-process pool of its one generator) and the pipeline below it.
+
+mod blob_store;
+mod metrics_forwarder;
+
+pub use blob_store::RemoteBlobStore;
+pub use metrics_forwarder::ForwardingRecorder;
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use parking_lot::Mutex;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::config::{DeviceKind, ReplicaConfig};
 use crate::generate::{self, RgbImage};
+use crate::pipeline::{Outgoing, PipelineEvent, PipelineOutputs, SegmentJob, encoder_settings};
 use crate::pool::WorkerPool;
 use crate::pool::in_process::{self, InProcessPool};
-use crate::pool::ipc::{Frame, FromWorker, MetricOp, ToWorker, read_frame, write_frame};
-use crate::session::Outgoing;
-use crate::session::pipeline::{
-    PipelineEvent, PipelineOutputs, SegmentJob, SegmentPipeline, encoder_settings,
-};
-use crate::store::{BlobStore, StoreError};
+use crate::pool::ipc::{Frame, FromWorker, ToWorker, read_frame, write_frame};
+use crate::store::BlobStore;
+use blob_store::BlobAnswer;
 
-/// How long a blob request to the server may take.
-const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a session waits for the generator (its previous session may still be stopping).
 const LEASE_TIMEOUT: Duration = Duration::from_secs(600);
 
-type Sink = mpsc::UnboundedSender<Frame<FromWorker>>;
+/// Control frames for the server (events, blob requests, metrics), sent ahead of media.
+type ControlSink = mpsc::UnboundedSender<Frame<FromWorker>>;
 
 /// Runs the worker until the server closes the socket. `device` overrides
 /// `generator.device` (the server passes each worker its own).
@@ -87,12 +93,10 @@ async fn serve(config: ReplicaConfig, index: usize, device: DeviceKind) -> anyho
     // slow client slows generation down instead of filling memory.
     let (media_tx, media_rx) = mpsc::channel(16);
     tokio::spawn(write_loop(write, control_rx, media_rx));
-    let _ = metrics::set_global_recorder(ForwardingRecorder {
-        sink: control_tx.clone(),
-    });
+    let _ = metrics::set_global_recorder(ForwardingRecorder::new(control_tx.clone()));
 
     let pool = InProcessPool::new(vec![generator], false);
-    let worker = WorkerState {
+    let worker = WorkerSessions {
         env: SessionEnv {
             pool,
             config: Arc::new(config),
@@ -157,12 +161,12 @@ enum Command {
     Cancel,
 }
 
-struct WorkerState {
+struct WorkerSessions {
     env: SessionEnv,
     sessions: Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>,
 }
 
-impl WorkerState {
+impl WorkerSessions {
     fn handle(&self, Frame { header, body }: Frame<ToWorker>, blobs: &RemoteBlobStore) {
         match header {
             ToWorker::Warmup { request } => {
@@ -196,10 +200,7 @@ impl WorkerState {
                 initial_state,
             } => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(session, tx);
+                self.sessions.lock().insert(session, tx);
                 tokio::spawn(run_session(
                     self.env.clone(),
                     session,
@@ -235,10 +236,7 @@ impl WorkerState {
             ToWorker::Export { session } => self.command(session, Command::Export),
             ToWorker::Cancel { session } => {
                 self.command(session, Command::Cancel);
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&session);
+                self.sessions.lock().remove(&session);
             }
             ToWorker::BlobStored { call, result } => {
                 blobs.answer(call, BlobAnswer::Stored(result));
@@ -250,12 +248,7 @@ impl WorkerState {
     }
 
     fn command(&self, session: u64, command: Command) {
-        if let Some(tx) = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&session)
-        {
+        if let Some(tx) = self.sessions.lock().get(&session) {
             let _ = tx.send(command);
         }
     }
@@ -267,7 +260,7 @@ struct SessionEnv {
     pool: InProcessPool,
     config: Arc<ReplicaConfig>,
     format: generate::StreamFormat,
-    control: Sink,
+    control: ControlSink,
     media: mpsc::Sender<Frame<FromWorker>>,
 }
 
@@ -309,8 +302,7 @@ async fn run_session(
     };
     let (out_tx, mut out_rx) = mpsc::channel(env.config.streaming.send_queue_messages);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let pipeline = SegmentPipeline::start(
-        lease,
+    let pipeline = lease.start_pipeline(
         initial_state,
         encoder_settings(&env.config.media, env.format),
         session_id,
@@ -355,165 +347,4 @@ async fn run_session(
     drop(pipeline);
     let _ = relay_out.await;
     let _ = relay_events.await;
-}
-
-/// The server's answer to one blob request.
-#[derive(Debug)]
-enum BlobAnswer {
-    Stored(Result<String, String>),
-    Loaded(Result<bool, String>, Vec<u8>),
-}
-
-/// The server's blob store, reached over the socket; blocking calls from generator threads.
-#[derive(Debug)]
-pub struct RemoteBlobStore {
-    sink: Sink,
-    next_call: AtomicU64,
-    pending: Mutex<HashMap<u64, std::sync::mpsc::Sender<BlobAnswer>>>,
-}
-
-impl RemoteBlobStore {
-    fn new(sink: Sink) -> Self {
-        Self {
-            sink,
-            next_call: AtomicU64::new(1),
-            pending: Mutex::default(),
-        }
-    }
-
-    fn call(
-        &self,
-        request: impl FnOnce(u64) -> Frame<FromWorker>,
-    ) -> Result<BlobAnswer, StoreError> {
-        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call, tx);
-        let gone = || StoreError::Backend("the server's socket is closed".into());
-        self.sink.send(request(call)).map_err(|_| gone())?;
-        let answer = rx.recv_timeout(BLOB_TIMEOUT).map_err(|_| {
-            StoreError::Backend(format!("the server did not answer within {BLOB_TIMEOUT:?}"))
-        });
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&call);
-        answer
-    }
-
-    fn answer(&self, call: u64, answer: BlobAnswer) {
-        if let Some(tx) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&call)
-        {
-            let _ = tx.send(answer);
-        }
-    }
-}
-
-impl BlobStore for RemoteBlobStore {
-    fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError> {
-        let owner = owner.to_string();
-        match self.call(|call| Frame::with_body(FromWorker::BlobPut { call, owner }, data))? {
-            BlobAnswer::Stored(result) => result.map_err(StoreError::Backend),
-            BlobAnswer::Loaded(..) => Err(StoreError::Backend("mismatched answer".into())),
-        }
-    }
-
-    fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
-        let id = id.to_string();
-        match self.call(|call| Frame::new(FromWorker::BlobGet { call, id }))? {
-            BlobAnswer::Loaded(Ok(true), data) => Ok(Some(Arc::new(data))),
-            BlobAnswer::Loaded(Ok(false), _) => Ok(None),
-            BlobAnswer::Loaded(Err(e), _) => Err(StoreError::Backend(e)),
-            BlobAnswer::Stored(_) => Err(StoreError::Backend("mismatched answer".into())),
-        }
-    }
-
-    fn drop_owner(&self, owner: &str) {
-        let _ = self.sink.send(Frame::new(FromWorker::BlobDropOwner {
-            owner: owner.to_string(),
-        }));
-    }
-}
-
-/// Sends every metric update to the server, which applies it to its own registry.
-struct ForwardingRecorder {
-    sink: Sink,
-}
-
-struct Forward {
-    sink: Sink,
-    name: String,
-    labels: Vec<(String, String)>,
-}
-
-impl Forward {
-    fn send(&self, op: MetricOp) {
-        let _ = self.sink.send(Frame::new(FromWorker::Metric {
-            name: self.name.clone(),
-            labels: self.labels.clone(),
-            op,
-        }));
-    }
-}
-
-impl metrics::CounterFn for Forward {
-    fn increment(&self, value: u64) {
-        self.send(MetricOp::Increment(value));
-    }
-    fn absolute(&self, value: u64) {
-        self.send(MetricOp::Absolute(value));
-    }
-}
-
-impl metrics::GaugeFn for Forward {
-    fn increment(&self, value: f64) {
-        self.send(MetricOp::GaugeIncrement(value));
-    }
-    fn decrement(&self, value: f64) {
-        self.send(MetricOp::GaugeDecrement(value));
-    }
-    fn set(&self, value: f64) {
-        self.send(MetricOp::GaugeSet(value));
-    }
-}
-
-impl metrics::HistogramFn for Forward {
-    fn record(&self, value: f64) {
-        self.send(MetricOp::Record(value));
-    }
-}
-
-impl ForwardingRecorder {
-    fn forward(&self, key: &Key) -> Arc<Forward> {
-        Arc::new(Forward {
-            sink: self.sink.clone(),
-            name: key.name().to_string(),
-            labels: key
-                .labels()
-                .map(|l| (l.key().to_string(), l.value().to_string()))
-                .collect(),
-        })
-    }
-}
-
-impl Recorder for ForwardingRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.forward(key))
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.forward(key))
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.forward(key))
-    }
 }

@@ -1,0 +1,240 @@
+//! Where a Wan stream stands between segments, and how it is persisted: the generator keeps
+//! the state it produced last live in memory; on request it exports that state (the last
+//! clean latent frame and the VAE decoder's causal cache) as safetensors bytes into the blob
+//! store, referenced from a `framecast.wan.v1` continuation state, so another process (or a
+//! replica sharing the store) continues the stream identically. Continuation states are
+//! validated against the generator's latent grid before use.
+
+use std::sync::Arc;
+
+use framecast_common::protocol::ContinuationState;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::tensor_bytes;
+use super::vae::DecoderState;
+use super::vae::feature_cache::FeatureCache;
+use crate::generate::GenerateError;
+use crate::store::BlobStore;
+
+/// The `kind` of Wan continuation states.
+pub const WAN_STATE_KIND: &str = "framecast.wan.v1";
+
+/// Where a stream stands between segments.
+#[derive(Debug)]
+pub(super) struct StreamState {
+    /// Clean latents (1, z, CONTEXT_FRAMES, h, w) that condition the next segment.
+    pub(super) context: Tensor,
+    /// The VAE decoder's causal caches.
+    pub(super) decoder: DecoderState,
+}
+
+/// What the continuation state's payload holds; the tensors are in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WanStatePayload {
+    /// The live stream in the generator that made it (continuing there needs no bytes).
+    stream: String,
+    /// Blob id of the safetensors bytes, once exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blob: Option<String>,
+    /// Decoder cache slot markers (see `FeatureCache::markers`).
+    cache_slots: Vec<u8>,
+    /// Latent frames decoded so far.
+    frames_decoded: u64,
+    /// Latent grid (height, width) the tensors were made for.
+    latent_hw: (i64, i64),
+}
+
+/// The streams one generator can continue: the one it produced last, held live, and any
+/// other whose state was exported to the blob store.
+#[derive(Debug)]
+pub(super) struct StreamStates {
+    blobs: Arc<dyn BlobStore>,
+    /// The state this generator produced last, by stream token, with its exported form once
+    /// made: continuing one's own stream skips the round trip through bytes, and nothing is
+    /// serialized unless someone asks for a portable state.
+    latest: Option<(String, StreamState, Option<ContinuationState>)>,
+    /// Where restored tensors go.
+    device: Device,
+    kind: Kind,
+    /// The generator's latent (height, width); states made for another grid are refused.
+    latent_hw: (i64, i64),
+}
+
+impl StreamStates {
+    /// None held yet; exported states go to `blobs`, restored ones onto `device` in `kind`.
+    pub(super) fn new(
+        blobs: Arc<dyn BlobStore>,
+        device: Device,
+        kind: Kind,
+        latent_hw: (i64, i64),
+    ) -> Self {
+        Self {
+            blobs,
+            latest: None,
+            device,
+            kind,
+            latent_hw,
+        }
+    }
+
+    /// Whether `state` is a Wan state this generator could continue.
+    pub(super) fn validate(&self, state: &ContinuationState) -> Result<(), GenerateError> {
+        self.parse_payload(state).map(|_| ())
+    }
+
+    /// The stream `state` names: the live one when it is this generator's latest (taken
+    /// out, so it is not reused), otherwise read back from the blob store.
+    pub(super) fn restore(
+        &mut self,
+        state: &ContinuationState,
+    ) -> Result<StreamState, GenerateError> {
+        let payload = self.parse_payload(state)?;
+        if let Some((token, _, _)) = &self.latest
+            && *token == payload.stream
+        {
+            return Ok(self.latest.take().expect("checked").1);
+        }
+        let Some(blob) = &payload.blob else {
+            return Err(GenerateError::InvalidState(format!(
+                "stream `{}` lives only in the worker that generated it; ask for a portable \
+                 state with snapshot_state",
+                payload.stream
+            )));
+        };
+        let bytes = self
+            .blobs
+            .get(blob)
+            .map_err(|e| GenerateError::InvalidState(e.to_string()))?
+            .ok_or_else(|| {
+                GenerateError::InvalidState(format!(
+                    "blob `{blob}` has expired or was never stored here"
+                ))
+            })?;
+        let tensors = tensor_bytes::from_bytes(&bytes, self.device, self.kind)
+            .map_err(GenerateError::InvalidState)?;
+        let mut context = None;
+        let mut cache = Vec::new();
+        for (name, tensor) in tensors {
+            if name == "context" {
+                context = Some(tensor);
+            } else if let Some(i) = name.strip_prefix("cache.") {
+                let i: usize = i.parse().map_err(|_| {
+                    GenerateError::InvalidState(format!("bad tensor name `{name}`"))
+                })?;
+                cache.push((i, tensor));
+            }
+        }
+        cache.sort_by_key(|(i, _)| *i);
+        let context =
+            context.ok_or_else(|| GenerateError::InvalidState("no `context` tensor".into()))?;
+        let cache = FeatureCache::restore(&payload.cache_slots, cache.into_iter().map(|(_, t)| t))
+            .ok_or_else(|| {
+                GenerateError::InvalidState("cache slots do not match the tensors".into())
+            })?;
+        Ok(StreamState {
+            context,
+            decoder: DecoderState {
+                cache,
+                frames_decoded: payload.frames_decoded,
+            },
+        })
+    }
+
+    fn parse_payload(&self, state: &ContinuationState) -> Result<WanStatePayload, GenerateError> {
+        if state.kind != WAN_STATE_KIND {
+            return Err(GenerateError::InvalidState(format!(
+                "kind `{}` is not `{WAN_STATE_KIND}`",
+                state.kind
+            )));
+        }
+        let payload: WanStatePayload = serde_json::from_value(state.payload.clone())
+            .map_err(|e| GenerateError::InvalidState(format!("payload: {e}")))?;
+        if payload.latent_hw != self.latent_hw {
+            return Err(GenerateError::InvalidState(format!(
+                "state was made for a {:?} latent grid, this replica generates {:?}",
+                payload.latent_hw, self.latent_hw
+            )));
+        }
+        Ok(payload)
+    }
+
+    /// Keeps `stream` live as the latest and names it with a fresh token.
+    pub(super) fn keep(&mut self, stream: StreamState) -> ContinuationState {
+        static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{:x}-{n}", std::process::id());
+        let payload = WanStatePayload {
+            stream: token.clone(),
+            blob: None,
+            cache_slots: stream.decoder.cache.markers(),
+            frames_decoded: stream.decoder.frames_decoded,
+            latent_hw: self.latent_hw,
+        };
+        self.latest = Some((token, stream, None));
+        ContinuationState {
+            kind: WAN_STATE_KIND.into(),
+            payload: serde_json::to_value(payload).expect("payload serializes"),
+        }
+    }
+
+    /// A portable form of `state`: the latest stream held here, exported (a segment
+    /// generated after `state` was taken supersedes it), or `state` itself when it already
+    /// references its bytes and nothing is held.
+    pub(super) fn export(
+        &mut self,
+        state: &ContinuationState,
+    ) -> Result<ContinuationState, GenerateError> {
+        let payload = self.parse_payload(state)?;
+        match &self.latest {
+            Some(_) => self.export_latest(),
+            None if payload.blob.is_some() => Ok(state.clone()),
+            None => Err(GenerateError::InvalidState(format!(
+                "stream `{}` is no longer held by this worker",
+                payload.stream
+            ))),
+        }
+    }
+
+    /// Writes the live stream's tensors to the blob store (once per segment at most).
+    fn export_latest(&mut self) -> Result<ContinuationState, GenerateError> {
+        let Some((token, stream, exported)) = &mut self.latest else {
+            return Err(GenerateError::InvalidState(
+                "no stream to export: nothing generated yet".into(),
+            ));
+        };
+        if let Some(state) = exported {
+            return Ok(state.clone());
+        }
+        let tensors = stream.decoder.cache.tensors();
+        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
+        named.extend(
+            tensors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
+        );
+        let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
+        // Under a constant owner (the generator does not know which session asked), so no
+        // session's end drops it and a later session can continue from it; the blob store's
+        // time to live and capacity bound it instead (see the `store` module).
+        let blob = self.blobs.put(WAN_STATE_KIND, bytes).map_err(|e| {
+            GenerateError::Failed(format!(
+                "cannot store the stream state ({e}); raise store.blob_capacity_bytes"
+            ))
+        })?;
+        let payload = WanStatePayload {
+            stream: token.clone(),
+            blob: Some(blob),
+            cache_slots: stream.decoder.cache.markers(),
+            frames_decoded: stream.decoder.frames_decoded,
+            latent_hw: self.latent_hw,
+        };
+        let state = ContinuationState {
+            kind: WAN_STATE_KIND.into(),
+            payload: serde_json::to_value(payload).expect("payload serializes"),
+        };
+        *exported = Some(state.clone());
+        Ok(state)
+    }
+}

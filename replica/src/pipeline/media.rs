@@ -1,0 +1,201 @@
+//! The media thread: encodes each generated segment into fMP4 with the session's encoder and
+//! queues the chunks for the client as soon as each fragment exists.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use framecast_common::protocol::{ErrorCode, ServerMessage};
+use tokio::sync::mpsc;
+
+use super::{Outgoing, PipelineEvent, PipelineOutputs};
+use crate::generate::GeneratedSegment;
+use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaChunk, MediaError};
+use crate::observability;
+
+/// How long the media thread waits for a segment's last fragment before moving on.
+const FRAGMENT_WAIT: Duration = Duration::from_secs(5);
+
+/// A generated segment on its way to the encoder.
+#[derive(Debug)]
+pub(super) struct MediaJob {
+    pub(super) segment_idx: u32,
+    pub(super) segment: GeneratedSegment,
+    pub(super) generation_ms: u64,
+    pub(super) scheduled_at: Instant,
+}
+
+pub(super) fn media_loop(
+    settings: EncoderSettings,
+    stream_id: String,
+    jobs: Receiver<MediaJob>,
+    cancel: &AtomicBool,
+    outputs: &PipelineOutputs,
+) {
+    let fail = |e: MediaError| {
+        let _ = outputs.events.send(PipelineEvent::Failed {
+            code: ErrorCode::InternalError,
+            message: format!("media: {e}"),
+        });
+    };
+    let encoder = match Fmp4Encoder::new(settings) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let mut media = MediaStream {
+        encoder,
+        stream_id,
+        announced: false,
+        last_done: None,
+    };
+    while let Ok(job) = jobs.recv() {
+        if cancel.load(Ordering::Acquire) {
+            return;
+        }
+        match media.encode_segment(job, outputs, cancel) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return fail(e),
+        }
+    }
+}
+
+/// The media thread's state across segments.
+struct MediaStream {
+    encoder: Fmp4Encoder,
+    stream_id: String,
+    /// Whether `media_init` went out (once per stream).
+    announced: bool,
+    /// When the previous segment was done (for the realtime factor).
+    last_done: Option<Instant>,
+}
+
+impl MediaStream {
+    /// Encodes one segment and queues its chunks as they appear; `Ok(false)` once the client
+    /// is gone.
+    fn encode_segment(
+        &mut self,
+        job: MediaJob,
+        outputs: &PipelineOutputs,
+        cancel: &AtomicBool,
+    ) -> Result<bool, MediaError> {
+        let frames_per_fragment = self.encoder.settings().frames_per_fragment;
+        let fps = self.encoder.settings().fps;
+        let encoder = &mut self.encoder;
+        let idx = job.segment_idx;
+        let frame_count = job.segment.frames.len() as u32;
+        let expected_fragments = frame_count.div_ceil(frames_per_fragment);
+        let encode_started = Instant::now();
+        let mut sender = ChunkSender {
+            session_started: outputs.started,
+            segment_idx: idx,
+            stream_id: &self.stream_id,
+            announced: &mut self.announced,
+            fragments: 0,
+            chunks: 0,
+            out: &outputs.out,
+        };
+
+        encoder.begin_segment(idx)?;
+        if let Some(audio) = job.segment.audio {
+            encoder.push_audio(audio)?;
+        }
+        for frame in job.segment.frames {
+            if cancel.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            encoder.push_frame(frame)?;
+            // Send fragments as soon as they exist: playback starts before the segment ends.
+            if !sender.send(encoder, encoder.drain_ready()?) {
+                return Ok(false);
+            }
+        }
+        encoder.end_segment()?;
+        while sender.fragments < expected_fragments {
+            match encoder.next_chunk(FRAGMENT_WAIT)? {
+                Some(chunk) => {
+                    if !sender.send(encoder, vec![chunk]) {
+                        return Ok(false);
+                    }
+                }
+                // An audio track's tail can wait for the next segment's audio; go on.
+                None => break,
+            }
+        }
+        let duration_ms = u64::from(frame_count) * 1000 / u64::from(fps);
+        observability::segment_encoded(
+            encode_started.elapsed(),
+            Duration::from_millis(duration_ms),
+            self.last_done
+                .replace(Instant::now())
+                .map_or(Duration::ZERO, |t| t.elapsed()),
+        );
+        let done = [
+            ServerMessage::MediaSegmentComplete {
+                segment_idx: idx,
+                stream_id: self.stream_id.clone(),
+                chunks: sender.chunks,
+                duration_ms,
+            },
+            ServerMessage::Ltx2SegmentComplete {
+                segment_idx: idx,
+                generation_time_ms: job.generation_ms,
+                e2e_latency_ms: job.scheduled_at.elapsed().as_millis() as u64,
+            },
+        ];
+        for msg in done {
+            if outputs.out.blocking_send(Outgoing::text(&msg)).is_err() {
+                return Ok(false);
+            }
+        }
+        let _ = outputs
+            .events
+            .send(PipelineEvent::MediaDone { segment_idx: idx });
+        Ok(true)
+    }
+}
+
+/// Queues one segment's chunks for the client, announcing the codec before the first one.
+struct ChunkSender<'a> {
+    session_started: Instant,
+    segment_idx: u32,
+    stream_id: &'a str,
+    announced: &'a mut bool,
+    fragments: u32,
+    chunks: u32,
+    out: &'a mpsc::Sender<Outgoing>,
+}
+
+impl ChunkSender<'_> {
+    /// False once the client is gone.
+    fn send(&mut self, encoder: &Fmp4Encoder, chunks: Vec<MediaChunk>) -> bool {
+        for chunk in chunks {
+            if !*self.announced {
+                let msg = ServerMessage::MediaInit {
+                    segment_idx: self.segment_idx,
+                    mime: encoder.mime().unwrap_or_else(|| "video/mp4".into()),
+                    stream_id: self.stream_id.to_string(),
+                    mode: "av_fmp4".into(),
+                };
+                if self.out.blocking_send(Outgoing::text(&msg)).is_err() {
+                    return false;
+                }
+                *self.announced = true;
+                observability::first_media(self.session_started.elapsed());
+            }
+            observability::media_bytes(chunk.bytes.len());
+            if chunk.kind == ChunkKind::Fragment {
+                self.fragments += 1;
+            }
+            self.chunks += 1;
+            if self
+                .out
+                .blocking_send(Outgoing::Binary(chunk.bytes))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}

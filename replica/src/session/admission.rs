@@ -1,0 +1,147 @@
+//! Admission: the opening `session_init_v2` (within the init timeout), the stream mode, the
+//! replica's session capacity and the optional initial image.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use framecast_common::protocol::{ClientMessage, ErrorCode, ProtocolError, parse_client_message};
+use futures_util::StreamExt;
+
+use super::controller::{ClientStream, Flow, Session, error};
+use super::{SessionState, close_code, initial_image};
+
+/// Counts a session as active for as long as it lives.
+pub(super) struct ActiveGuard(Arc<AtomicU32>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Session {
+    /// Waits for a valid `session_init_v2` and checks capacity; `Flow::End` when the session
+    /// was refused (with an error and a close frame) or the client left.
+    pub(super) async fn admit(&mut self, stream: &mut ClientStream) -> Flow {
+        let init_timeout = Duration::from_secs(self.ctx.config.streaming.init_timeout_seconds);
+        let first = match tokio::time::timeout(init_timeout, stream.next()).await {
+            Err(_) => {
+                let refusal = error(
+                    ErrorCode::SessionRejected,
+                    "no session_init_v2 within the init timeout",
+                    true,
+                    Some("init_timeout".into()),
+                );
+                return self
+                    .end_with(
+                        [refusal],
+                        SessionState::Timeout,
+                        close_code::NORMAL,
+                        "init timeout",
+                    )
+                    .await;
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                self.become_(SessionState::Complete);
+                return Flow::End;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let init = match &first {
+            Message::Text(t) => parse_client_message(t.as_str()),
+            Message::Close(_) => {
+                self.become_(SessionState::Complete);
+                return Flow::End;
+            }
+            _ => Err(ProtocolError::MissingType),
+        };
+        let init = match init {
+            Ok(ClientMessage::SessionInitV2(init)) => init,
+            Ok(_) | Err(_) => {
+                let detail = match init {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the first message must be session_init_v2".into(),
+                };
+                let refusal = error(
+                    ErrorCode::SessionRejected,
+                    detail,
+                    false,
+                    Some("bad_first_frame".into()),
+                );
+                return self
+                    .end_with(
+                        [refusal],
+                        SessionState::Rejected,
+                        close_code::UNSUPPORTED,
+                        "expected session_init_v2",
+                    )
+                    .await;
+            }
+        };
+        if let Some(mode) = &init.stream_mode
+            && mode != "av_fmp4"
+        {
+            let refusal = error(
+                ErrorCode::SessionRejected,
+                format!("stream_mode `{mode}` is not supported (only av_fmp4)"),
+                false,
+                Some("field:stream_mode".into()),
+            );
+            return self
+                .end_with(
+                    [refusal],
+                    SessionState::Rejected,
+                    close_code::UNSUPPORTED,
+                    "unsupported stream_mode",
+                )
+                .await;
+        }
+        let max = self.ctx.config.streaming.max_sessions;
+        let active = self.ctx.active.fetch_add(1, Ordering::AcqRel);
+        self.active = Some(ActiveGuard(self.ctx.active.clone()));
+        if active >= max {
+            let refusal = error(
+                ErrorCode::SessionRejected,
+                format!("replica is at capacity ({max} sessions)"),
+                true,
+                Some("capacity".into()),
+            );
+            return self
+                .end_with(
+                    [refusal],
+                    SessionState::Rejected,
+                    close_code::TRY_AGAIN_LATER,
+                    "at capacity",
+                )
+                .await;
+        }
+        if init.single_clip_mode {
+            self.schedule.limit(1);
+        }
+        if let Some(image) = &init.initial_image {
+            let limit = self.ctx.config.streaming.max_init_image_bytes;
+            match initial_image::decode(image, limit) {
+                Ok(decoded) => {
+                    tracing::info!(session = %self.id, width = decoded.width, height = decoded.height, "initial image accepted");
+                    self.initial_image = Some(Arc::new(decoded));
+                }
+                // The session goes on without the image.
+                Err(e) => {
+                    let _ = self
+                        .send(error(
+                            ErrorCode::InvalidMessage,
+                            e.to_string(),
+                            true,
+                            Some(e.reason().into()),
+                        ))
+                        .await;
+                }
+            }
+        }
+        self.init = init;
+        self.last_activity = Instant::now();
+        Flow::Continue
+    }
+}

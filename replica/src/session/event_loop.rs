@@ -1,0 +1,300 @@
+//! The active session's loop: client messages, pipeline events, the idle timer and a client
+//! that stopped reading, until one of them ends the stream.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use framecast_common::protocol::{
+    ClientMessage, ErrorCode, ServerMessage, StreamEndReason, parse_client_message,
+};
+use futures_util::StreamExt;
+
+use super::controller::{ClientStream, Flow, Session, error};
+use super::{Outgoing, SessionState, close_code};
+use crate::pipeline::{PipelineEvent, SegmentJob};
+
+impl Session {
+    pub(super) async fn main_loop(&mut self, stream: &mut ClientStream) {
+        let idle = Duration::from_secs(self.ctx.config.streaming.session_timeout_seconds);
+        let mut events = self.events.take().expect("set when the worker was bound");
+        loop {
+            let idle_deadline = tokio::time::Instant::from_std(self.last_activity + idle);
+            let flow = tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(m)) => self.on_client(m).await,
+                    Some(Err(e)) => self.on_read_error(e).await,
+                    None => {
+                        tracing::info!(session = %self.id, "client went away");
+                        self.become_(SessionState::Complete);
+                        Flow::End
+                    }
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => Flow::End,
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    let frames = [
+                        Outgoing::text(&ServerMessage::SessionTimeout { timeout_seconds: idle.as_secs() }),
+                        stream_complete(StreamEndReason::IdleTimeout),
+                    ];
+                    self.end_with(frames, SessionState::Timeout, close_code::NORMAL, "idle timeout").await
+                }
+                _ = self.out.closed() => {
+                    // The writer gave up on a client that does not read.
+                    self.close(SessionState::Error, close_code::NORMAL, "client too slow").await;
+                    Flow::End
+                }
+            };
+            if let Flow::End = flow {
+                if let Some(p) = self.pipeline.take() {
+                    p.cancel();
+                }
+                return;
+            }
+        }
+    }
+
+    async fn on_read_error(&mut self, e: axum::Error) -> Flow {
+        let text = e.to_string();
+        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+            let limit = self.ctx.config.streaming.max_message_bytes;
+            self.too_big(format!("message larger than {limit} bytes"))
+                .await
+        } else {
+            tracing::info!(session = %self.id, error = %text, "client connection failed");
+            self.become_(SessionState::Complete);
+            Flow::End
+        }
+    }
+
+    pub(super) async fn on_client(&mut self, msg: Message) -> Flow {
+        self.last_activity = Instant::now();
+        let limit = self.ctx.config.streaming.max_message_bytes;
+        let size = match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        if size > limit {
+            return self
+                .too_big(format!(
+                    "message of {size} bytes is larger than {limit} bytes"
+                ))
+                .await;
+        }
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not accepted; send JSON text",
+                    true,
+                    Some("binary_frame".into()),
+                ))
+                .await;
+                return Flow::Continue;
+            }
+            Message::Close(_) => {
+                tracing::info!(session = %self.id, "client closed the session");
+                self.become_(SessionState::Complete);
+                return Flow::End;
+            }
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+        };
+        let parsed = match parse_client_message(text.as_str()) {
+            Ok(m) => {
+                self.log
+                    .event("client_message", serde_json::json!({"message": &m}));
+                m
+            }
+            Err(e) => {
+                self.log
+                    .event("client_error", serde_json::json!({"error": e.to_string()}));
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    e.to_string(),
+                    true,
+                    Some(e.reason()),
+                ))
+                .await;
+                return Flow::Continue;
+            }
+        };
+        match parsed {
+            ClientMessage::SessionInitV2(_) => {
+                self.send(error(
+                    ErrorCode::InvalidMessage,
+                    "session already initialised",
+                    true,
+                    Some("duplicate_init".into()),
+                ))
+                .await;
+            }
+            ClientMessage::SegmentPromptSource(p) => {
+                if p.prompt.trim().is_empty() {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "prompt must not be empty",
+                        true,
+                        Some("field:prompt".into()),
+                    ))
+                    .await;
+                } else if p.num_inference_steps == Some(0) {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "num_inference_steps must be at least 1",
+                        true,
+                        Some("field:num_inference_steps".into()),
+                    ))
+                    .await;
+                } else {
+                    self.schedule.request(p);
+                    self.try_schedule();
+                }
+            }
+            ClientMessage::SeedPromptsUpdated(s) => self.init.curated_prompts = s.seed_prompts,
+            ClientMessage::EnhancementUpdated(t) => self.init.enhancement_enabled = t.enabled,
+            ClientMessage::AutoExtensionUpdated(t) => {
+                self.init.auto_extension_enabled = t.enabled;
+                self.try_schedule();
+            }
+            ClientMessage::LoopGenerationUpdated(t) => {
+                self.init.loop_generation_enabled = t.enabled;
+                self.try_schedule();
+            }
+            ClientMessage::GenerationPausedUpdated(p) => {
+                self.schedule.set_paused(p.paused);
+                self.try_schedule();
+            }
+            // Answered by the pipeline between segments (`Exported`): the generator writes
+            // the stream's tensors to the blob store only when a client asks.
+            ClientMessage::SnapshotState(_) => {
+                let asked =
+                    self.last_state.is_some() && self.pipeline.as_ref().is_some_and(|p| p.export());
+                if !asked {
+                    self.send(error(
+                        ErrorCode::InvalidMessage,
+                        "no segment generated yet: nothing to snapshot",
+                        true,
+                        Some("no_state".into()),
+                    ))
+                    .await;
+                }
+            }
+            ClientMessage::Ping(_) => {}
+        }
+        Flow::Continue
+    }
+
+    async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
+        match ev {
+            PipelineEvent::Exported { state } => {
+                if let Err(e) = self.ctx.states.save(&self.id, &state) {
+                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
+                }
+                let msg = ServerMessage::ContinuationStateSnapshot { state };
+                self.send(Outgoing::text(&msg)).await;
+                Flow::Continue
+            }
+            PipelineEvent::ExportFailed { message } => {
+                tracing::warn!(session = %self.id, %message, "snapshot failed");
+                self.send(error(
+                    ErrorCode::InternalError,
+                    message,
+                    true,
+                    Some("snapshot_failed".into()),
+                ))
+                .await;
+                Flow::Continue
+            }
+            PipelineEvent::Generated { next_state, .. } => {
+                if let Err(e) = self.ctx.states.save(&self.id, &next_state) {
+                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
+                }
+                self.last_state = Some(next_state);
+                self.schedule.generated();
+                self.try_schedule();
+                Flow::Continue
+            }
+            PipelineEvent::MediaDone { segment_idx } => {
+                self.log.event(
+                    "segment_complete",
+                    serde_json::json!({"segment_idx": segment_idx}),
+                );
+                if self.schedule.media_done() {
+                    return self
+                        .end_with(
+                            [stream_complete(StreamEndReason::SegmentCap)],
+                            SessionState::Complete,
+                            close_code::NORMAL,
+                            "segment cap reached",
+                        )
+                        .await;
+                }
+                Flow::Continue
+            }
+            PipelineEvent::Failed { code, message } => {
+                tracing::error!(session = %self.id, ?code, %message, "session failed");
+                self.log.event(
+                    "failed",
+                    serde_json::json!({"code": code, "message": &message}),
+                );
+                let frames = [
+                    error(code, message, code == ErrorCode::WorkerFailed, None),
+                    stream_complete(StreamEndReason::Error),
+                ];
+                self.end_with(
+                    frames,
+                    SessionState::Error,
+                    close_code::INTERNAL,
+                    "internal error",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Starts the next segment when the schedule wants one.
+    pub(super) fn try_schedule(&mut self) {
+        let Some(pipeline) = &self.pipeline else {
+            return;
+        };
+        let Some(mut request) = self.schedule.next(&self.init) else {
+            return;
+        };
+        if request.segment_idx == 0 {
+            // A fresh stream starts from the image; a restored one ignores it.
+            request.initial_image = self.initial_image.clone();
+        }
+        let job = SegmentJob {
+            request,
+            scheduled_at: Instant::now(),
+        };
+        if !pipeline.submit(job) {
+            // The pipeline has stopped; its failure event ends the session.
+            tracing::debug!(session = %self.id, "segment not submitted: pipeline stopped");
+        }
+    }
+
+    /// Ends the session over a frame larger than `streaming.max_message_bytes` (1009).
+    async fn too_big(&mut self, message: String) -> Flow {
+        let refusal = error(
+            ErrorCode::InvalidMessage,
+            message,
+            false,
+            Some("frame_too_large".into()),
+        );
+        self.end_with(
+            [refusal],
+            SessionState::Error,
+            close_code::TOO_BIG,
+            "message too big",
+        )
+        .await
+    }
+}
+
+fn stream_complete(reason: StreamEndReason) -> Outgoing {
+    Outgoing::text(&ServerMessage::Ltx2StreamComplete { reason })
+}

@@ -111,7 +111,7 @@ pub struct SegmentPrompt {
     pub guidance_scale: Option<f32>,
 }
 
-/// Payload of the on/off toggles (`enhancement_updated`, `auto_extension_updated`,
+/// The body of the on/off toggles (`enhancement_updated`, `auto_extension_updated`,
 /// `loop_generation_updated`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Toggle {
@@ -119,21 +119,21 @@ pub struct Toggle {
     pub enabled: bool,
 }
 
-/// Payload of `generation_paused_updated`.
+/// The body of `generation_paused_updated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseToggle {
     /// New state.
     pub paused: bool,
 }
 
-/// Payload of `seed_prompts_updated`.
+/// The body of `seed_prompts_updated`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedPrompts {
     /// The new curated prompts.
     pub seed_prompts: Vec<String>,
 }
 
-/// Payload of messages that carry nothing but their type.
+/// The body of messages that carry nothing but their type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
@@ -175,6 +175,8 @@ pub enum StreamEndReason {
     IdleTimeout,
     /// The replica is shutting down.
     Draining,
+    /// The session reached the replica's longest session lifetime.
+    MaxDuration,
 }
 
 /// Machine-readable error categories.
@@ -390,7 +392,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         .to_string();
     // Deserialize the payload type directly (not through the tagged enum, which would hide
     // the path of a bad field); the `type` key is ignored like any extra field.
-    let p = Payload {
+    let p = MessageBody {
         value,
         message_type: &message_type,
     };
@@ -408,12 +410,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
     })
 }
 
-struct Payload<'a> {
+/// A message's JSON with its `type`, so field errors can name both.
+struct MessageBody<'a> {
     value: serde_json::Value,
     message_type: &'a str,
 }
 
-impl Payload<'_> {
+impl MessageBody<'_> {
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ProtocolError> {
         serde_path_to_error::deserialize(&self.value).map_err(|e| {
             let field = e.path().to_string();

@@ -61,8 +61,12 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamingSettings {
-    /// A session with no client activity for this long gets `session_timeout` and is closed.
+    /// A session with neither client messages nor stream activity (a segment generated or
+    /// sent) for this long gets `session_timeout` and is closed: a paused, silent session.
     pub session_timeout_seconds: u64,
+    /// Longest life of any session, streaming or paused, active or not; it then ends with
+    /// `ltx2_stream_complete {reason: max_duration}` and close 1000.
+    pub max_session_seconds: u64,
     /// Segments one session may generate before the stream ends with `segment_cap`.
     pub generation_segment_cap: u32,
     /// Sessions this replica serves at once; more are refused with close 1013.
@@ -80,12 +84,52 @@ pub struct StreamingSettings {
     pub send_queue_messages: usize,
     /// Directory for one JSONL event log per session; `null` turns the logs off.
     pub session_log_dir: Option<PathBuf>,
+    /// What one client may ask for; anything beyond gets `invalid_message` naming the field.
+    pub limits: ClientLimits,
+}
+
+/// Bounds on every number and list a client controls. Each costs GPU time or memory, so
+/// none is left to the client: a request beyond one is refused with `invalid_message`
+/// naming the field and the allowed range, and the session goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Most denoising steps one segment may ask for (`num_inference_steps`). The sampler's
+    /// memory and time grow with it; 4 billion once allocated 14 GB in one worker.
+    pub max_inference_steps: u32,
+    /// Highest classifier-free guidance scale (`guidance_scale` must be finite and within
+    /// 0 ..= this).
+    pub max_guidance_scale: f32,
+    /// Longest prompt or negative prompt, in characters.
+    pub max_prompt_chars: usize,
+    /// Prompts one session may have waiting for a segment; more are refused until one
+    /// starts.
+    pub max_queued_prompts: usize,
+    /// Longest seed-prompt list (`curated_prompts`, `seed_prompts_updated`).
+    pub max_seed_prompts: usize,
+    /// Largest initial image in pixels (width x height), checked before its pixels are
+    /// decoded: a small PNG can claim gigapixels.
+    pub max_image_pixels: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_inference_steps: 100,
+            max_guidance_scale: 20.0,
+            max_prompt_chars: 2000,
+            max_queued_prompts: 16,
+            max_seed_prompts: 64,
+            max_image_pixels: 4096 * 4096,
+        }
+    }
 }
 
 impl Default for StreamingSettings {
     fn default() -> Self {
         Self {
             session_timeout_seconds: 120,
+            max_session_seconds: 3600,
             generation_segment_cap: 32,
             max_sessions: 4,
             max_message_bytes: 1 << 20,
@@ -94,6 +138,7 @@ impl Default for StreamingSettings {
             client_write_timeout_seconds: 10,
             send_queue_messages: 64,
             session_log_dir: Some(std::env::temp_dir().join("framecast-sessions")),
+            limits: ClientLimits::default(),
         }
     }
 }
@@ -381,7 +426,26 @@ impl Validate for ReplicaConfig {
             "streaming.session_timeout_seconds",
             s.session_timeout_seconds,
         )?;
+        at_least_one("streaming.max_session_seconds", s.max_session_seconds)?;
         at_least_one("streaming.generation_segment_cap", s.generation_segment_cap)?;
+        let l = &s.limits;
+        at_least_one(
+            "streaming.limits.max_inference_steps",
+            l.max_inference_steps,
+        )?;
+        if !(l.max_guidance_scale.is_finite() && l.max_guidance_scale >= 1.0) {
+            return Err(FieldError::new(
+                "streaming.limits.max_guidance_scale",
+                format!(
+                    "must be a finite number of at least 1 (got {})",
+                    l.max_guidance_scale
+                ),
+            ));
+        }
+        at_least_one("streaming.limits.max_prompt_chars", l.max_prompt_chars)?;
+        at_least_one("streaming.limits.max_queued_prompts", l.max_queued_prompts)?;
+        at_least_one("streaming.limits.max_seed_prompts", l.max_seed_prompts)?;
+        at_least("streaming.limits.max_image_pixels", l.max_image_pixels, 256)?;
         at_least_one("streaming.max_sessions", s.max_sessions)?;
         at_least("streaming.max_message_bytes", s.max_message_bytes, 1024)?;
         at_least_one("streaming.init_timeout_seconds", s.init_timeout_seconds)?;
@@ -403,6 +467,15 @@ impl Validate for ReplicaConfig {
         in_range("generator.fps", g.fps, 1, 120)?;
         at_least_one("generator.frames_per_segment", g.frames_per_segment)?;
         at_least_one("generator.num_inference_steps", g.num_inference_steps)?;
+        if g.num_inference_steps > l.max_inference_steps {
+            return Err(FieldError::new(
+                "generator.num_inference_steps",
+                format!(
+                    "{} is more than streaming.limits.max_inference_steps ({})",
+                    g.num_inference_steps, l.max_inference_steps
+                ),
+            ));
+        }
         at_least_one("store.max_sessions", self.store.max_sessions)?;
         at_least_one("store.ttl_seconds", self.store.ttl_seconds)?;
         at_least_one("pool.num_workers", self.pool.num_workers)?;

@@ -10,7 +10,7 @@ use framecast_common::protocol::{ClientMessage, ErrorCode, ProtocolError, parse_
 use futures_util::StreamExt;
 
 use super::controller::{ClientStream, Flow, Session, error};
-use super::{SessionState, close_code, initial_image};
+use super::{SessionState, close_code, initial_image, limits};
 
 /// Counts a session as active for as long as it lives.
 pub(super) struct ActiveGuard(Arc<AtomicU32>);
@@ -57,7 +57,7 @@ impl Session {
             }
             _ => Err(ProtocolError::MissingType),
         };
-        let init = match init {
+        let mut init = match init {
             Ok(ClientMessage::SessionInitV2(init)) => init,
             Ok(_) | Err(_) => {
                 let detail = match init {
@@ -120,24 +120,35 @@ impl Session {
         if init.single_clip_mode {
             self.schedule.limit(1);
         }
-        if let Some(image) = &init.initial_image {
-            let limit = self.ctx.config.streaming.max_init_image_bytes;
-            match initial_image::decode(image, limit) {
+        let limits = &self.ctx.config.streaming.limits;
+        if let Err(refusal) =
+            limits::check_seed_prompts("curated_prompts", &init.curated_prompts, limits)
+        {
+            // The session goes on without the list.
+            init.curated_prompts.clear();
+            self.invalid(refusal.message, refusal.reason).await;
+        }
+        if let Some(image) = init.initial_image.clone() {
+            let max_bytes = self.ctx.config.streaming.max_init_image_bytes;
+            let max_pixels = limits.max_image_pixels;
+            // Decoding is CPU work of up to a second: not on the async runtime's threads.
+            let decoded = tokio::task::spawn_blocking(move || {
+                initial_image::decode(&image, max_bytes, max_pixels)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(initial_image::ImageError::Undecodable {
+                    mime: "image".into(),
+                    reason: format!("decoder panicked: {e}"),
+                })
+            });
+            match decoded {
                 Ok(decoded) => {
                     tracing::info!(session = %self.id, width = decoded.width, height = decoded.height, "initial image accepted");
                     self.initial_image = Some(Arc::new(decoded));
                 }
                 // The session goes on without the image.
-                Err(e) => {
-                    let _ = self
-                        .send(error(
-                            ErrorCode::InvalidMessage,
-                            e.to_string(),
-                            true,
-                            Some(e.reason().into()),
-                        ))
-                        .await;
-                }
+                Err(e) => self.invalid(e.to_string(), e.reason()).await,
             }
         }
         self.init = init;

@@ -63,14 +63,11 @@ impl Session {
             match lease.validate_state(&state).await {
                 Ok(()) => initial_state = Some(state),
                 Err(e) => {
-                    let _ = self
-                        .send(error(
-                            ErrorCode::InvalidMessage,
-                            format!("continuation_state: {e}"),
-                            true,
-                            Some("field:continuation_state".into()),
-                        ))
-                        .await;
+                    self.invalid(
+                        format!("continuation_state: {e}"),
+                        "field:continuation_state",
+                    )
+                    .await;
                 }
             }
         }

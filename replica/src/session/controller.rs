@@ -50,13 +50,14 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
 /// The client's half of the socket.
 pub(super) type ClientStream = futures_util::stream::SplitStream<WebSocket>;
 
-/// An `error` frame for the client.
+/// An `error` frame for the client, counted in `framecast_errors_total{code}`.
 pub(super) fn error(
     code: ErrorCode,
     message: impl Into<String>,
     retryable: bool,
     reason: Option<String>,
 ) -> Outgoing {
+    observability::error_sent(code.as_str());
     Outgoing::text(&ServerMessage::Error {
         code,
         message: message.into(),
@@ -82,8 +83,10 @@ pub(super) struct Session {
     pub(super) schedule: SegmentScheduler,
     /// The newest continuation state (after the last generated segment).
     pub(super) last_state: Option<ContinuationState>,
-    /// Restarts the idle timer.
+    /// The last client message or pipeline event; the idle timer counts from here.
     pub(super) last_activity: Instant,
+    /// When the socket was accepted; `streaming.max_session_seconds` counts from here.
+    pub(super) started: Instant,
     pub(super) pipeline: Option<Box<dyn SegmentPipeline>>,
     pub(super) events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
     /// Conditions segment 0 once a model-backed generator uses it.
@@ -118,6 +121,7 @@ impl Session {
             init: SessionInit::default(),
             last_state: None,
             last_activity: Instant::now(),
+            started: Instant::now(),
             pipeline: None,
             events: None,
             initial_image: None,
@@ -161,6 +165,19 @@ impl Session {
     /// Queues a frame for the client; false once the writer has stopped.
     pub(super) async fn send(&self, item: Outgoing) -> bool {
         self.out.send(item).await.is_ok()
+    }
+
+    /// Answers a message the session cannot use with a retryable `invalid_message` naming
+    /// `reason` (`field:<name>`, `binary_frame`, ...); the session goes on.
+    pub(super) async fn invalid(&self, message: impl Into<String>, reason: impl Into<String>) {
+        let _ = self
+            .send(error(
+                ErrorCode::InvalidMessage,
+                message,
+                true,
+                Some(reason.into()),
+            ))
+            .await;
     }
 
     /// Ends in state `end`: stops the pipeline and queues the close frame.

@@ -10,12 +10,14 @@ use framecast_common::protocol::{
 use futures_util::StreamExt;
 
 use super::controller::{ClientStream, Flow, Session, error};
-use super::{Outgoing, SessionState, close_code};
+use super::{Outgoing, SessionState, close_code, limits};
 use crate::pipeline::{PipelineEvent, SegmentJob};
 
 impl Session {
     pub(super) async fn main_loop(&mut self, stream: &mut ClientStream) {
         let idle = Duration::from_secs(self.ctx.config.streaming.session_timeout_seconds);
+        let lifetime = Duration::from_secs(self.ctx.config.streaming.max_session_seconds);
+        let end_of_life = tokio::time::Instant::from_std(self.started + lifetime);
         let mut events = self.events.take().expect("set when the worker was bound");
         loop {
             let idle_deadline = tokio::time::Instant::from_std(self.last_activity + idle);
@@ -30,10 +32,26 @@ impl Session {
                     }
                 },
                 ev = events.recv() => match ev {
-                    Some(ev) => self.on_event(ev).await,
+                    Some(ev) => {
+                        // A stream that is producing segments is not idle.
+                        self.last_activity = Instant::now();
+                        self.on_event(ev).await
+                    }
                     None => Flow::End,
                 },
-                _ = tokio::time::sleep_until(idle_deadline) => {
+                _ = tokio::time::sleep_until(end_of_life) => {
+                    tracing::info!(session = %self.id, ?lifetime, "session reached its longest lifetime");
+                    self.end_with(
+                        [stream_complete(StreamEndReason::MaxDuration)],
+                        SessionState::Complete,
+                        close_code::NORMAL,
+                        "max session duration",
+                    )
+                    .await
+                }
+                // Idle means no client message and no segment under way (a slow segment
+                // counts as activity until it is done).
+                _ = tokio::time::sleep_until(idle_deadline), if !self.schedule.in_flight() => {
                     let frames = [
                         Outgoing::text(&ServerMessage::SessionTimeout { timeout_seconds: idle.as_secs() }),
                         stream_complete(StreamEndReason::IdleTimeout),
@@ -86,12 +104,10 @@ impl Session {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                self.send(error(
-                    ErrorCode::InvalidMessage,
+                self.invalid(
                     "binary frames are not accepted; send JSON text",
-                    true,
-                    Some("binary_frame".into()),
-                ))
+                    "binary_frame",
+                )
                 .await;
                 return Flow::Continue;
             }
@@ -111,49 +127,39 @@ impl Session {
             Err(e) => {
                 self.log
                     .event("client_error", serde_json::json!({"error": e.to_string()}));
-                self.send(error(
-                    ErrorCode::InvalidMessage,
-                    e.to_string(),
-                    true,
-                    Some(e.reason()),
-                ))
-                .await;
+                self.invalid(e.to_string(), e.reason()).await;
                 return Flow::Continue;
             }
         };
         match parsed {
             ClientMessage::SessionInitV2(_) => {
-                self.send(error(
-                    ErrorCode::InvalidMessage,
-                    "session already initialised",
-                    true,
-                    Some("duplicate_init".into()),
-                ))
-                .await;
+                self.invalid("session already initialised", "duplicate_init")
+                    .await;
             }
             ClientMessage::SegmentPromptSource(p) => {
-                if p.prompt.trim().is_empty() {
-                    self.send(error(
-                        ErrorCode::InvalidMessage,
-                        "prompt must not be empty",
-                        true,
-                        Some("field:prompt".into()),
-                    ))
-                    .await;
-                } else if p.num_inference_steps == Some(0) {
-                    self.send(error(
-                        ErrorCode::InvalidMessage,
-                        "num_inference_steps must be at least 1",
-                        true,
-                        Some("field:num_inference_steps".into()),
-                    ))
-                    .await;
+                let limits = &self.ctx.config.streaming.limits;
+                let queued = self.schedule.queued();
+                if let Err(refusal) = limits::check_prompt(&p, limits) {
+                    self.invalid(refusal.message, refusal.reason).await;
+                } else if queued >= limits.max_queued_prompts {
+                    let message = format!(
+                        "{queued} prompts are already waiting (at most {}); send the next one \
+                         once a segment has started",
+                        limits.max_queued_prompts
+                    );
+                    self.invalid(message, "prompt_queue_full").await;
                 } else {
                     self.schedule.request(p);
                     self.try_schedule();
                 }
             }
-            ClientMessage::SeedPromptsUpdated(s) => self.init.curated_prompts = s.seed_prompts,
+            ClientMessage::SeedPromptsUpdated(s) => {
+                let limits = &self.ctx.config.streaming.limits;
+                match limits::check_seed_prompts("seed_prompts", &s.seed_prompts, limits) {
+                    Ok(()) => self.init.curated_prompts = s.seed_prompts,
+                    Err(refusal) => self.invalid(refusal.message, refusal.reason).await,
+                }
+            }
             ClientMessage::EnhancementUpdated(t) => self.init.enhancement_enabled = t.enabled,
             ClientMessage::AutoExtensionUpdated(t) => {
                 self.init.auto_extension_enabled = t.enabled;
@@ -173,13 +179,8 @@ impl Session {
                 let asked =
                     self.last_state.is_some() && self.pipeline.as_ref().is_some_and(|p| p.export());
                 if !asked {
-                    self.send(error(
-                        ErrorCode::InvalidMessage,
-                        "no segment generated yet: nothing to snapshot",
-                        true,
-                        Some("no_state".into()),
-                    ))
-                    .await;
+                    self.invalid("no segment generated yet: nothing to snapshot", "no_state")
+                        .await;
                 }
             }
             ClientMessage::Ping(_) => {}

@@ -13,6 +13,7 @@ mod context;
 pub mod controller;
 mod event_loop;
 pub mod initial_image;
+pub mod limits;
 pub mod log;
 pub mod schedule;
 pub mod state;

@@ -46,6 +46,16 @@ impl SegmentScheduler {
         self.cap = self.cap.min(cap);
     }
 
+    /// Prompts the client asked for that no segment has started yet.
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a segment is being generated or its media is still going out.
+    pub fn in_flight(&self) -> bool {
+        self.generating || self.media_done < self.scheduled
+    }
+
     /// Queues a prompt the client asked for.
     pub fn request(&mut self, prompt: SegmentPrompt) {
         self.pending.push_back(prompt);

@@ -1,0 +1,333 @@
+//! The real replica binary against clients that ask for too much: every client number is
+//! bounded (the session goes on), sessions end by their own clock, and every error frame
+//! the replica sends is counted in `framecast_errors_total{code}`.
+
+use std::time::{Duration, Instant};
+
+use framecast_e2e::{ChildGuard, free_port, get_json, get_text, wait_for_status};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A replica with the mock generator on one in-process worker, plus `extra` settings.
+async fn start_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+    let port = free_port().to_string();
+    let mut env = vec![
+        ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
+        ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
+        ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
+        ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
+        ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
+        ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "128"),
+        ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "72"),
+        ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "12"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "50"),
+    ];
+    env.extend_from_slice(extra);
+    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    (replica, base)
+}
+
+async fn open(base: &str, init: Value) -> Ws {
+    let url = format!("{}/v1/stream", base.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    ws
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// Every JSON message until the close frame (or `limit`), and the close code.
+async fn until_close(ws: &mut Ws, limit: Duration) -> (Vec<Value>, Option<u16>) {
+    let deadline = Instant::now() + limit;
+    let mut messages = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => messages.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (messages, frame.map(|f| u16::from(f.code)));
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return (messages, None),
+        }
+    }
+}
+
+fn of_type<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    messages.iter().filter(|m| m["type"] == kind).collect()
+}
+
+/// `framecast_errors_total{code="<code>"}` as `/metrics` shows it.
+async fn errors_counted(base: &str, code: &str) -> f64 {
+    let text = get_text(&format!("{base}/metrics")).await;
+    let series = format!("framecast_errors_total{{code=\"{code}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_numbers_are_refused_by_field_and_the_worker_stays_free() {
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "2"),
+        (
+            "FRAMECAST_REPLICA__STREAMING__LIMITS__MAX_PROMPT_CHARS",
+            "50",
+        ),
+    ])
+    .await;
+    let mut ws = open(&base, json!({"type": "session_init_v2"})).await;
+    let hostile = [
+        (
+            json!({"prompt": "x", "num_inference_steps": 4_294_967_295u64}),
+            "field:num_inference_steps",
+        ),
+        (
+            json!({"prompt": "x", "guidance_scale": 1e9}),
+            "field:guidance_scale",
+        ),
+        (
+            json!({"prompt": "x", "guidance_scale": -3}),
+            "field:guidance_scale",
+        ),
+        (json!({"prompt": "x", "seed": 1u64 << 60}), "field:seed"),
+        (json!({"prompt": "y".repeat(51)}), "field:prompt"),
+    ];
+    for (fields, _) in &hostile {
+        let mut message = fields.clone();
+        message["type"] = json!("segment_prompt_source");
+        send(&mut ws, message).await;
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+    send(
+        &mut ws,
+        json!({"type": "seed_prompts_updated", "seed_prompts": many}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "segment_prompt_source", "prompt": "a calm sea"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "segment_prompt_source", "prompt": "a calm sea at dusk"}),
+    )
+    .await;
+
+    let (messages, close) = until_close(&mut ws, Duration::from_secs(30)).await;
+    let errors = of_type(&messages, "error");
+    let reasons: Vec<&str> = errors
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = hostile.iter().map(|(_, r)| *r).collect();
+    expected.push("field:seed_prompts");
+    assert_eq!(reasons, expected, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == "invalid_message" && e["retryable"] == true)
+    );
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("(1..=100)"),
+        "the range is named: {}",
+        errors[0]
+    );
+    // The session went on: the two good prompts made the two segments of its cap.
+    let prompts: Vec<&str> = of_type(&messages, "ltx2_segment_start")
+        .iter()
+        .map(|m| m["prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts, ["a calm sea", "a calm sea at dusk"]);
+    assert_eq!(close, Some(1000));
+    // And nothing was left running on the worker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(&format!("{base}/status")).await["available_gpus"] != 1 {
+        assert!(Instant::now() < deadline, "the worker never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_prompts_are_bounded_per_session() {
+    let (_replica, base) = start_replica(&[
+        (
+            "FRAMECAST_REPLICA__STREAMING__LIMITS__MAX_QUEUED_PROMPTS",
+            "2",
+        ),
+        ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "3"),
+    ])
+    .await;
+    let mut ws = open(&base, json!({"type": "session_init_v2"})).await;
+    // Paused: nothing leaves the queue, so the third prompt finds it full.
+    send(
+        &mut ws,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    for prompt in ["one", "two", "three"] {
+        send(
+            &mut ws,
+            json!({"type": "segment_prompt_source", "prompt": prompt}),
+        )
+        .await;
+    }
+    send(
+        &mut ws,
+        json!({"type": "generation_paused_updated", "paused": false}),
+    )
+    .await;
+    // Both queued prompts are generated; the refused one can be sent again once room is made.
+    send(
+        &mut ws,
+        json!({"type": "segment_prompt_source", "prompt": "three again"}),
+    )
+    .await;
+    let (messages, close) = until_close(&mut ws, Duration::from_secs(30)).await;
+    let errors = of_type(&messages, "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["reason"], "prompt_queue_full");
+    let prompts: Vec<&str> = of_type(&messages, "ltx2_segment_start")
+        .iter()
+        .map(|m| m["prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts, ["one", "two", "three again"]);
+    assert_eq!(close, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_session_is_never_idle_but_every_session_has_a_lifetime() {
+    // Segments take 0.4 s each: five of them stream for about 2 s, twice the idle timeout.
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__STREAMING__SESSION_TIMEOUT_SECONDS", "1"),
+        ("FRAMECAST_REPLICA__STREAMING__MAX_SESSION_SECONDS", "5"),
+        ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "5"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "400"),
+    ])
+    .await;
+    let mut streaming = open(
+        &base,
+        json!({"type": "session_init_v2", "curated_prompts": ["waves"], "auto_extension_enabled": true}),
+    )
+    .await;
+    let started = Instant::now();
+    let (messages, close) = until_close(&mut streaming, Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "too short to prove anything"
+    );
+    assert!(
+        of_type(&messages, "session_timeout").is_empty(),
+        "{messages:?}"
+    );
+    assert_eq!(
+        of_type(&messages, "ltx2_stream_complete")[0]["reason"],
+        "segment_cap"
+    );
+    assert_eq!(close, Some(1000));
+
+    // A paused session that keeps pinging is not idle either, but its lifetime ends it.
+    let mut paused = open(&base, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut paused,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    let started = Instant::now();
+    let pinger = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if paused
+                .send(Message::text(json!({"type": "ping"}).to_string()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            // Read whatever came, so the close frame is seen.
+            if let Ok(Some(Ok(Message::Text(t)))) =
+                tokio::time::timeout(Duration::from_millis(10), paused.next()).await
+            {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "ltx2_stream_complete" {
+                    return v;
+                }
+            }
+        }
+        Value::Null
+    };
+    let complete = tokio::time::timeout(Duration::from_secs(10), pinger)
+        .await
+        .expect("the session ended within its lifetime");
+    assert_eq!(complete["reason"], "max_duration", "{complete}");
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(4500) && lived < Duration::from_secs(7),
+        "lived {lived:?} with max_session_seconds 5"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_frame_is_counted_by_its_code() {
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__POOL__ACQUIRE_TIMEOUT_SECONDS", "1"),
+        ("FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS", "2"),
+    ])
+    .await;
+    for code in ["invalid_message", "session_rejected", "gpu_unavailable"] {
+        assert_eq!(
+            errors_counted(&base, code).await,
+            0.0,
+            "{code} starts at zero"
+        );
+    }
+
+    // session_rejected: a bad first frame.
+    let mut bad = open(&base, json!({"type": "ping"})).await;
+    let (messages, close) = until_close(&mut bad, Duration::from_secs(5)).await;
+    assert_eq!(of_type(&messages, "error")[0]["code"], "session_rejected");
+    assert_eq!(close, Some(1003));
+
+    // invalid_message, twice, from a session that holds the only worker (paused).
+    let mut holder = open(&base, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut holder,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    holder.send(Message::text("{not json")).await.unwrap();
+    send(&mut holder, json!({"type": "warp_drive"})).await;
+
+    // gpu_unavailable: a second session finds no free worker within the acquire timeout.
+    let mut waiting = open(&base, json!({"type": "session_init_v2"})).await;
+    let (messages, close) = until_close(&mut waiting, Duration::from_secs(10)).await;
+    assert_eq!(of_type(&messages, "error")[0]["code"], "gpu_unavailable");
+    assert_eq!(close, Some(1013));
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counted = (
+            errors_counted(&base, "session_rejected").await,
+            errors_counted(&base, "invalid_message").await,
+            errors_counted(&base, "gpu_unavailable").await,
+        );
+        if counted == (1.0, 2.0, 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counted {counted:?}, sent (1, 2, 1)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

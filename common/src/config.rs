@@ -107,16 +107,40 @@ pub fn in_range<T: PartialOrd + fmt::Display>(
     }
 }
 
-/// Rejects a duration in seconds that is 0, negative, NaN or infinite, quoting the value.
+/// The longest time any setting may name: 100 years, in seconds. Longer means "never" to a
+/// person, but a timer that far out overflows the arithmetic that builds deadlines
+/// (`Instant + Duration` and `Duration::from_secs_f64` panic), so it is refused at load time.
+pub const MAX_SECONDS: u64 = 100 * 365 * 24 * 60 * 60;
+
+/// Rejects a duration in seconds that is 0, negative, NaN, infinite or above
+/// [`MAX_SECONDS`], quoting the value.
 pub fn positive_seconds(field: &str, value: f64) -> Result<(), FieldError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
+    if !(value.is_finite() && value > 0.0) {
         Err(FieldError::new(
             field,
             format!("must be greater than 0 (got {value})"),
         ))
+    } else if value > MAX_SECONDS as f64 {
+        Err(too_long(field, value))
+    } else {
+        Ok(())
     }
+}
+
+/// Rejects a whole number of seconds above [`MAX_SECONDS`] (0 is left to the caller).
+pub fn at_most_max_seconds(field: &str, value: u64) -> Result<(), FieldError> {
+    if value > MAX_SECONDS {
+        Err(too_long(field, value))
+    } else {
+        Ok(())
+    }
+}
+
+fn too_long(field: &str, value: impl fmt::Display) -> FieldError {
+    FieldError::new(
+        field,
+        format!("must be at most {MAX_SECONDS} seconds (100 years; got {value})"),
+    )
 }
 
 /// Rejects a string that is empty or only whitespace.
@@ -527,6 +551,29 @@ mod tests {
         );
         assert!(positive_seconds("t", f64::NAN).is_err());
         assert!(positive_seconds("t", f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn seconds_beyond_a_century_are_rejected() {
+        // 1e20 s passed `positive_seconds` once, then panicked in `Duration::from_secs_f64`.
+        assert_eq!(positive_seconds("t", MAX_SECONDS as f64), Ok(()));
+        assert_eq!(
+            positive_seconds("t", 1e20),
+            Err(FieldError::new(
+                "t",
+                "must be at most 3153600000 seconds (100 years; got 100000000000000000000)"
+            ))
+        );
+        assert!(positive_seconds("t", f64::MAX).is_err());
+        assert_eq!(at_most_max_seconds("t", 0), Ok(()));
+        assert_eq!(at_most_max_seconds("t", MAX_SECONDS), Ok(()));
+        assert!(at_most_max_seconds("t", MAX_SECONDS + 1).is_err());
+        assert!(at_most_max_seconds("t", u64::MAX).is_err());
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(MAX_SECONDS);
+        assert!(
+            far.checked_add(std::time::Duration::from_secs(MAX_SECONDS))
+                .is_some()
+        );
     }
 
     #[test]

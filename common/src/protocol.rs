@@ -27,6 +27,23 @@ pub struct ContinuationState {
     pub kind: String,
     /// Kind-specific content; large tensors are referenced by blob id.
     pub payload: serde_json::Value,
+    /// The replica's HMAC-SHA256 over `kind` and `payload` (base64url), set on every state a
+    /// `continuation_state_snapshot` hands out. A state passed back in `session_init_v2`
+    /// must carry it unchanged (key order and whitespace do not matter); a missing or
+    /// mismatching signature gets the state refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl ContinuationState {
+    /// An unsigned state of `kind`.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            payload,
+            signature: None,
+        }
+    }
 }
 
 /// An image that conditions the first segment.
@@ -474,6 +491,7 @@ mod tests {
             continuation_state: Some(ContinuationState {
                 kind: "framecast.mock.v1".into(),
                 payload: json!({"segment": 3}),
+                signature: Some("c2lnbmF0dXJl".into()),
             }),
             ..SessionInit::default()
         }));
@@ -504,10 +522,7 @@ mod tests {
 
     #[test]
     fn every_server_message_round_trips() {
-        let state = ContinuationState {
-            kind: "framecast.mock.v1".into(),
-            payload: json!({"blob": "abc"}),
-        };
+        let state = ContinuationState::new("framecast.mock.v1", json!({"blob": "abc"}));
         for msg in [
             ServerMessage::QueueStatus {
                 position: 1,

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use framecast_common::config::{
-    ConfigError, FieldError, LayeredConfig, Validate, at_least, at_least_one, in_range, not_empty,
+    ConfigError, FieldError, LayeredConfig, MAX_SECONDS, Validate, at_least, at_least_one,
+    at_most_max_seconds, in_range, not_empty,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub struct ServerSettings {
     pub host: String,
     /// Port to listen on (0 picks a free one, which is logged).
     pub port: u16,
+    /// On SIGTERM, how long live sessions may go on finishing their segment before they are
+    /// ended (`ltx2_stream_complete {reason: draining}`, close 1001) and the process exits.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +57,7 @@ impl Default for ServerSettings {
         Self {
             host: "0.0.0.0".into(),
             port: 8000,
+            shutdown_grace_seconds: 30,
         }
     }
 }
@@ -82,6 +87,12 @@ pub struct StreamingSettings {
     pub client_write_timeout_seconds: u64,
     /// Messages queued for one client; when full, generation waits instead of buffering.
     pub send_queue_messages: usize,
+    /// The server pings every client this often; 0 turns pings off.
+    pub ping_interval_seconds: u64,
+    /// A client that has not answered a ping (pong) this long after it was sent is taken as
+    /// gone: its session ends and its worker goes back (a dead peer that never reads would
+    /// otherwise hold a paused session's worker until the idle timeout).
+    pub pong_timeout_seconds: u64,
     /// Directory for one JSONL event log per session; `null` turns the logs off.
     pub session_log_dir: Option<PathBuf>,
     /// What one client may ask for; anything beyond gets `invalid_message` naming the field.
@@ -137,6 +148,8 @@ impl Default for StreamingSettings {
             init_timeout_seconds: 10,
             client_write_timeout_seconds: 10,
             send_queue_messages: 64,
+            ping_interval_seconds: 15,
+            pong_timeout_seconds: 15,
             session_log_dir: Some(std::env::temp_dir().join("framecast-sessions")),
             limits: ClientLimits::default(),
         }
@@ -375,16 +388,35 @@ impl Default for MediaSettings {
     }
 }
 
-/// Bounds of the in-memory session and blob stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Bounds of the in-memory session and blob stores, and the key continuation states are
+/// signed with.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// Continuation states kept at most (oldest evicted first).
     pub max_sessions: usize,
     /// Bytes of blobs (tensors) kept at most (oldest evicted first).
     pub blob_capacity_bytes: usize,
+    /// Bytes of blobs one owner (one session's exported states) may hold at once: its own
+    /// oldest go first to make room, and a single blob larger than this is refused, so one
+    /// client cannot evict what other sessions stored.
+    pub max_blob_bytes_per_session: usize,
     /// Anything older than this is dropped.
     pub ttl_seconds: u64,
+    /// The HMAC-SHA256 key continuation states handed to clients are signed with (at least
+    /// 32 characters). `None`: a random key per process, so states only resume on the
+    /// replica process that made them. Replicas behind one router must share one secret.
+    /// Shown as `<redacted>` by `--check-config` and in debug output.
+    #[serde(serialize_with = "redacted")]
+    pub state_secret: Option<String>,
+}
+
+/// Serializes a secret as `<redacted>` (or `null` when unset).
+fn redacted<S: serde::Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
 }
 
 impl Default for StoreSettings {
@@ -392,8 +424,32 @@ impl Default for StoreSettings {
         Self {
             max_sessions: 1024,
             blob_capacity_bytes: 256 << 20,
+            max_blob_bytes_per_session: 64 << 20,
             ttl_seconds: 3600,
+            state_secret: None,
         }
+    }
+}
+
+/// Shortest `store.state_secret` accepted: 32 characters (256 bits as hex would be 64).
+pub const MIN_STATE_SECRET_CHARS: usize = 32;
+
+impl std::fmt::Debug for StoreSettings {
+    // By hand, so the secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("max_sessions", &self.max_sessions)
+            .field("blob_capacity_bytes", &self.blob_capacity_bytes)
+            .field(
+                "max_blob_bytes_per_session",
+                &self.max_blob_bytes_per_session,
+            )
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field(
+                "state_secret",
+                &self.state_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -454,6 +510,7 @@ impl Validate for ReplicaConfig {
             s.client_write_timeout_seconds,
         )?;
         at_least("streaming.send_queue_messages", s.send_queue_messages, 4)?;
+        at_least_one("streaming.pong_timeout_seconds", s.pong_timeout_seconds)?;
         let g = &self.generator;
         if g.width < 16 || g.height < 16 || g.width % 2 == 1 || g.height % 2 == 1 {
             return Err(FieldError::new(
@@ -478,6 +535,21 @@ impl Validate for ReplicaConfig {
         }
         at_least_one("store.max_sessions", self.store.max_sessions)?;
         at_least_one("store.ttl_seconds", self.store.ttl_seconds)?;
+        at_least_one(
+            "store.max_blob_bytes_per_session",
+            self.store.max_blob_bytes_per_session,
+        )?;
+        if let Some(secret) = &self.store.state_secret
+            && secret.chars().count() < MIN_STATE_SECRET_CHARS
+        {
+            return Err(FieldError::new(
+                "store.state_secret",
+                format!(
+                    "must be at least {MIN_STATE_SECRET_CHARS} characters (e.g. the output of \
+                     `openssl rand -hex 32`)"
+                ),
+            ));
+        }
         at_least_one("pool.num_workers", self.pool.num_workers)?;
         if !self.pool.devices.is_empty()
             && self.pool.devices.len() != self.pool.num_workers as usize
@@ -535,6 +607,47 @@ impl Validate for ReplicaConfig {
                     g.frames_per_segment,
                     u64::from(g.frames_per_segment) * 1000 / u64::from(g.fps)
                 ),
+            ));
+        }
+        // Longer than a century means "never", but would overflow a deadline (`now +
+        // timeout` panics), or the mock's pacing: refuse it here rather than mid-session.
+        for (field, seconds) in [
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "streaming.session_timeout_seconds",
+                s.session_timeout_seconds,
+            ),
+            ("streaming.max_session_seconds", s.max_session_seconds),
+            ("streaming.init_timeout_seconds", s.init_timeout_seconds),
+            (
+                "streaming.client_write_timeout_seconds",
+                s.client_write_timeout_seconds,
+            ),
+            ("streaming.ping_interval_seconds", s.ping_interval_seconds),
+            ("streaming.pong_timeout_seconds", s.pong_timeout_seconds),
+            (
+                "pool.acquire_timeout_seconds",
+                self.pool.acquire_timeout_seconds,
+            ),
+            (
+                "pool.restart_backoff_seconds",
+                self.pool.restart_backoff_seconds,
+            ),
+            (
+                "pool.stall_timeout_seconds",
+                self.pool.stall_timeout_seconds,
+            ),
+            ("store.ttl_seconds", self.store.ttl_seconds),
+        ] {
+            at_most_max_seconds(field, seconds)?;
+        }
+        if g.mock_latency_ms / 1000 > MAX_SECONDS {
+            return Err(FieldError::new(
+                "generator.mock_latency_ms",
+                format!("must be at most {} (100 years)", MAX_SECONDS * 1000),
             ));
         }
         Ok(())
@@ -648,5 +761,51 @@ mod tests {
         );
         let err = load_with_env(&[("FRAMECAST_REPLICA__POOL__NUM_WORKERS", "0")]).unwrap_err();
         assert!(err.to_string().contains("`pool.num_workers`"), "{err}");
+    }
+
+    #[test]
+    fn the_state_secret_and_blob_quota_load_and_are_checked() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = load_with_env(&[
+            ("FRAMECAST_REPLICA__STORE__STATE_SECRET", secret),
+            (
+                "FRAMECAST_REPLICA__STORE__MAX_BLOB_BYTES_PER_SESSION",
+                "4096",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.store.state_secret.as_deref(), Some(secret));
+        assert_eq!(c.store.max_blob_bytes_per_session, 4096);
+        assert!(
+            !format!("{c:?}").contains(secret),
+            "the secret stays out of Debug output"
+        );
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            shown["store"]["state_secret"], "<redacted>",
+            "and out of --check-config"
+        );
+        let defaults = StoreSettings::default();
+        assert_eq!(defaults.state_secret, None);
+        assert_eq!(
+            defaults.max_blob_bytes_per_session,
+            defaults.blob_capacity_bytes / 4
+        );
+
+        let err = load_with_env(&[("FRAMECAST_REPLICA__STORE__STATE_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`store.state_secret`"), "{err}");
+        assert_eq!(
+            load_yaml("store: {state_secret: null}\n")
+                .unwrap()
+                .store
+                .state_secret,
+            None
+        );
+        let err = load_yaml("store: {max_blob_bytes_per_session: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.max_blob_bytes_per_session"), "{err}");
     }
 }

@@ -185,8 +185,12 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
     state.mark_ready();
     tracing::info!(address = %local, "framecast-replica listening on http://{local}/");
 
+    let draining = state.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            draining.drain().await;
+        })
         .await
         .context("serving HTTP")?;
     tracing::info!("framecast-replica stopped");

@@ -71,12 +71,25 @@ async fn start_with(
     config: ReplicaConfig,
     generators: Vec<Box<dyn generate::Generator>>,
 ) -> Server {
+    start_sharing(config, generators, None).await
+}
+
+/// [`start_with`], the sessions sharing `blobs` with the generators as in main (a session's
+/// end then drops its live blobs from the store the generators write), when given.
+async fn start_sharing(
+    config: ReplicaConfig,
+    generators: Vec<Box<dyn generate::Generator>>,
+    blobs: Option<Arc<dyn framecast_replica::store::BlobStore>>,
+) -> Server {
     // As in main: GStreamer is initialised once at start-up, before any session.
     framecast_replica::media::elements::init().unwrap();
     framecast_common::logging::init("framecast_replica=debug");
     let config = Arc::new(config);
     let pool = Arc::new(InProcessPool::new(generators, false));
     let mut sessions = SessionContext::new(pool.clone(), config);
+    if let Some(blobs) = blobs {
+        sessions.blobs = blobs;
+    }
     let states = Arc::new(framecast_replica::store::memory::MemorySessionStore::new(
         16,
         Duration::from_secs(60),
@@ -151,6 +164,47 @@ async fn read_until_close(client: &mut Client, limit: Duration) -> Transcript {
         }
     }
     t
+}
+
+/// Like [`read_until_close`], but stops after the first JSON message of `kind`.
+async fn read_until(client: &mut Client, kind: &str, limit: Duration) -> Transcript {
+    let mut t = Transcript::default();
+    let deadline = Instant::now() + limit;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline.into(), client.next()).await {
+            Ok(Some(Ok(msg))) => msg,
+            other => panic!("no {kind} within {limit:?} ({other:?}); saw {:?}", t.events),
+        };
+        match msg {
+            Message::Text(text) => {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                t.events.push(v["type"].as_str().unwrap().to_string());
+                let done = v["type"] == kind;
+                t.messages.push(v);
+                if done {
+                    return t;
+                }
+            }
+            Message::Binary(b) => {
+                t.events.push("binary".into());
+                t.binary_bytes += b.len();
+            }
+            Message::Close(frame) => panic!("closed ({frame:?}) before {kind}; saw {:?}", t.events),
+            _ => {}
+        }
+    }
+}
+
+/// Asks for a snapshot and returns the state it brings (what a client keeps).
+async fn snapshot(client: &mut Client) -> Value {
+    send(client, json!({"type": "snapshot_state"})).await;
+    let t = read_until(
+        client,
+        "continuation_state_snapshot",
+        Duration::from_secs(30),
+    )
+    .await;
+    first(&t, "continuation_state_snapshot")["state"].clone()
 }
 
 fn first<'a>(t: &'a Transcript, kind: &str) -> &'a Value {
@@ -456,6 +510,234 @@ async fn snapshot_and_restore_continue_the_stream() {
     let t = read_until_close(&mut bad, Duration::from_millis(800)).await;
     assert_eq!(first(&t, "error")["code"], "invalid_message");
     assert_eq!(first(&t, "error")["reason"], "field:continuation_state");
+}
+
+/// A mock session's state after its first segment (12 frames), as the client got it; the
+/// worker is free again when this returns.
+async fn mock_snapshot(server: &Server) -> Value {
+    let mut client = connect(server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "p"}),
+    )
+    .await;
+    skip_past(&mut client, "ltx2_segment_complete").await;
+    let state = snapshot(&mut client).await;
+    drop(client);
+    server
+        .wait_for_free_worker(Duration::from_secs(5), "the session kept the worker")
+        .await;
+    state
+}
+
+/// Opens a session with `state` as its `continuation_state`, generates one segment and
+/// snapshots it: what the session sent up to that segment, and the snapshot (its
+/// `frames_done` tells a continued stream from a fresh one). Frees the worker again.
+async fn resume_and_snapshot(server: &Server, state: &Value) -> (Transcript, Value) {
+    let mut client = connect(server).await;
+    send(
+        &mut client,
+        json!({"type": "session_init_v2", "continuation_state": state}),
+    )
+    .await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "p"}),
+    )
+    .await;
+    let t = read_until(
+        &mut client,
+        "ltx2_segment_complete",
+        Duration::from_secs(10),
+    )
+    .await;
+    let after = snapshot(&mut client).await;
+    drop(client);
+    server
+        .wait_for_free_worker(Duration::from_secs(5), "the session kept the worker")
+        .await;
+    (t, after)
+}
+
+/// The refusal of a continuation state: retryable, naming the field and why.
+fn assert_state_refused(t: &Transcript, why: &str) {
+    let err = first(t, "error");
+    assert_eq!(err["code"], "invalid_message", "{err}");
+    assert_eq!(err["reason"], "field:continuation_state", "{err}");
+    assert_eq!(err["retryable"], true, "{err}");
+    assert!(err["message"].as_str().unwrap().contains(why), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_continuation_state_is_refused_and_the_session_starts_fresh() {
+    let server = start(test_config()).await;
+    let state = mock_snapshot(&server).await;
+    assert_eq!(state["payload"]["frames_done"], 12, "{state}");
+    assert!(state["signature"].is_string(), "{state}");
+
+    // The client moves the stream far ahead and keeps the signature.
+    let mut tampered = state.clone();
+    tampered["payload"]["frames_done"] = json!(1200);
+    let (t, after) = resume_and_snapshot(&server, &tampered).await;
+    assert_state_refused(&t, "signature does not match");
+    assert_eq!(
+        after["payload"]["frames_done"], 12,
+        "a fresh stream, not 1200 + 12 frames: {after}"
+    );
+    // Re-labelling the kind fails the same way.
+    let mut relabelled = state.clone();
+    relabelled["kind"] = json!("framecast.wan.v1");
+    let (t, _) = resume_and_snapshot(&server, &relabelled).await;
+    assert_state_refused(&t, "signature does not match");
+
+    // The state as it was sent still continues the stream: 12 + 12 frames.
+    let (t, after) = resume_and_snapshot(&server, &state).await;
+    assert_eq!(count(&t, "error"), 0, "{:?}", t.messages);
+    assert_eq!(after["payload"]["frames_done"], 24, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_or_foreign_continuation_state_is_refused_and_the_session_starts_fresh() {
+    let server = start(test_config()).await;
+    let state = mock_snapshot(&server).await;
+
+    let mut unsigned = state.clone();
+    unsigned.as_object_mut().unwrap().remove("signature");
+    let (t, after) = resume_and_snapshot(&server, &unsigned).await;
+    assert_state_refused(&t, "not signed");
+    assert_eq!(
+        after["payload"]["frames_done"], 12,
+        "fresh, not 24: {after}"
+    );
+
+    // Another replica process (here without store.state_secret: a random key of its own)
+    // does not take this one's states.
+    let other = start(test_config()).await;
+    let (t, after) = resume_and_snapshot(&other, &state).await;
+    assert_state_refused(&t, "signature does not match");
+    assert_eq!(
+        after["payload"]["frames_done"], 12,
+        "fresh, not 24: {after}"
+    );
+}
+
+/// A wan session's exported state after one segment of `prompt`; the worker is free again
+/// when this returns.
+async fn wan_snapshot(server: &Server, prompt: &str) -> Value {
+    let mut client = connect(server).await;
+    send(&mut client, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": prompt}),
+    )
+    .await;
+    skip_past(&mut client, "ltx2_segment_complete").await;
+    let state = snapshot(&mut client).await;
+    assert_eq!(state["kind"], "framecast.wan.v1", "{state}");
+    drop(client);
+    server
+        .wait_for_free_worker(Duration::from_secs(10), "the session kept the worker")
+        .await;
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wan_state_cannot_be_pointed_at_another_sessions_blob_or_stream() {
+    let mut config = wan_config();
+    config.generator.width = 64;
+    config.generator.height = 48;
+    config.generator.num_inference_steps = 1;
+    // One store for the generator and the sessions, as in main: a session's end drops its
+    // live blobs there, not its exports.
+    let blobs: Arc<dyn framecast_replica::store::BlobStore> =
+        Arc::new(framecast_replica::store::memory::MemoryBlobStore::from_config(&config));
+    let generator = generate::build(&config.generator, blobs.clone()).unwrap();
+    let server = start_sharing(config, vec![generator], Some(blobs)).await;
+    let a = wan_snapshot(&server, "fog").await;
+    let b = wan_snapshot(&server, "rain").await;
+    for field in ["blob", "stream"] {
+        assert_ne!(a["payload"][field], b["payload"][field], "{field}");
+    }
+
+    // A's client points its own signed state at B's blob, or at B's stream (still live in
+    // the worker): refused, and nothing of B's is generated from.
+    for field in ["blob", "stream"] {
+        let mut forged = a.clone();
+        forged["payload"][field] = b["payload"][field].clone();
+        let mut client = connect(&server).await;
+        send(
+            &mut client,
+            json!({"type": "session_init_v2", "continuation_state": forged}),
+        )
+        .await;
+        let t = read_until(&mut client, "gpu_assigned", Duration::from_secs(10)).await;
+        assert_state_refused(&t, "signature does not match");
+        drop(client);
+        server
+            .wait_for_free_worker(Duration::from_secs(10), "the session kept the worker")
+            .await;
+    }
+
+    // A's own state resumes after A's session ended (its exported blob outlived it), and a
+    // snapshot taken before the first segment is A's state again, not B's live stream that
+    // the worker still holds.
+    let mut client = connect(&server).await;
+    send(
+        &mut client,
+        json!({"type": "session_init_v2", "continuation_state": a}),
+    )
+    .await;
+    send(&mut client, json!({"type": "snapshot_state"})).await;
+    send(
+        &mut client,
+        json!({"type": "segment_prompt_source", "prompt": "fog"}),
+    )
+    .await;
+    let t = read_until(
+        &mut client,
+        "ltx2_segment_complete",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(count(&t, "error"), 0, "{:?}", t.messages);
+    assert_eq!(first(&t, "continuation_state_snapshot")["state"], a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_over_the_per_session_blob_quota_is_refused_and_the_session_goes_on() {
+    let mut config = wan_config();
+    config.generator.width = 64;
+    config.generator.height = 48;
+    config.generator.num_inference_steps = 1;
+    config.streaming.generation_segment_cap = 3;
+    // The store has room (256 MiB by default), but one session may hold only 1 KiB: far
+    // less than the stream's tensors.
+    config.store.max_blob_bytes_per_session = 1024;
+    let blobs: Arc<dyn framecast_replica::store::BlobStore> =
+        Arc::new(framecast_replica::store::memory::MemoryBlobStore::from_config(&config));
+    let generator = generate::build(&config.generator, blobs.clone()).unwrap();
+    let server = start_sharing(config, vec![generator], Some(blobs)).await;
+    let mut client = connect(&server).await;
+    send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["fog"], "auto_extension_enabled": true})).await;
+    skip_past(&mut client, "ltx2_segment_complete").await;
+    send(&mut client, json!({"type": "snapshot_state"})).await;
+    let t = read_until_close(&mut client, Duration::from_secs(60)).await;
+    let err = first(&t, "error");
+    assert_eq!(err["code"], "internal_error", "{err}");
+    assert_eq!(err["reason"], "snapshot_failed", "{err}");
+    assert_eq!(err["retryable"], true, "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("store.max_blob_bytes_per_session"),
+        "{err}"
+    );
+    assert_eq!(count(&t, "continuation_state_snapshot"), 0);
+    // The stream went on to the cap.
+    assert_eq!(first(&t, "ltx2_stream_complete")["reason"], "segment_cap");
+    assert_eq!(t.close, Some(1000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,8 +134,11 @@ fn a_fresh_generator_continues_a_stored_stream_identically() {
         .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
         .unwrap();
     // Nothing is serialized until a portable state is asked for; asking twice stores once.
-    let portable = a.export_state(&first.next_state).unwrap();
-    assert_eq!(a.export_state(&first.next_state).unwrap(), portable);
+    let portable = a.export_state(&first.next_state, "s1.export").unwrap();
+    assert_eq!(
+        a.export_state(&first.next_state, "s1.export").unwrap(),
+        portable
+    );
     assert!(portable.payload["blob"].is_string(), "{portable:?}");
     assert!(first.next_state.payload.get("blob").is_none());
     // `a` continues from memory; `b` has never seen the stream and reads the blob store.
@@ -162,6 +165,67 @@ fn a_fresh_generator_continues_a_stored_stream_identically() {
     assert!(
         matches!(&err, GenerateError::InvalidState(m) if m.contains("snapshot_state")),
         "{err}"
+    );
+}
+
+#[test]
+fn exported_blobs_belong_to_the_given_owner_and_stream_tokens_are_random() {
+    let store = blobs();
+    let mut g = generator(store.clone());
+    let first = g
+        .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    let token = first.next_state.payload["stream"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 32, "128 random bits: {token}");
+    assert!(!token.contains('-'), "not pid-n: {token}");
+    let portable = g.export_state(&first.next_state, "s1.export").unwrap();
+    let blob = portable.payload["blob"].as_str().unwrap().to_string();
+    assert!(store.get(&blob).unwrap().is_some());
+    // Another owner's end (the exporting session's own id, say) leaves it alone ...
+    store.drop_owner("s1");
+    store.drop_owner(WAN_STATE_KIND);
+    assert!(store.get(&blob).unwrap().is_some());
+    // ... its owner's end drops it.
+    store.drop_owner("s1.export");
+    assert_eq!(store.get(&blob).unwrap(), None);
+
+    let second = g
+        .generate(&request(1), Some(&first.next_state), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let next = second.next_state.payload["stream"].as_str().unwrap();
+    assert_ne!(next, token, "a fresh token per segment");
+    assert_eq!(next.len(), 32);
+}
+
+#[test]
+fn exporting_a_restored_state_never_hands_out_another_streams_tensors() {
+    let store = blobs();
+    let mut g = generator(store.clone());
+    let mine = g
+        .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    let portable = g.export_state(&mine.next_state, "a.export").unwrap();
+    // The next session on this worker streams something else; the worker now holds that.
+    let mut other = request(0);
+    other.prompt = "someone else's stream".into();
+    let theirs = g
+        .generate(&other, None, &mut |_| ControlFlow::Continue(()))
+        .unwrap();
+    // A later session restored from `portable` asks for a snapshot before generating: it
+    // gets its own state back, not the other session's live stream.
+    assert_eq!(g.export_state(&portable, "c.export").unwrap(), portable);
+    let err = g.export_state(&mine.next_state, "c.export").unwrap_err();
+    assert!(err.to_string().contains("no longer held"), "{err}");
+    // The other session's own state still exports its stream.
+    let exported = g.export_state(&theirs.next_state, "b.export").unwrap();
+    assert_eq!(
+        exported.payload["stream"], theirs.next_state.payload["stream"],
+        "{exported:?}"
     );
 }
 
@@ -215,7 +279,7 @@ fn a_stream_continues_identically_in_another_process() {
     let first = g
         .generate(&request(0), None, &mut |_| ControlFlow::Continue(()))
         .unwrap();
-    let portable = g.export_state(&first.next_state).unwrap();
+    let portable = g.export_state(&first.next_state, "s1.export").unwrap();
     std::fs::write(
         dir.path().join("state.json"),
         serde_json::to_string(&portable).unwrap(),
@@ -261,20 +325,20 @@ fn cancellation_and_foreign_states_are_errors() {
         .unwrap_err();
     assert_eq!(err, GenerateError::Cancelled);
 
-    let foreign = framecast_common::protocol::ContinuationState {
-        kind: "framecast.mock.v1".into(),
-        payload: serde_json::json!({}),
-    };
+    let foreign = framecast_common::protocol::ContinuationState::new(
+        "framecast.mock.v1",
+        serde_json::json!({}),
+    );
     assert!(matches!(
         g.validate_state(&foreign),
         Err(GenerateError::InvalidState(_))
     ));
-    let expired = framecast_common::protocol::ContinuationState {
-        kind: WAN_STATE_KIND.into(),
-        payload: serde_json::json!({
+    let expired = framecast_common::protocol::ContinuationState::new(
+        WAN_STATE_KIND,
+        serde_json::json!({
             "stream": "gone", "blob": "nope", "cache_slots": [], "frames_decoded": 0, "latent_hw": [8, 10]
         }),
-    };
+    );
     g.validate_state(&expired).unwrap();
     let err = g
         .generate(&request(1), Some(&expired), &mut |_| {
@@ -282,12 +346,12 @@ fn cancellation_and_foreign_states_are_errors() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
-    let other_size = framecast_common::protocol::ContinuationState {
-        kind: WAN_STATE_KIND.into(),
-        payload: serde_json::json!({
+    let other_size = framecast_common::protocol::ContinuationState::new(
+        WAN_STATE_KIND,
+        serde_json::json!({
             "stream": "x", "blob": "x", "cache_slots": [], "frames_decoded": 0, "latent_hw": [36, 64]
         }),
-    };
+    );
     assert!(g.validate_state(&other_size).is_err());
 }
 

@@ -47,7 +47,7 @@ fn start_router(echo: &MockReplica, dir: &std::path::Path) -> (Proc, u16) {
     std::fs::write(
         &config,
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {port}\n  threads: 1\n  health_check:\n    interval_seconds: 1\n  replicas:\n    - url: {}\n      name: echo\n      primary: true\n",
+            "router:\n  host: 127.0.0.1\n  port: {port}\n  threads: 1\n  client_limits:\n    max_sessions_per_ip: 0\n    new_sessions_per_ip_per_minute: 0\n  health_check:\n    interval_seconds: 1\n  replicas:\n    - url: {}\n      name: echo\n      primary: true\n",
             echo.url()
         ),
     )

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use framecast_common::config::{
-    ConfigError, FieldError, LayeredConfig, Validate, at_least_one, not_empty, positive_seconds,
+    ConfigError, FieldError, LayeredConfig, Validate, at_least_one, at_most_max_seconds, not_empty,
+    positive_seconds,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -73,6 +74,51 @@ pub struct RouterConfig {
     pub shutdown_grace_seconds: u64,
     /// Worker threads of the proxy runtime.
     pub threads: usize,
+    /// Per-client-address limits on WebSocket sessions.
+    pub client_limits: ClientLimitsConfig,
+}
+
+/// Limits per client address, checked before a session is routed. A refusal is the
+/// protocol's `error {code: session_rejected, error_code: "ip_session_limit", retryable:
+/// true}` and close 1013, which the Dreamverse web app understands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimitsConfig {
+    /// Open sessions one address may hold at once; 0 turns the limit off.
+    pub max_sessions_per_ip: u32,
+    /// Sessions one address may open per minute (closed ones count); 0 turns it off.
+    pub new_sessions_per_ip_per_minute: u32,
+    /// Proxies (IP addresses or CIDR networks, e.g. an ingress's pod network) whose
+    /// `X-Forwarded-For` header names the client; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ClientLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions_per_ip: 8,
+            new_sessions_per_ip_per_minute: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ClientLimitsConfig {
+    /// The trusted proxies as networks (a bare address is a /32 or /128); entries that do
+    /// not parse are skipped here and refused by validation.
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| parse_network(s).ok())
+            .collect()
+    }
+}
+
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR network"))
 }
 
 impl Default for RouterConfig {
@@ -92,6 +138,7 @@ impl Default for RouterConfig {
             tunnel_idle_timeout_seconds: 300.0,
             shutdown_grace_seconds: 30,
             threads: 2,
+            client_limits: ClientLimitsConfig::default(),
         }
     }
 }
@@ -235,6 +282,11 @@ impl Validate for RouterConfig {
                 primary = Some(i);
             }
         }
+        for (i, proxy) in self.client_limits.trusted_proxies.iter().enumerate() {
+            parse_network(proxy).map_err(|m| {
+                FieldError::new(format!("router.client_limits.trusted_proxies[{i}]"), m)
+            })?;
+        }
         let hc = &self.health_check;
         if !hc.path.starts_with('/') {
             return Err(FieldError::new(
@@ -271,6 +323,8 @@ impl Validate for RouterConfig {
             ));
         }
         at_least_one("router.threads", self.threads)?;
+        // A longer grace overflows the drain deadline (`now + grace` panics on SIGTERM).
+        at_most_max_seconds("router.shutdown_grace_seconds", self.shutdown_grace_seconds)?;
         Ok(())
     }
 }

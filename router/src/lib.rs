@@ -10,15 +10,17 @@
 //! Modules, lowest layer first; each uses only modules of lower layers, never one above it
 //! (`tests/layering.rs` checks this):
 //!
-//! 1. `config`, `capacity`, `observability`, `refusal`
-//! 2. `health::state`, `selection`
-//! 3. `registry`
-//! 4. `health::checker`, `admin`, `shutdown`
-//! 5. `proxy`
-//! 6. `server`
+//! 1. `config`
+//! 2. `capacity`, `client_limits`, `observability`
+//! 3. `refusal`, `health::state`, `selection`
+//! 4. `registry`
+//! 5. `health::checker`, `admin`, `shutdown`
+//! 6. `proxy`
+//! 7. `server`
 
 pub mod admin;
 pub mod capacity;
+pub mod client_limits;
 pub mod config;
 pub mod health;
 pub mod observability;

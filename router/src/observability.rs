@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use framecast_common::protocol::ErrorCode;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// 1 when the replica is healthy, per replica.
@@ -19,6 +20,9 @@ pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 pub const CONNECT_FAILURES_TOTAL: &str = "framecast_router_connect_failures_total";
 /// Sessions refused because no replica was routable.
 pub const NO_REPLICA_TOTAL: &str = "framecast_router_no_replica_total";
+/// Error frames the router itself sent to clients, by code (the replica exports the same
+/// series for its own, so one alert covers both).
+pub const ERRORS_TOTAL: &str = "framecast_errors_total";
 
 /// Registers help texts; call once after installing the recorder.
 pub fn describe() {
@@ -49,6 +53,7 @@ pub fn describe() {
         NO_REPLICA_TOTAL,
         "Sessions refused because no replica was routable."
     );
+    describe_counter!(ERRORS_TOTAL, "Error frames sent to clients, by code.");
 }
 
 /// Exports every series of `replica` at zero from the start, so dashboards and `rate()` see
@@ -66,6 +71,7 @@ pub fn register_replica(replica: &str) {
 /// Exports the router-wide counters at zero from the start.
 pub fn register_router() {
     counter!(NO_REPLICA_TOTAL).absolute(0);
+    counter!(ERRORS_TOTAL, "code" => ErrorCode::GpuUnavailable.as_str()).absolute(0);
     for direction in ["downstream", "upstream"] {
         counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
     }
@@ -104,4 +110,9 @@ pub fn connect_failed(replica: &str) {
 /// A session found no routable replica.
 pub fn no_replica() {
     counter!(NO_REPLICA_TOTAL).increment(1);
+}
+
+/// An error frame with `code` went to a client.
+pub fn error_sent(code: ErrorCode) {
+    counter!(ERRORS_TOTAL, "code" => code.as_str()).increment(1);
 }

@@ -15,6 +15,7 @@ use pingora::{Error, ErrorType, Result};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::client_limits::{ClientLimiter, ClientSlot};
 use crate::observability;
 use crate::registry::{ReplicaRegistry, SessionGuard};
 
@@ -25,6 +26,7 @@ pub struct StreamProxy {
     metrics: Option<PrometheusHandle>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    clients: ClientLimiter,
 }
 
 /// pingora's per-request context: the replicas one request was sent to.
@@ -34,6 +36,8 @@ pub struct RequestRoute {
     tried: Vec<usize>,
     /// Held while a WebSocket session is routed to `tried.last()`.
     session: Option<SessionGuard>,
+    /// The client's slot under the per-address limits, held for the whole session.
+    client: Option<ClientSlot>,
 }
 
 impl StreamProxy {
@@ -44,12 +48,14 @@ impl StreamProxy {
         metrics: Option<PrometheusHandle>,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        clients: ClientLimiter,
     ) -> Self {
         Self {
             registry,
             metrics,
             connect_timeout,
             idle_timeout,
+            clients,
         }
     }
 
@@ -78,7 +84,7 @@ impl ProxyHttp for StreamProxy {
         RequestRoute::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await? {
             return Ok(true);
         }
@@ -96,6 +102,26 @@ impl ProxyHttp for StreamProxy {
             };
             crate::refusal::refuse_websocket(session, message).await?;
             return Ok(true);
+        }
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let forwarded = session
+                .req_header()
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            let client = self.clients.client_ip(peer, forwarded);
+            match self.clients.admit(client) {
+                Ok(slot) => ctx.client = Some(slot),
+                Err(refusal) => {
+                    tracing::info!(%client, %refusal, "refusing a WebSocket session: client limit");
+                    crate::refusal::refuse_client(session, &refusal.to_string()).await?;
+                    return Ok(true);
+                }
+            }
         }
         // pingora's default downstream idle limit is 60 s; a paused stream may be quieter.
         session.set_read_timeout(Some(self.idle_timeout));

@@ -16,29 +16,71 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 /// The refusal's frames: the error message, then a close frame with 1013.
 pub fn refusal_frames(message: &str) -> Vec<u8> {
     let error = ServerMessage::error(ErrorCode::GpuUnavailable, message, true).to_json();
+    frames(error, "no replica available")
+}
+
+/// A refusal of one client's session over a per-address limit: `session_rejected` with
+/// `error_code: "ip_session_limit"` (what the Dreamverse web app looks for), then 1013.
+pub fn client_limit_frames(message: &str) -> Vec<u8> {
+    let mut error = serde_json::to_value(ServerMessage::error(
+        ErrorCode::SessionRejected,
+        message,
+        true,
+    ))
+    .expect("a server message serializes");
+    error["reason"] = "ip_session_limit".into();
+    error["error_code"] = "ip_session_limit".into();
+    frames(error.to_string(), "client session limit")
+}
+
+fn frames(error: String, close_reason: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
     Frame::message(error, OpCode::Data(Data::Text), true)
         .format(&mut bytes)
         .expect("writing to a Vec cannot fail");
     Frame::close(Some(CloseFrame {
         code: CloseCode::Again,
-        reason: "no replica available".into(),
+        reason: close_reason.into(),
     }))
     .format(&mut bytes)
     .expect("writing to a Vec cannot fail");
     bytes
 }
 
-/// Completes the upgrade and refuses the session; a request without a WebSocket key gets a
-/// plain 503 instead.
+/// Completes the upgrade and refuses the session for want of a replica; a request without a
+/// WebSocket key gets a plain 503 instead.
 pub async fn refuse_websocket(session: &mut Session, message: &str) -> pingora::Result<()> {
+    refuse_with(session, ErrorCode::GpuUnavailable, refusal_frames(message)).await
+}
+
+/// Completes the upgrade and refuses the session over a per-client limit (429 without a
+/// WebSocket key).
+pub async fn refuse_client(session: &mut Session, message: &str) -> pingora::Result<()> {
+    refuse_with(
+        session,
+        ErrorCode::SessionRejected,
+        client_limit_frames(message),
+    )
+    .await
+}
+
+async fn refuse_with(
+    session: &mut Session,
+    code: ErrorCode,
+    frames: Vec<u8>,
+) -> pingora::Result<()> {
     let key = session
         .req_header()
         .headers
         .get("sec-websocket-key")
         .map(|k| derive_accept_key(k.as_bytes()));
     let Some(accept) = key else {
-        return session.respond_error(503).await;
+        let status = if code == ErrorCode::SessionRejected {
+            429
+        } else {
+            503
+        };
+        return session.respond_error(status).await;
     };
     let mut header = ResponseHeader::build(101, Some(3))?;
     header.insert_header("upgrade", "websocket")?;
@@ -47,8 +89,9 @@ pub async fn refuse_websocket(session: &mut Session, message: &str) -> pingora::
     session
         .write_response_header(Box::new(header), false)
         .await?;
+    crate::observability::error_sent(code);
     session
-        .write_response_body(Some(Bytes::from(refusal_frames(message))), true)
+        .write_response_body(Some(Bytes::from(frames)), true)
         .await
 }
 

@@ -10,6 +10,7 @@ use pingora::server::{RunArgs, Server};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::services::background::background_service;
 
+use crate::client_limits::ClientLimiter;
 use crate::config::RouterConfig;
 use crate::health::checker::HealthChecker;
 use crate::proxy::StreamProxy;
@@ -70,6 +71,7 @@ impl RouterServer {
             metrics,
             Duration::from_secs_f64(config.connect_timeout_seconds),
             Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
+            ClientLimiter::new(&config.client_limits),
         );
         let conf: Arc<ServerConf> = server.configuration.clone();
         let mut service = http_proxy_service_with_name(&conf, proxy, "framecast-router");

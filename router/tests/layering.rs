@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first; a module may use modules of lower layers and its own family only.
 const LAYERS: &[&[&str]] = &[
-    &["config", "capacity", "observability", "refusal"],
-    &["health::state", "selection"],
+    &["config"],
+    &["capacity", "client_limits", "observability"],
+    &["refusal", "health::state", "selection"],
     &["registry"],
     &["health::checker", "admin", "shutdown"],
     &["proxy"],

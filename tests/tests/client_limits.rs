@@ -331,3 +331,64 @@ async fn every_error_frame_is_counted_by_its_code() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_no_ping_is_dropped_and_its_worker_freed() {
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__STREAMING__PING_INTERVAL_SECONDS", "1"),
+        ("FRAMECAST_REPLICA__STREAMING__PONG_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let available =
+        || async { get_json(&format!("{base}/status")).await["available_gpus"].clone() };
+
+    // A live client (its WebSocket stack answers pings while it reads) keeps its session.
+    let mut live = open(&base, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut live,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    let (messages, close) = until_close(&mut live, Duration::from_millis(3500)).await;
+    assert_eq!(
+        close, None,
+        "a client that answers pings stays: {messages:?}"
+    );
+    assert!(of_type(&messages, "error").is_empty(), "{messages:?}");
+    drop(live);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while available().await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the live client's worker never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A peer that stops reading (a crashed browser tab behind a proxy that keeps the TCP
+    // connection) never answers: the paused session ends long before its idle timeout.
+    let mut dead = open(&base, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut dead,
+        json!({"type": "generation_paused_updated", "paused": true}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while available().await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the session never got the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let freed_after = Instant::now();
+    let deadline = freed_after + Duration::from_secs(6);
+    while available().await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "a silent peer still holds the worker after 6 s (idle timeout is 120 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(dead);
+}

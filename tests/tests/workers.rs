@@ -200,6 +200,71 @@ async fn a_stream_continues_on_a_restarted_worker_from_the_servers_blob_store() 
     assert_eq!(complete["type"], "ltx2_segment_complete");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_state_resumes_on_a_new_worker_process_and_an_altered_one_is_refused() {
+    // The session signs and verifies; worker processes see unsigned states and no key.
+    let model = tiny_model();
+    let (_replica, base) = start_replica(&[
+        ("FRAMECAST_REPLICA__GENERATOR__KIND", "wan"),
+        ("FRAMECAST_REPLICA__GENERATOR__MODEL_PATH", &model),
+        ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "64"),
+        ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "48"),
+        ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "4"),
+        ("FRAMECAST_REPLICA__GENERATOR__FPS", "8"),
+        ("FRAMECAST_REPLICA__GENERATOR__NUM_INFERENCE_STEPS", "1"),
+    ]);
+    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(120)).await;
+    let first = worker(&base, 0).await;
+
+    let mut ws = open_session(&base, "waves", None).await;
+    wait_for(&mut ws, "ltx2_segment_complete", Duration::from_secs(60)).await;
+    ws.send(Message::text(r#"{"type":"snapshot_state"}"#))
+        .await
+        .unwrap();
+    let (snapshot, _) = wait_for(
+        &mut ws,
+        "continuation_state_snapshot",
+        Duration::from_secs(30),
+    )
+    .await;
+    let state = snapshot["state"].clone();
+    assert!(state["signature"].is_string(), "{state}");
+    kill(&first["pid"]);
+    assert!(framecast_e2e::closes_within(&mut ws, Duration::from_secs(10)).await);
+    wait_for_worker(&base, 0, 1, Duration::from_secs(120)).await;
+
+    // Pointed at another stream, the signature no longer matches.
+    let mut forged = state.clone();
+    forged["payload"]["stream"] = json!("0123456789abcdef0123456789abcdef");
+    let mut ws = open_session(&base, "waves", Some(&forged)).await;
+    let (error, _) = wait_for(&mut ws, "error", Duration::from_secs(30)).await;
+    assert_eq!(error["code"], "invalid_message", "{error}");
+    assert_eq!(error["reason"], "field:continuation_state", "{error}");
+    assert_eq!(error["retryable"], true, "{error}");
+    drop(ws);
+
+    // As it was sent, it resumes on the new process from the server's blob store: a snapshot
+    // before the first segment is the same state, and the segment is generated from it.
+    let url = format!("{}/v1/stream", base.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    for message in [
+        json!({"type": "session_init_v2", "continuation_state": state}),
+        json!({"type": "snapshot_state"}),
+        json!({"type": "segment_prompt_source", "prompt": "waves"}),
+    ] {
+        ws.send(Message::text(message.to_string())).await.unwrap();
+    }
+    let (again, _) = wait_for(
+        &mut ws,
+        "continuation_state_snapshot",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(again["state"], state);
+    let (_, media) = wait_for(&mut ws, "ltx2_segment_complete", Duration::from_secs(60)).await;
+    assert!(media > 0);
+}
+
 #[test]
 fn a_worker_that_cannot_load_stops_the_replica_with_the_reason() {
     let output = run_to_end(

@@ -192,10 +192,10 @@ impl Generator for MockGenerator {
         Ok(GeneratedSegment {
             frames,
             audio,
-            next_state: ContinuationState {
-                kind: MOCK_STATE_KIND.into(),
-                payload: serde_json::to_value(next).expect("mock state serializes"),
-            },
+            next_state: ContinuationState::new(
+                MOCK_STATE_KIND,
+                serde_json::to_value(next).expect("mock state serializes"),
+            ),
         })
     }
 }
@@ -325,18 +325,13 @@ mod tests {
     #[test]
     fn foreign_or_broken_states_are_rejected() {
         let g = mock(false);
-        let foreign = ContinuationState {
-            kind: "framecast.wan.v1".into(),
-            payload: serde_json::json!({}),
-        };
+        let foreign = ContinuationState::new("framecast.wan.v1", serde_json::json!({}));
         assert!(matches!(
             g.validate_state(&foreign),
             Err(GenerateError::InvalidState(_))
         ));
-        let broken = ContinuationState {
-            kind: MOCK_STATE_KIND.into(),
-            payload: serde_json::json!({"frames_done": "x"}),
-        };
+        let broken =
+            ContinuationState::new(MOCK_STATE_KIND, serde_json::json!({"frames_done": "x"}));
         assert!(matches!(
             g.validate_state(&broken),
             Err(GenerateError::InvalidState(_))

@@ -130,14 +130,17 @@ pub trait Generator: Send {
     fn validate_state(&self, state: &ContinuationState) -> Result<(), GenerateError>;
 
     /// A portable form of `state` (a `next_state` this generator returned): what it refers to
-    /// is written to the blob store so any process can continue the stream. Generators keep
+    /// is written to the blob store under `owner` (the session's export owner, see
+    /// [`crate::store::export_owner`]) so any process can continue the stream. Generators keep
     /// their newest stream live and serialize it only here, because a real model's stream
     /// state (the VAE's causal caches at full resolution) can be gigabytes. States that are
     /// portable already come back as they are.
     fn export_state(
         &mut self,
         state: &ContinuationState,
+        owner: &str,
     ) -> Result<ContinuationState, GenerateError> {
+        let _ = owner;
         Ok(state.clone())
     }
 

@@ -168,7 +168,8 @@ pub fn top_level_boxes(bytes: &[u8]) -> Result<Vec<([u8; 4], usize, usize)>, Str
         let (kind, size) = box_header(&bytes[pos..])?
             .ok_or_else(|| format!("truncated box header at byte {pos}"))?;
         let size = usize::try_from(size).map_err(|_| "box too large".to_string())?;
-        if pos + size > bytes.len() {
+        // `pos < len`, so this cannot overflow where `pos + size` could (a 64-bit size).
+        if size > bytes.len() - pos {
             return Err(format!(
                 "box `{}` at {pos} overruns the buffer",
                 fourcc(&kind)
@@ -180,15 +181,26 @@ pub fn top_level_boxes(bytes: &[u8]) -> Result<Vec<([u8; 4], usize, usize)>, Str
     Ok(boxes)
 }
 
+/// The payload of the box at `offset` with total `size` (as [`top_level_boxes`] gives them):
+/// after the 8-byte header, or the 16-byte one of a box with a 64-bit size.
+fn payload(bytes: &[u8], offset: usize, size: usize) -> &[u8] {
+    let header = if bytes[offset..offset + 4] == 1u32.to_be_bytes() {
+        16
+    } else {
+        8
+    };
+    &bytes[offset + header..offset + size]
+}
+
 /// Finds the first box of type `path[0]` inside `bytes`, then `path[1]` inside it, and so
-/// on; returns the payload (after the 8-byte header) of the last one.
+/// on; returns the payload (after the box header) of the last one.
 pub fn find_box<'a>(bytes: &'a [u8], path: &[&[u8; 4]]) -> Option<&'a [u8]> {
     let (first, rest) = path.split_first()?;
     let (_, offset, size) = top_level_boxes(bytes)
         .ok()?
         .into_iter()
         .find(|(kind, _, _)| kind == *first)?;
-    let payload = &bytes[offset + 8..offset + size];
+    let payload = payload(bytes, offset, size);
     if rest.is_empty() {
         Some(payload)
     } else {
@@ -205,7 +217,7 @@ pub fn tfdt_decode_times(moof_payload: &[u8]) -> Vec<u64> {
         .into_iter()
         .filter(|(kind, _, _)| kind == b"traf")
         .filter_map(|(_, offset, size)| {
-            let tfdt = find_box(&moof_payload[offset + 8..offset + size], &[b"tfdt"])?;
+            let tfdt = find_box(payload(moof_payload, offset, size), &[b"tfdt"])?;
             // FullBox: version (1) + flags (3), then a 32- or 64-bit time.
             match tfdt.first()? {
                 1 => Some(u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?)),
@@ -306,6 +318,37 @@ mod tests {
         b.extend_from_slice(&20u64.to_be_bytes());
         b.extend_from_slice(&[0; 4]);
         assert_eq!(box_header(&b).unwrap(), Some((*b"mdat", 20)));
+    }
+
+    fn large_box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut b = 1u32.to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(&(payload.len() as u64 + 16).to_be_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn a_64_bit_size_past_the_end_is_an_error_not_an_overflow() {
+        // `pos + size` overflowed here (a panic in debug builds, a wrong slice in release).
+        let mut bytes = mp4_box(b"free", &[]);
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(b"mdat");
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(top_level_boxes(&bytes).unwrap_err().contains("overruns"));
+        assert_eq!(find_box(&bytes, &[b"mdat"]), None);
+        assert_eq!(tfdt_decode_times(&bytes), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn payloads_of_boxes_with_64_bit_sizes_start_after_the_long_header() {
+        let tfdt = large_box(
+            b"tfdt",
+            &[[0, 0, 0, 0].as_slice(), &7u32.to_be_bytes()].concat(),
+        );
+        let moof = large_box(b"traf", &tfdt);
+        assert_eq!(find_box(&moof, &[b"traf", b"tfdt"]), Some(&tfdt[16..]));
+        assert_eq!(tfdt_decode_times(&moof), vec![7]);
     }
 
     #[test]

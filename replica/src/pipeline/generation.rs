@@ -20,9 +20,11 @@ pub(super) enum GenerationJob {
     Export,
 }
 
+/// `export_owner` owns the blobs an export writes (the session's export owner).
 pub(super) fn generation_loop(
     generator: &mut dyn Generator,
     mut state: Option<ContinuationState>,
+    export_owner: &str,
     jobs: Receiver<GenerationJob>,
     media: SyncSender<MediaJob>,
     cancel: &AtomicBool,
@@ -36,7 +38,10 @@ pub(super) fn generation_loop(
         let job = match job {
             GenerationJob::Segment(job) => job,
             GenerationJob::Export => {
-                let event = match state.as_ref().map(|s| generator.export_state(s)) {
+                let exported = state
+                    .as_ref()
+                    .map(|s| generator.export_state(s, export_owner));
+                let event = match exported {
                     Some(Ok(state)) => PipelineEvent::Exported { state },
                     Some(Err(e)) => PipelineEvent::ExportFailed {
                         message: e.to_string(),

@@ -42,6 +42,8 @@ pub enum Outgoing {
     Binary(Vec<u8>),
     /// Close the connection with a code and reason; nothing is sent after it.
     Close(u16, String),
+    /// A WebSocket ping, to learn whether the client is still there.
+    Ping,
 }
 
 impl Outgoing {

@@ -92,10 +92,20 @@ pub async fn read_frame<H: for<'de> Deserialize<'de>>(
     r: &mut (impl AsyncRead + Unpin),
 ) -> Result<Option<Frame<H>>, IpcError> {
     let mut prefix = [0u8; 8];
-    match r.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // Only an end before the first byte is clean; one inside the prefix cut a frame short.
+    let mut filled = 0;
+    while filled < prefix.len() {
+        match r.read(&mut prefix[filled..]).await? {
+            0 if filled == 0 => return Ok(None),
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("stream ended {filled} bytes into a frame prefix"),
+                )
+                .into());
+            }
+            n => filled += n,
+        }
     }
     let header_len = u32::from_be_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
     let body_len = u32::from_be_bytes(prefix[4..].try_into().expect("4 bytes")) as usize;
@@ -164,8 +174,9 @@ pub enum ToWorker {
     BlobStored {
         /// Matches the request.
         call: u64,
-        /// The blob id, or why it was refused.
-        result: Result<String, String>,
+        /// The blob id, or why it was refused (the store's own error, so the generator can
+        /// say which setting to raise).
+        result: Result<String, crate::store::StoreError>,
     },
     /// The answer to a `blob_get`; the payload is the body.
     BlobLoaded {
@@ -321,5 +332,23 @@ mod tests {
         });
         let err = read_frame::<FromWorker>(&mut b).await.unwrap_err();
         assert!(matches!(err, IpcError::Header(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_prefix_is_an_error_not_a_clean_end() {
+        // This read as `Ok(None)` ("the worker exited") before.
+        let mut cut: &[u8] = &[0, 0, 0];
+        let err = read_frame::<FromWorker>(&mut cut).await.unwrap_err();
+        assert!(
+            matches!(&err, IpcError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{err}"
+        );
+        let mut empty: &[u8] = &[];
+        assert!(
+            read_frame::<FromWorker>(&mut empty)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

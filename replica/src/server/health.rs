@@ -25,6 +25,12 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: 200 once start-up checks passed, else 503 with a `detail`.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.inner.sessions.drain.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "detail": "replica is draining: it takes no new sessions" })),
+        );
+    }
     if state.is_ready() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {

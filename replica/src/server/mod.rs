@@ -57,6 +57,25 @@ impl AppState {
         self.inner.ready.store(true, Ordering::Release);
     }
 
+    /// Starts the drain (SIGTERM): `/readyz` answers 503, new sessions are refused and live
+    /// ones wind down. Resolves once no session is left or the grace period (plus a moment
+    /// for the last close frames) is over.
+    pub async fn drain(&self) {
+        let sessions = &self.inner.sessions;
+        sessions.drain.start();
+        let live = || sessions.active.load(Ordering::Acquire);
+        tracing::info!(live_sessions = live(), "draining");
+        let until = sessions
+            .drain
+            .deadline()
+            .unwrap_or_else(std::time::Instant::now)
+            + Duration::from_secs(2);
+        while live() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(live_sessions = live(), "drained");
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire) && self.inner.sessions.pool.is_ready()
     }

@@ -98,6 +98,11 @@ impl Session {
                 )
                 .await;
         }
+        // Checked once the opening frame is read: closing with it unread would reset the
+        // connection and lose the refusal.
+        if self.ctx.drain.is_draining() {
+            return self.refuse_draining().await;
+        }
         let max = self.ctx.config.streaming.max_sessions;
         let active = self.ctx.active.fetch_add(1, Ordering::AcqRel);
         self.active = Some(ActiveGuard(self.ctx.active.clone()));
@@ -154,5 +159,22 @@ impl Session {
         self.init = init;
         self.last_activity = Instant::now();
         Flow::Continue
+    }
+
+    /// Refuses a session the draining replica will not serve: retryable, close 1001.
+    pub(super) async fn refuse_draining(&mut self) -> Flow {
+        let refusal = error(
+            ErrorCode::SessionRejected,
+            "replica is shutting down; connect again to reach another replica",
+            true,
+            Some("draining".into()),
+        );
+        self.end_with(
+            [refusal],
+            SessionState::Rejected,
+            close_code::GOING_AWAY,
+            "draining",
+        )
+        .await
     }
 }

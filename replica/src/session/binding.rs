@@ -30,9 +30,14 @@ impl Session {
         let acquire = pool.acquire(timeout, &mut on_queued);
         tokio::pin!(acquire);
         let mut buffered = Vec::new();
+        let drain = self.ctx.drain.clone();
         let lease = loop {
             tokio::select! {
                 lease = &mut acquire => break lease,
+                _ = drain.started() => {
+                    self.refuse_draining().await;
+                    return None;
+                }
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                         self.become_(SessionState::Complete);
@@ -60,8 +65,18 @@ impl Session {
         let format = lease.format();
         let mut initial_state = None;
         if let Some(state) = self.init.continuation_state.take() {
-            match lease.validate_state(&state).await {
-                Ok(()) => initial_state = Some(state),
+            // Only a state this replica signed comes back in (its payload names blobs and
+            // live streams); the worker gets it unsigned and needs no secret.
+            let checked = match self.ctx.signer.verify(state) {
+                Ok(state) => lease
+                    .validate_state(&state)
+                    .await
+                    .map(|()| state)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match checked {
+                Ok(state) => initial_state = Some(state),
                 Err(e) => {
                     self.invalid(
                         format!("continuation_state: {e}"),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::Drain;
 use crate::config::ReplicaConfig;
 use crate::pool::WorkerPool;
 use crate::store::memory::{MemoryBlobStore, MemorySessionStore};
+use crate::store::signing::StateSigner;
 use crate::store::{BlobStore, SessionStore};
 
 /// What every session shares; cheap to clone.
@@ -21,6 +23,11 @@ pub struct SessionContext {
     pub states: Arc<dyn SessionStore>,
     /// Large payloads of continuation states (tensors), owned by sessions.
     pub blobs: Arc<dyn BlobStore>,
+    /// Signs the continuation states sessions hand out and checks those they get back
+    /// (`store.state_secret`, or a key made once per process).
+    pub signer: Arc<StateSigner>,
+    /// Started on SIGTERM; sessions then wind down.
+    pub drain: Drain,
 }
 
 impl SessionContext {
@@ -40,7 +47,9 @@ impl SessionContext {
         Self {
             states: Arc::new(MemorySessionStore::new(config.store.max_sessions, ttl)),
             blobs,
+            signer: Arc::new(StateSigner::from_settings(&config.store)),
             pool,
+            drain: Drain::new(Duration::from_secs(config.server.shutdown_grace_seconds)),
             config,
             active: Arc::default(),
         }

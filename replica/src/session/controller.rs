@@ -87,6 +87,8 @@ pub(super) struct Session {
     pub(super) last_activity: Instant,
     /// When the socket was accepted; `streaming.max_session_seconds` counts from here.
     pub(super) started: Instant,
+    /// When the unanswered ping went out; `None` once the client answered.
+    pub(super) ping_sent: Option<Instant>,
     pub(super) pipeline: Option<Box<dyn SegmentPipeline>>,
     pub(super) events: Option<mpsc::UnboundedReceiver<PipelineEvent>>,
     /// Conditions segment 0 once a model-backed generator uses it.
@@ -122,6 +124,7 @@ impl Session {
             last_state: None,
             last_activity: Instant::now(),
             started: Instant::now(),
+            ping_sent: None,
             pipeline: None,
             events: None,
             initial_image: None,

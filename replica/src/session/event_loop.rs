@@ -18,9 +18,26 @@ impl Session {
         let idle = Duration::from_secs(self.ctx.config.streaming.session_timeout_seconds);
         let lifetime = Duration::from_secs(self.ctx.config.streaming.max_session_seconds);
         let end_of_life = tokio::time::Instant::from_std(self.started + lifetime);
+        let streaming = &self.ctx.config.streaming;
+        let pong_timeout = Duration::from_secs(streaming.pong_timeout_seconds);
+        let mut pings = (streaming.ping_interval_seconds > 0).then(|| {
+            let every = Duration::from_secs(streaming.ping_interval_seconds);
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
+        let drain = self.ctx.drain.clone();
         let mut events = self.events.take().expect("set when the worker was bound");
         loop {
+            let draining = drain.is_draining();
+            if draining && !self.schedule.in_flight() {
+                // The segment under way (if any) went out; nothing new starts while draining.
+                self.end_draining().await;
+                return;
+            }
             let idle_deadline = tokio::time::Instant::from_std(self.last_activity + idle);
+            let pong_deadline = self
+                .ping_sent
+                .map(|sent| tokio::time::Instant::from_std(sent + pong_timeout));
+            let drain_deadline = drain.deadline().map(tokio::time::Instant::from_std);
             let flow = tokio::select! {
                 msg = stream.next() => match msg {
                     Some(Ok(m)) => self.on_client(m).await,
@@ -39,6 +56,22 @@ impl Session {
                     }
                     None => Flow::End,
                 },
+                _ = drain.started(), if !draining => Flow::Continue,
+                _ = sleep_until_some(drain_deadline), if draining => {
+                    tracing::warn!(session = %self.id, "drain grace over with a segment under way");
+                    self.end_draining().await;
+                    Flow::End
+                }
+                _ = tick(&mut pings), if self.ping_sent.is_none() => {
+                    self.ping_sent = Some(Instant::now());
+                    self.send(Outgoing::Ping).await;
+                    Flow::Continue
+                }
+                _ = sleep_until_some(pong_deadline), if pong_deadline.is_some() => {
+                    tracing::info!(session = %self.id, ?pong_timeout, "client answered no ping; taken as gone");
+                    self.close(SessionState::Error, close_code::GOING_AWAY, "pong timeout").await;
+                    Flow::End
+                }
                 _ = tokio::time::sleep_until(end_of_life) => {
                     tracing::info!(session = %self.id, ?lifetime, "session reached its longest lifetime");
                     self.end_with(
@@ -87,6 +120,16 @@ impl Session {
     }
 
     pub(super) async fn on_client(&mut self, msg: Message) -> Flow {
+        // Control frames come from the client's WebSocket stack, not from the user: they
+        // prove the peer is there but are no activity for the idle timer.
+        match &msg {
+            Message::Pong(_) => {
+                self.ping_sent = None;
+                return Flow::Continue;
+            }
+            Message::Ping(_) => return Flow::Continue,
+            _ => {}
+        }
         self.last_activity = Instant::now();
         let limit = self.ctx.config.streaming.max_message_bytes;
         let size = match &msg {
@@ -194,6 +237,8 @@ impl Session {
                 if let Err(e) = self.ctx.states.save(&self.id, &state) {
                     tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
                 }
+                // Signed as it leaves the server: only this state, unchanged, resumes.
+                let state = self.ctx.signer.sign(state);
                 let msg = ServerMessage::ContinuationStateSnapshot { state };
                 self.send(Outgoing::text(&msg)).await;
                 Flow::Continue
@@ -261,6 +306,9 @@ impl Session {
         let Some(pipeline) = &self.pipeline else {
             return;
         };
+        if self.ctx.drain.is_draining() {
+            return;
+        }
         let Some(mut request) = self.schedule.next(&self.init) else {
             return;
         };
@@ -276,6 +324,18 @@ impl Session {
             // The pipeline has stopped; its failure event ends the session.
             tracing::debug!(session = %self.id, "segment not submitted: pipeline stopped");
         }
+    }
+
+    /// Ends a live session for the drain: `ltx2_stream_complete {reason: draining}`, 1001.
+    async fn end_draining(&mut self) -> Flow {
+        tracing::info!(session = %self.id, "session ends: the replica is draining");
+        self.end_with(
+            [stream_complete(StreamEndReason::Draining)],
+            SessionState::Complete,
+            close_code::GOING_AWAY,
+            "draining",
+        )
+        .await
     }
 
     /// Ends the session over a frame larger than `streaming.max_message_bytes` (1009).
@@ -298,4 +358,22 @@ impl Session {
 
 fn stream_complete(reason: StreamEndReason) -> Outgoing {
     Outgoing::text(&ServerMessage::Ltx2StreamComplete { reason })
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next ping tick, or never when pings are off.
+async fn tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(pings) => {
+            pings.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

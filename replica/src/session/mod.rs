@@ -11,6 +11,7 @@ mod admission;
 mod binding;
 mod context;
 pub mod controller;
+mod drain;
 mod event_loop;
 pub mod initial_image;
 pub mod limits;
@@ -22,6 +23,7 @@ pub mod writer;
 pub use crate::pipeline::Outgoing;
 pub use context::SessionContext;
 pub use controller::run_session;
+pub use drain::Drain;
 pub use state::{InvalidTransition, SessionState};
 
 /// WebSocket close codes the replica uses.

@@ -21,6 +21,7 @@ pub async fn write_to_client(
         let (message, last) = match item {
             Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),
             Outgoing::Binary(b) => (Message::Binary(b.into()), false),
+            Outgoing::Ping => (Message::Ping(Default::default()), false),
             Outgoing::Close(code, reason) => (
                 Message::Close(Some(CloseFrame {
                     code,

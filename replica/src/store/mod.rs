@@ -1,26 +1,35 @@
 //! Where sessions keep what outlives one segment: the continuation state (`SessionStore`)
-//! and large binary payloads such as tensors, referenced by id (`BlobStore`).
+//! and large binary payloads such as tensors, referenced by id (`BlobStore`); and how the
+//! states handed to clients are signed ([`signing`]).
 //!
-//! Both are traits so another backend (one shared by several replicas) can stand in; today
-//! [`memory`] holds the only implementations, in-process and bounded in size and age so an
-//! abandoned session cannot grow the replica's memory without limit.
+//! Both stores are traits so another backend (one shared by several replicas) can stand in;
+//! today [`memory`] holds the only implementations, in-process and bounded in size and age so
+//! an abandoned session cannot grow the replica's memory without limit.
 //!
-//! When a session ends it removes its continuation state and every blob stored under its id
-//! as owner. Not everything in the blob store is owned by a session, though: the Wan
-//! generator does not know which session asks, and stores exported stream states under the
-//! constant owner `framecast.wan.v1`. No session's end drops those blobs (so the snapshot a
-//! client was sent can still start a later session through `session_init`'s
-//! `continuation_state`); they stay until their time to live runs out or the store's byte
-//! capacity evicts them.
+//! Every blob has an owner, and what a session owns goes one of two ways:
+//!
+//! - Live blobs, stored under the session id itself, are dropped when the session ends
+//!   (`drop_owner(session_id)`), as is its continuation state in the session store.
+//! - Exported blobs — the bytes behind a state a client was sent in
+//!   `continuation_state_snapshot` — are stored under [`export_owner`] of the session id, so
+//!   the session's end does not drop them: the client may resume from the snapshot in a later
+//!   session, after this socket closed. They stay until their time to live runs out (or the
+//!   store's byte capacity evicts them, oldest first).
+//!
+//! An owner holds at most `store.max_blob_bytes_per_session` bytes: its own oldest blobs go
+//! first to make room, so one session's snapshots cannot push out another's beyond that share.
+//! Blob ids are random (128 bits), never sequential, and a state only comes back in through
+//! its signature, so no client can name another session's blob or live stream.
 
 pub mod memory;
+pub mod signing;
 
 use std::sync::Arc;
 
 use framecast_common::protocol::ContinuationState;
 
-/// A store refused or lost data.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A store refused or lost data. (Serializable: a worker process gets it over its socket.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     /// A single item is larger than the whole store may hold.
     #[error("item of {size} bytes exceeds the store's capacity of {capacity} bytes")]
@@ -29,6 +38,17 @@ pub enum StoreError {
         size: usize,
         /// In the same unit as `size`.
         capacity: usize,
+    },
+    /// A single blob is larger than what one owner may hold.
+    #[error(
+        "blob of {size} bytes exceeds the per-session quota of {quota} bytes \
+         (store.max_blob_bytes_per_session)"
+    )]
+    OverQuota {
+        /// In bytes.
+        size: usize,
+        /// In bytes.
+        quota: usize,
     },
     /// The backend failed (network, server).
     #[error("store backend failed: {0}")]
@@ -45,9 +65,23 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn remove(&self, session_id: &str);
 }
 
+/// The owner a session's exported blobs are stored under: not the session id, so they
+/// outlive the session (see the module docs).
+pub fn export_owner(session_id: &str) -> String {
+    format!("{session_id}.export")
+}
+
+/// 128 random bits from the operating system as 32 hex digits: blob ids and stream tokens,
+/// which must not be guessable.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Opaque byte payloads by id, each owned by a session.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
-    /// Stores `data` for `owner`; returns its id.
+    /// Stores `data` for `owner`; returns its id (unguessable).
     fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError>;
     /// The payload, unless it expired or was evicted.
     fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, StoreError>;

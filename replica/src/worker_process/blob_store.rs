@@ -19,7 +19,7 @@ const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// The server's answer to one blob request.
 #[derive(Debug)]
 pub(super) enum BlobAnswer {
-    Stored(Result<String, String>),
+    Stored(Result<String, StoreError>),
     Loaded(Result<bool, String>, Vec<u8>),
 }
 
@@ -67,7 +67,7 @@ impl BlobStore for RemoteBlobStore {
     fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError> {
         let owner = owner.to_string();
         match self.call(|call| Frame::with_body(FromWorker::BlobPut { call, owner }, data))? {
-            BlobAnswer::Stored(result) => result.map_err(StoreError::Backend),
+            BlobAnswer::Stored(result) => result,
             BlobAnswer::Loaded(..) => Err(StoreError::Backend("mismatched answer".into())),
         }
     }

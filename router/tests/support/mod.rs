@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use framecast_e2e::{MockReplica, free_port, get_json};
-use framecast_router::config::{HealthCheckConfig, ReplicaEndpoint, RouterConfig};
+use framecast_router::config::{
+    ClientLimitsConfig, HealthCheckConfig, ReplicaEndpoint, RouterConfig,
+};
 use framecast_router::server::RouterServer;
 use futures_util::{SinkExt, StreamExt};
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -62,6 +64,12 @@ pub fn config(replicas: Vec<ReplicaEndpoint>, interval_seconds: f64) -> RouterCo
             ..HealthCheckConfig::default()
         },
         connect_timeout_seconds: 0.5,
+        // Every test client shares 127.0.0.1; tests of the limits set their own.
+        client_limits: ClientLimitsConfig {
+            max_sessions_per_ip: 0,
+            new_sessions_per_ip_per_minute: 0,
+            trusted_proxies: Vec::new(),
+        },
         ..RouterConfig::default()
     }
 }
@@ -69,7 +77,15 @@ pub fn config(replicas: Vec<ReplicaEndpoint>, interval_seconds: f64) -> RouterCo
 impl TestRouter {
     /// Starts a router with `config` on its own thread.
     pub fn start(config: &RouterConfig) -> Self {
-        let server = RouterServer::new(config, None).expect("router config is valid");
+        Self::start_with_metrics(config, None)
+    }
+
+    /// Like [`TestRouter::start`], serving `metrics` at `/metrics`.
+    pub fn start_with_metrics(
+        config: &RouterConfig,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        let server = RouterServer::new(config, metrics).expect("router config is valid");
         let stop = Arc::new(Notify::new());
         let shutdown = NotifyShutdown(stop.clone());
         let thread = std::thread::spawn(move || {

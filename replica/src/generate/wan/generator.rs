@@ -280,8 +280,9 @@ impl Generator for WanGenerator {
     fn export_state(
         &mut self,
         state: &ContinuationState,
+        owner: &str,
     ) -> Result<ContinuationState, GenerateError> {
-        self.streams.export(state)
+        self.streams.export(state, owner)
     }
 
     fn generate(

@@ -4,6 +4,9 @@
 //! store, referenced from a `framecast.wan.v1` continuation state, so another process (or a
 //! replica sharing the store) continues the stream identically. Continuation states are
 //! validated against the generator's latent grid before use.
+//!
+//! Stream tokens are 128 random bits, and the exported bytes are stored under the owner the
+//! caller names (the session's export owner), so they count against that session's quota.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use super::tensor_bytes;
 use super::vae::DecoderState;
 use super::vae::feature_cache::FeatureCache;
 use crate::generate::GenerateError;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, StoreError};
 
 /// The `kind` of Wan continuation states.
 pub const WAN_STATE_KIND: &str = "framecast.wan.v1";
@@ -159,11 +162,9 @@ impl StreamStates {
         Ok(payload)
     }
 
-    /// Keeps `stream` live as the latest and names it with a fresh token.
+    /// Keeps `stream` live as the latest and names it with a fresh, unguessable token.
     pub(super) fn keep(&mut self, stream: StreamState) -> ContinuationState {
-        static NEXT_STREAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let n = NEXT_STREAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = format!("{:x}-{n}", std::process::id());
+        let token = crate::store::random_token();
         let payload = WanStatePayload {
             stream: token.clone(),
             blob: None,
@@ -172,32 +173,36 @@ impl StreamStates {
             latent_hw: self.latent_hw,
         };
         self.latest = Some((token, stream, None));
-        ContinuationState {
-            kind: WAN_STATE_KIND.into(),
-            payload: serde_json::to_value(payload).expect("payload serializes"),
-        }
+        ContinuationState::new(
+            WAN_STATE_KIND,
+            serde_json::to_value(payload).expect("payload serializes"),
+        )
     }
 
-    /// A portable form of `state`: the latest stream held here, exported (a segment
-    /// generated after `state` was taken supersedes it), or `state` itself when it already
-    /// references its bytes and nothing is held.
+    /// A portable form of `state`: the stream it names exported under `owner` when that is
+    /// the one held live here, or `state` itself when it already references its bytes. The
+    /// live stream is exported only for its own token: after a restored session's state, the
+    /// worker may still hold the previous session's stream, which is not this session's to
+    /// take.
     pub(super) fn export(
         &mut self,
         state: &ContinuationState,
+        owner: &str,
     ) -> Result<ContinuationState, GenerateError> {
         let payload = self.parse_payload(state)?;
         match &self.latest {
-            Some(_) => self.export_latest(),
-            None if payload.blob.is_some() => Ok(state.clone()),
-            None => Err(GenerateError::InvalidState(format!(
+            Some((token, _, _)) if *token == payload.stream => self.export_latest(owner),
+            _ if payload.blob.is_some() => Ok(state.clone()),
+            _ => Err(GenerateError::InvalidState(format!(
                 "stream `{}` is no longer held by this worker",
                 payload.stream
             ))),
         }
     }
 
-    /// Writes the live stream's tensors to the blob store (once per segment at most).
-    fn export_latest(&mut self) -> Result<ContinuationState, GenerateError> {
+    /// Writes the live stream's tensors to the blob store under `owner` (once per segment at
+    /// most).
+    fn export_latest(&mut self, owner: &str) -> Result<ContinuationState, GenerateError> {
         let Some((token, stream, exported)) = &mut self.latest else {
             return Err(GenerateError::InvalidState(
                 "no stream to export: nothing generated yet".into(),
@@ -215,13 +220,16 @@ impl StreamStates {
                 .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
         );
         let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
-        // Under a constant owner (the generator does not know which session asked), so no
-        // session's end drops it and a later session can continue from it; the blob store's
-        // time to live and capacity bound it instead (see the `store` module).
-        let blob = self.blobs.put(WAN_STATE_KIND, bytes).map_err(|e| {
-            GenerateError::Failed(format!(
-                "cannot store the stream state ({e}); raise store.blob_capacity_bytes"
-            ))
+        // Under the owner the session gave (its export owner, not its id), so the session's
+        // end does not drop it and a later session can continue from it; the blob store's
+        // time to live, capacity and per-session quota bound it (see the `store` module).
+        let blob = self.blobs.put(owner, bytes).map_err(|e| {
+            let hint = match e {
+                StoreError::TooLarge { .. } => "; raise store.blob_capacity_bytes",
+                StoreError::OverQuota { .. } => "; raise store.max_blob_bytes_per_session",
+                StoreError::Backend(_) => "",
+            };
+            GenerateError::Failed(format!("cannot store the stream state ({e}){hint}"))
         })?;
         let payload = WanStatePayload {
             stream: token.clone(),
@@ -230,10 +238,10 @@ impl StreamStates {
             frames_decoded: stream.decoder.frames_decoded,
             latent_hw: self.latent_hw,
         };
-        let state = ContinuationState {
-            kind: WAN_STATE_KIND.into(),
-            payload: serde_json::to_value(payload).expect("payload serializes"),
-        };
+        let state = ContinuationState::new(
+            WAN_STATE_KIND,
+            serde_json::to_value(payload).expect("payload serializes"),
+        );
         *exported = Some(state.clone());
         Ok(state)
     }

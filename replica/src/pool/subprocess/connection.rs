@@ -340,7 +340,7 @@ async fn dispatch(
             }
         }
         FromWorker::BlobPut { call, owner } => {
-            let result = blobs.put(&owner, body).map_err(|e| e.to_string());
+            let result = blobs.put(&owner, body);
             conn.send(Frame::new(ToWorker::BlobStored { call, result }));
         }
         FromWorker::BlobGet { call, id } => {

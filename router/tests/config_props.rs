@@ -36,6 +36,10 @@ const ROUTER_FIELDS: &[&str] = &[
     "tunnel_idle_timeout_seconds",
     "shutdown_grace_seconds",
     "threads",
+    "client_limits",
+    "max_sessions_per_ip",
+    "new_sessions_per_ip_per_minute",
+    "trusted_proxies",
 ];
 
 const SHIPPED_ROUTER: &str = include_str!("../../config/router.yaml");

@@ -23,6 +23,16 @@ struct ForwardedMetric {
 
 impl ForwardedMetric {
     fn send(&self, op: MetricOp) {
+        // JSON has no NaN or infinity: such a value would arrive as `null`, the server would
+        // refuse the frame and drop this worker's connection. A non-finite sample is dropped.
+        if let MetricOp::GaugeIncrement(x)
+        | MetricOp::GaugeDecrement(x)
+        | MetricOp::GaugeSet(x)
+        | MetricOp::Record(x) = op
+            && !x.is_finite()
+        {
+            return;
+        }
         let _ = self.sink.send(Frame::new(FromWorker::Metric {
             name: self.name.clone(),
             labels: self.labels.clone(),

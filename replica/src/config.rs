@@ -50,6 +50,10 @@ pub struct ServerSettings {
     /// On SIGTERM, how long live sessions may go on finishing their segment before they are
     /// ended (`ltx2_stream_complete {reason: draining}`, close 1001) and the process exits.
     pub shutdown_grace_seconds: u64,
+    /// Web origins (`https://app.example.com`) whose pages may read this server's HTTP
+    /// answers from script; empty: none, only same-origin pages (the built-in player).
+    /// WebSocket upgrades are not governed by CORS.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -58,6 +62,7 @@ impl Default for ServerSettings {
             host: "0.0.0.0".into(),
             port: 8000,
             shutdown_grace_seconds: 30,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -477,6 +482,17 @@ impl StreamingSettings {
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Result<(), FieldError> {
         not_empty("server.host", &self.server.host)?;
+        for (i, origin) in self.server.cors_allowed_origins.iter().enumerate() {
+            let valid = http::HeaderValue::from_str(origin).is_ok()
+                && (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/');
+            if !valid {
+                return Err(FieldError::new(
+                    format!("server.cors_allowed_origins[{i}]"),
+                    format!("`{origin}` is not an origin like https://app.example.com"),
+                ));
+            }
+        }
         let s = &self.streaming;
         at_least_one(
             "streaming.session_timeout_seconds",

@@ -102,8 +102,22 @@ pub fn router(state: AppState) -> Router {
             HTTP_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(HTTP_BODY_LIMIT))
-        .layer(CorsLayer::permissive())
+        .layer(cors(
+            &state.inner.sessions.config.server.cors_allowed_origins,
+        ))
         .with_state(state)
+}
+
+/// Cross-origin reads only for the configured origins (GET); none by default, so a page on
+/// another site cannot read `/status` or `/metrics` through a visitor's browser.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<http::HeaderValue> = origins
+        .iter()
+        .filter_map(|o| http::HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([http::Method::GET])
 }
 
 #[cfg(test)]
@@ -130,6 +144,48 @@ mod tests {
         );
         let sessions = SessionContext::new(std::sync::Arc::new(pool), config);
         AppState::new("cpu".into(), recorder.handle(), sessions)
+    }
+
+    #[tokio::test]
+    async fn only_configured_origins_may_read_across_sites() {
+        let mut config = crate::config::ReplicaConfig::default();
+        config.server.cors_allowed_origins = vec!["https://app.example.com".into()];
+        let pool = crate::pool::in_process::InProcessPool::new(Vec::new(), false);
+        let sessions = SessionContext::new(std::sync::Arc::new(pool), std::sync::Arc::new(config));
+        let recorder = framecast_common::metrics::standalone_recorder();
+        let app = router(AppState::new("cpu".into(), recorder.handle(), sessions));
+        let allowed_for = |origin: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::get("/healthz")
+                    .header("origin", origin)
+                    .body(Body::empty())
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                response
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .map(|v| v.to_str().unwrap().to_string())
+            }
+        };
+        assert_eq!(
+            allowed_for("https://app.example.com").await.as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(allowed_for("https://evil.example").await, None);
+        // The default allows no other site at all.
+        let app = router(state());
+        let request = Request::get("/healthz")
+            .header("origin", "https://evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String) {

@@ -100,6 +100,11 @@ pub struct StreamingSettings {
     pub pong_timeout_seconds: u64,
     /// Directory for one JSONL event log per session; `null` turns the logs off.
     pub session_log_dir: Option<PathBuf>,
+    /// One session's log stops growing at this many bytes (its last line says so).
+    pub session_log_max_file_bytes: u64,
+    /// All session logs in `session_log_dir` together; opening a new one deletes the oldest
+    /// until they fit.
+    pub session_log_max_total_bytes: u64,
     /// What one client may ask for; anything beyond gets `invalid_message` naming the field.
     pub limits: ClientLimits,
 }
@@ -156,6 +161,8 @@ impl Default for StreamingSettings {
             ping_interval_seconds: 15,
             pong_timeout_seconds: 15,
             session_log_dir: Some(std::env::temp_dir().join("framecast-sessions")),
+            session_log_max_file_bytes: 1 << 20,
+            session_log_max_total_bytes: 256 << 20,
             limits: ClientLimits::default(),
         }
     }
@@ -499,6 +506,16 @@ impl Validate for ReplicaConfig {
             s.session_timeout_seconds,
         )?;
         at_least_one("streaming.max_session_seconds", s.max_session_seconds)?;
+        at_least(
+            "streaming.session_log_max_file_bytes",
+            s.session_log_max_file_bytes,
+            1024,
+        )?;
+        at_least(
+            "streaming.session_log_max_total_bytes",
+            s.session_log_max_total_bytes,
+            s.session_log_max_file_bytes,
+        )?;
         at_least_one("streaming.generation_segment_cap", s.generation_segment_cap)?;
         let l = &s.limits;
         at_least_one(

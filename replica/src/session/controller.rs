@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::admission::ActiveGuard;
 use super::context::SessionContext;
-use super::log::SessionLog;
+use super::log::{LogLimits, SessionLog};
 use super::schedule::SegmentScheduler;
 use super::{Outgoing, SessionState, initial_image, writer};
 use crate::observability;
@@ -109,7 +109,12 @@ impl Session {
     fn new(ctx: SessionContext, out: mpsc::Sender<Outgoing>) -> Self {
         let seed = RandomState::new().hash_one(Instant::now());
         let id = format!("{seed:016x}");
-        let log = SessionLog::open(ctx.config.streaming.session_log_dir.as_deref(), &id);
+        let streaming = &ctx.config.streaming;
+        let limits = LogLimits {
+            max_file_bytes: streaming.session_log_max_file_bytes,
+            max_total_bytes: streaming.session_log_max_total_bytes,
+        };
+        let log = SessionLog::open(streaming.session_log_dir.as_deref(), &id, limits);
         Self {
             schedule: SegmentScheduler::new(
                 ctx.config.streaming.generation_segment_cap,

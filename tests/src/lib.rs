@@ -221,3 +221,66 @@ pub async fn play_in_chromium(url: &str, timeout: Duration) -> serde_json::Value
     eprintln!("browser stats: {stats}");
     stats
 }
+
+/// A client's WebSocket to a replica or router.
+pub type ClientWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The real replica binary with the mock generator on one in-process worker (small frames,
+/// 50 ms segments), `extra` settings applied last; returns once `/readyz` answers 200.
+pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+    let port = free_port().to_string();
+    let mut env = vec![
+        ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
+        ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
+        ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
+        ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
+        ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
+        ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "128"),
+        ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "72"),
+        ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "12"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "50"),
+    ];
+    // Later entries win: `Command::env` keeps the last value of a variable.
+    env.extend_from_slice(extra);
+    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    (replica, base)
+}
+
+/// Opens `/v1/stream` on `base` (an `http://` URL) and sends `init` as the first frame.
+pub async fn open_stream(base: &str, init: serde_json::Value) -> ClientWs {
+    use futures_util::SinkExt;
+    let url = format!("{}/v1/stream", base.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        init.to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+/// Every JSON message until the server's close frame (or `limit`), and the close code
+/// (`None` when no close frame came).
+pub async fn until_close(
+    ws: &mut ClientWs,
+    limit: Duration,
+) -> (Vec<serde_json::Value>, Option<u16>) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + limit;
+    let mut messages = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => messages.push(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (messages, frame.map(|f| u16::from(f.code)));
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return (messages, None),
+        }
+    }
+}

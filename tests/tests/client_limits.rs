@@ -4,61 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use framecast_e2e::{ChildGuard, free_port, get_json, get_text, wait_for_status};
+use framecast_e2e::{
+    ClientWs as Ws, get_json, get_text, open_stream as open, start_mock_replica as start_replica,
+    until_close,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A replica with the mock generator on one in-process worker, plus `extra` settings.
-async fn start_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
-    let port = free_port().to_string();
-    let mut env = vec![
-        ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
-        ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
-        ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
-        ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
-        ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
-        ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "128"),
-        ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "72"),
-        ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "12"),
-        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "50"),
-    ];
-    env.extend_from_slice(extra);
-    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
-    (replica, base)
-}
-
-async fn open(base: &str, init: Value) -> Ws {
-    let url = format!("{}/v1/stream", base.replace("http", "ws"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    ws
-}
-
 async fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.unwrap();
-}
-
-/// Every JSON message until the close frame (or `limit`), and the close code.
-async fn until_close(ws: &mut Ws, limit: Duration) -> (Vec<Value>, Option<u16>) {
-    let deadline = Instant::now() + limit;
-    let mut messages = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => messages.push(serde_json::from_str(&t).unwrap()),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return (messages, frame.map(|f| u16::from(f.code)));
-            }
-            Ok(Some(Ok(_))) => {}
-            _ => return (messages, None),
-        }
-    }
 }
 
 fn of_type<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {

@@ -4,37 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use framecast_e2e::{ChildGuard, free_port, wait_for_status};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use framecast_e2e::{
+    ClientWs as Ws, open_stream as open, start_mock_replica, until_close, wait_for_status,
+};
+use futures_util::StreamExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open(base: &str, init: Value) -> Ws {
-    let url = format!("{}/v1/stream", base.replace("http", "ws"));
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    ws
-}
-
-/// JSON messages until the close frame (or `limit`), and the close code.
-async fn until_close(ws: &mut Ws, limit: Duration) -> (Vec<Value>, Option<u16>) {
-    let deadline = Instant::now() + limit;
-    let mut messages = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => messages.push(serde_json::from_str(&t).unwrap()),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return (messages, frame.map(|f| u16::from(f.code)));
-            }
-            Ok(Some(Ok(_))) => {}
-            _ => return (messages, None),
-        }
-    }
-}
 
 async fn wait_for(ws: &mut Ws, kind: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -50,29 +25,15 @@ async fn wait_for(ws: &mut Ws, kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_live_segment_finish_then_ends_sessions_with_draining() {
-    let port = free_port().to_string();
-    let mut replica = ChildGuard::spawn(
-        "framecast-replica",
-        &[],
-        &[
-            ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
-            ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
-            ("FRAMECAST_REPLICA__SERVER__SHUTDOWN_GRACE_SECONDS", "10"),
-            ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
-            ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
-            ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
-            ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "128"),
-            ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "72"),
-            ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "12"),
-            ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "300"),
-            (
-                "FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP",
-                "100",
-            ),
-        ],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
+    let (mut replica, base) = start_mock_replica(&[
+        ("FRAMECAST_REPLICA__SERVER__SHUTDOWN_GRACE_SECONDS", "10"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "300"),
+        (
+            "FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP",
+            "100",
+        ),
+    ])
+    .await;
 
     let mut live = open(
         &base,

@@ -45,8 +45,17 @@ impl ReplicaConfig {
 pub struct ServerSettings {
     /// Address to listen on.
     pub host: String,
-    /// Port to listen on (0 picks a free one, which is logged).
+    /// Port to listen on for clients: `/v1/stream`, the player, `/healthz` and `/readyz`
+    /// (0 picks a free one, which is logged).
     pub port: u16,
+    /// Address of the admin listener (`/status`, `/metrics`, probes); `null` means `host`.
+    /// Keep it off the public network.
+    pub admin_host: Option<String>,
+    /// Port of the admin listener (0 picks a free one); must differ from `port`.
+    pub admin_port: u16,
+    /// Who may open a session when clients can reach the replica without the router
+    /// (the router checks the same way in front of it): API keys, JWTs, allowed origins.
+    pub auth: framecast_common::auth::AuthConfig,
     /// On SIGTERM, how long live sessions may go on finishing their segment before they are
     /// ended (`ltx2_stream_complete {reason: draining}`, close 1001) and the process exits.
     pub shutdown_grace_seconds: u64,
@@ -61,6 +70,9 @@ impl Default for ServerSettings {
         Self {
             host: "0.0.0.0".into(),
             port: 8000,
+            admin_host: None,
+            admin_port: 8001,
+            auth: framecast_common::auth::AuthConfig::default(),
             shutdown_grace_seconds: 30,
             cors_allowed_origins: Vec::new(),
         }
@@ -489,6 +501,16 @@ impl StreamingSettings {
 impl Validate for ReplicaConfig {
     fn validate(&self) -> Result<(), FieldError> {
         not_empty("server.host", &self.server.host)?;
+        if let Some(admin_host) = &self.server.admin_host {
+            not_empty("server.admin_host", admin_host)?;
+        }
+        if self.server.admin_port == self.server.port && self.server.port != 0 {
+            return Err(FieldError::new(
+                "server.admin_port",
+                format!("must differ from server.port ({})", self.server.port),
+            ));
+        }
+        framecast_common::auth::Authenticator::from_config(&self.server.auth, "server.auth")?;
         for (i, origin) in self.server.cors_allowed_origins.iter().enumerate() {
             let valid = http::HeaderValue::from_str(origin).is_ok()
                 && (origin.starts_with("http://") || origin.starts_with("https://"))

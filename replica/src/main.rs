@@ -101,6 +101,21 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
         .await
         .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
     let local: SocketAddr = listener.local_addr()?;
+    let admin_host = config
+        .server
+        .admin_host
+        .clone()
+        .unwrap_or_else(|| config.server.host.clone());
+    let admin_listener = TcpListener::bind((admin_host.as_str(), config.server.admin_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the admin listener {admin_host}:{}",
+                config.server.admin_port
+            )
+        })?;
+    let admin_local: SocketAddr = admin_listener.local_addr()?;
+    framecast_common::auth::register_refusal_metric();
 
     // Device and media checks run before /readyz turns ready, so probes see the truth.
     // Worker processes own the GPUs; the server itself only proves libtorch loads.
@@ -182,9 +197,16 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
     let sessions = SessionContext::with_blobs(pool, config.clone(), blobs);
     let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
+    let admin_app = server::admin_router(state.clone());
     state.mark_ready();
-    tracing::info!(address = %local, "framecast-replica listening on http://{local}/");
+    tracing::info!(address = %local, admin = %admin_local, "framecast-replica listening on http://{local}/ (admin: http://{admin_local}/)");
 
+    // The admin listener outlives the drain, so probes and metrics see it through.
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_app).await {
+            tracing::error!(error = %e, "the admin listener stopped");
+        }
+    });
     let draining = state.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use framecast_common::auth::{AuthConfig, Authenticator};
 use framecast_common::config::{
     ConfigError, FieldError, LayeredConfig, Validate, at_least_one, at_most_max_seconds, not_empty,
     positive_seconds,
@@ -59,8 +60,15 @@ pub enum SelectionPolicy {
 pub struct RouterConfig {
     /// Address to listen on.
     pub host: String,
-    /// Port to listen on; `/v1/stream`, the admin endpoints and the player share it.
+    /// Port to listen on for clients: `/v1/stream` and the player, nothing else.
     pub port: u16,
+    /// Address of the admin listener (`/status`, `/metrics`, `/healthz`, `/readyz`);
+    /// `null` means `host`. Keep it off the public network.
+    pub admin_host: Option<String>,
+    /// Port of the admin listener; must differ from `port`.
+    pub admin_port: u16,
+    /// Who may open a WebSocket session: API keys, JWTs, allowed origins.
+    pub auth: AuthConfig,
     /// The replica servers sessions are sent to.
     pub replicas: Vec<ReplicaEndpoint>,
     /// How replicas are probed and when they flip between healthy and unhealthy.
@@ -121,13 +129,40 @@ fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR network"))
 }
 
+impl RouterConfig {
+    /// `host:port` of the client listener (IPv6 literals bracketed).
+    pub fn listen_address(&self) -> String {
+        socket_address(&self.host, self.port)
+    }
+
+    /// `host:port` of the admin listener.
+    pub fn admin_address(&self) -> String {
+        socket_address(
+            self.admin_host.as_deref().unwrap_or(&self.host),
+            self.admin_port,
+        )
+    }
+}
+
+fn socket_address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             host: "0.0.0.0".into(),
             port: 9000,
+            admin_host: None,
+            admin_port: 9001,
+            auth: AuthConfig::default(),
             replicas: vec![ReplicaEndpoint {
                 url: "http://127.0.0.1:8000".into(),
+                admin_url: Some("http://127.0.0.1:8001".into()),
                 name: Some("local".into()),
                 primary: true,
                 weight: 1,
@@ -149,6 +184,10 @@ impl Default for RouterConfig {
 pub struct ReplicaEndpoint {
     /// Base URL, scheme and authority only (`http://replica-0:8000`).
     pub url: String,
+    /// Base URL of the replica's admin listener, where its capacity (`/status`) is read;
+    /// `null` means `url` (a replica serving everything on one port, or a test double).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
     /// Label in `/status`, logs and metrics; defaults to the URL's `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -177,6 +216,11 @@ impl ReplicaEndpoint {
     /// Whether the replica is reached over TLS.
     pub fn uses_tls(&self) -> bool {
         self.url.starts_with("https://")
+    }
+
+    /// The base URL of the admin listener (`admin_url`, else `url`).
+    pub fn admin_base(&self) -> &str {
+        self.admin_url.as_deref().unwrap_or(&self.url)
     }
 
     /// The label used in `/status`, logs and metrics.
@@ -240,6 +284,16 @@ fn parse_replica_url(raw: &str) -> Result<Url, String> {
 impl Validate for RouterConfig {
     fn validate(&self) -> Result<(), FieldError> {
         not_empty("router.host", &self.host)?;
+        if let Some(admin_host) = &self.admin_host {
+            not_empty("router.admin_host", admin_host)?;
+        }
+        if self.admin_port == self.port && self.port != 0 {
+            return Err(FieldError::new(
+                "router.admin_port",
+                format!("must differ from router.port ({})", self.port),
+            ));
+        }
+        Authenticator::from_config(&self.auth, "router.auth")?;
         if self.replicas.is_empty() {
             return Err(FieldError::new(
                 "router.replicas",
@@ -253,6 +307,9 @@ impl Validate for RouterConfig {
             let field = |name: &str| format!("router.replicas[{i}].{name}");
             let url =
                 parse_replica_url(&replica.url).map_err(|m| FieldError::new(field("url"), m))?;
+            if let Some(admin) = &replica.admin_url {
+                parse_replica_url(admin).map_err(|m| FieldError::new(field("admin_url"), m))?;
+            }
             if !seen_urls.insert(url.as_str().to_string()) {
                 return Err(FieldError::new(
                     field("url"),
@@ -336,6 +393,7 @@ mod tests {
     fn replica(url: &str) -> ReplicaEndpoint {
         ReplicaEndpoint {
             url: url.into(),
+            admin_url: None,
             name: None,
             primary: false,
             weight: 1,
@@ -460,10 +518,10 @@ mod tests {
         let file: RouterFile = LayeredConfig::new(ENV_PREFIX)
             .env_vars([(
                 "FRAMECAST_ROUTER__ROUTER__PORT".to_string(),
-                "9001".to_string(),
+                "9100".to_string(),
             )])
             .load()
             .unwrap();
-        assert_eq!(file.router.port, 9001);
+        assert_eq!(file.router.port, 9100);
     }
 }

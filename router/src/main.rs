@@ -11,7 +11,7 @@ use framecast_router::server::RouterServer;
 /// Framecast router: health-gated front door for replica servers.
 ///
 /// Settings come from built-in defaults, then the YAML file given with --config, then
-/// FRAMECAST_ROUTER__* environment variables (e.g. FRAMECAST_ROUTER__ROUTER__PORT=9001).
+/// FRAMECAST_ROUTER__* environment variables (e.g. FRAMECAST_ROUTER__ROUTER__PORT=9100).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         .collect();
     tracing::info!(
         listen = %server.listen_address(),
+        admin = %server.admin_address(),
         replicas = ?replicas,
         "framecast-router starting"
     );

@@ -1,5 +1,6 @@
-//! The pingora proxy: admin endpoints are answered here ([`crate::admin`]); every other
-//! request, WebSocket upgrades included, goes to the replica the registry selects.
+//! The pingora proxy on the client port: every request, WebSocket upgrades included, goes to
+//! the replica the registry selects. An upgrade is first checked against the auth policy
+//! (origin, credentials: 401/403 before any replica is involved) and the per-client limits.
 //!
 //! pingora passes an upgraded connection through as a byte tunnel, so `/v1/stream`
 //! sessions need no frame parsing here. A replica that refuses the connection, or drops it
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use metrics_exporter_prometheus::PrometheusHandle;
+use framecast_common::auth::Authenticator;
 
 use crate::client_limits::{ClientLimiter, ClientSlot};
 use crate::observability;
@@ -23,10 +24,10 @@ use crate::registry::{ReplicaRegistry, SessionGuard};
 #[derive(Debug)]
 pub struct StreamProxy {
     registry: Arc<ReplicaRegistry>,
-    metrics: Option<PrometheusHandle>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     clients: ClientLimiter,
+    auth: Authenticator,
 }
 
 /// pingora's per-request context: the replicas one request was sent to.
@@ -42,20 +43,21 @@ pub struct RequestRoute {
 
 impl StreamProxy {
     /// A proxy over `registry`: `connect_timeout` bounds each connection attempt to a replica,
-    /// `idle_timeout` closes a tunnel with no bytes either way for that long.
+    /// `idle_timeout` closes a tunnel with no bytes either way for that long; `auth` and
+    /// `clients` decide which upgrades are let through.
     pub fn new(
         registry: Arc<ReplicaRegistry>,
-        metrics: Option<PrometheusHandle>,
         connect_timeout: Duration,
         idle_timeout: Duration,
         clients: ClientLimiter,
+        auth: Authenticator,
     ) -> Self {
         Self {
             registry,
-            metrics,
             connect_timeout,
             idle_timeout,
             clients,
+            auth,
         }
     }
 
@@ -85,11 +87,15 @@ impl ProxyHttp for StreamProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if crate::admin::respond(session, &self.registry, self.metrics.as_ref()).await? {
-            return Ok(true);
-        }
         if !session.is_upgrade_req() {
             return Ok(false);
+        }
+        let request = session.req_header();
+        if let Err(refusal) = self.auth.check(&request.headers, request.uri.query()) {
+            tracing::info!(reason = refusal.reason(), path = %request.uri.path(), "refusing an upgrade");
+            framecast_common::auth::record_refusal(&refusal);
+            crate::refusal::refuse_unauthorized(session, &refusal).await?;
+            return Ok(true);
         }
         if !self.registry.can_route(&[]) {
             observability::no_replica();

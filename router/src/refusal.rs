@@ -64,6 +64,33 @@ pub async fn refuse_client(session: &mut Session, message: &str) -> pingora::Res
     .await
 }
 
+/// Answers an upgrade that failed the auth policy with a plain 401 (with a
+/// `WWW-Authenticate: Bearer` challenge) or 403, and a JSON body saying why. No WebSocket is
+/// opened: nothing reaches a replica.
+pub async fn refuse_unauthorized(
+    session: &mut Session,
+    refusal: &framecast_common::auth::AuthError,
+) -> pingora::Result<()> {
+    let body = Bytes::from(
+        serde_json::json!({
+            "error": {"code": refusal.reason(), "message": refusal.to_string()}
+        })
+        .to_string(),
+    );
+    let mut header = ResponseHeader::build(refusal.status(), Some(4))?;
+    if refusal.status() == 401 {
+        header.insert_header("www-authenticate", "Bearer realm=\"framecast\"")?;
+    }
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("connection", "close")?;
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
 async fn refuse_with(
     session: &mut Session,
     code: ErrorCode,

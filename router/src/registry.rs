@@ -21,6 +21,8 @@ pub struct Replica {
     pub name: String,
     /// The base URL as configured.
     pub url: String,
+    /// The base URL of its admin listener (capacity is read there).
+    pub admin_url: String,
     /// `host:port` to connect to.
     pub authority: String,
     /// Host name sent as SNI when `tls` is set.
@@ -125,6 +127,7 @@ impl ReplicaRegistry {
                 Ok(Replica {
                     name: r.display_name(),
                     url: r.url.clone(),
+                    admin_url: r.admin_base().to_string(),
                     authority,
                     host,
                     tls: r.uses_tls(),
@@ -276,6 +279,7 @@ mod tests {
     fn endpoint(url: &str, primary: bool) -> ReplicaEndpoint {
         ReplicaEndpoint {
             url: url.into(),
+            admin_url: None,
             name: None,
             primary,
             weight: 1,

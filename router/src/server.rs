@@ -9,7 +9,11 @@ use pingora::server::{RunArgs, Server};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
+use framecast_common::auth::Authenticator;
+
+use crate::admin::AdminApp;
 use crate::client_limits::ClientLimiter;
 use crate::config::RouterConfig;
 use crate::health::checker::HealthChecker;
@@ -20,15 +24,16 @@ use crate::shutdown::DrainingShutdown;
 /// Why the router could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A replica entry could not be resolved.
-    #[error("invalid replica: {0}")]
-    Replica(#[from] framecast_common::config::FieldError),
+    /// A replica entry or the auth settings could not be loaded.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] framecast_common::config::FieldError),
 }
 
 /// A configured router, ready to run.
 pub struct RouterServer {
     server: Server,
     listen: String,
+    admin_listen: String,
     registry: Arc<ReplicaRegistry>,
     grace: Duration,
 }
@@ -42,14 +47,16 @@ impl std::fmt::Debug for RouterServer {
 }
 
 impl RouterServer {
-    /// Builds the pingora server and its proxy service listening on `host:port`; `/metrics`
-    /// renders `metrics` when given.
+    /// Builds the pingora server: the proxy on `host:port`, the admin endpoints on
+    /// `admin_host:admin_port` (`/metrics` renders `metrics` when given).
     pub fn new(
         config: &RouterConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
         let registry = Arc::new(ReplicaRegistry::from_config(config)?);
+        let auth = Authenticator::from_config(&config.auth, "router.auth")?;
         crate::observability::register_router();
+        framecast_common::auth::register_refusal_metric();
         for replica in registry.all() {
             crate::observability::register_replica(&replica.name);
         }
@@ -68,23 +75,27 @@ impl RouterServer {
         server.add_service(background_service("health checks", checker));
         let proxy = StreamProxy::new(
             registry.clone(),
-            metrics,
             Duration::from_secs_f64(config.connect_timeout_seconds),
             Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
             ClientLimiter::new(&config.client_limits),
+            auth,
         );
         let conf: Arc<ServerConf> = server.configuration.clone();
         let mut service = http_proxy_service_with_name(&conf, proxy, "framecast-router");
-        let listen = if config.host.contains(':') {
-            format!("[{}]:{}", config.host, config.port)
-        } else {
-            format!("{}:{}", config.host, config.port)
-        };
+        let listen = config.listen_address();
         service.add_tcp(&listen);
         server.add_service(service);
+        let mut admin = Service::new(
+            "framecast-router admin".into(),
+            AdminApp::new(registry.clone(), metrics),
+        );
+        let admin_listen = config.admin_address();
+        admin.add_tcp(&admin_listen);
+        server.add_service(admin);
         Ok(Self {
             server,
             listen,
+            admin_listen,
             registry,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
         })
@@ -93,6 +104,11 @@ impl RouterServer {
     /// The `host:port` the proxy listens on.
     pub fn listen_address(&self) -> &str {
         &self.listen
+    }
+
+    /// The `host:port` of the admin endpoints.
+    pub fn admin_address(&self) -> &str {
+        &self.admin_listen
     }
 
     /// Runs until SIGTERM (drains: see [`crate::shutdown`]) or SIGINT (exits at once).

@@ -36,6 +36,7 @@ async fn pingora_proxies_one_request_to_a_local_server() {
     let mut config = support::config(
         vec![ReplicaEndpoint {
             url: format!("http://{backend_addr}"),
+            admin_url: None,
             name: Some("backend".into()),
             primary: true,
             weight: 1,
@@ -51,7 +52,7 @@ async fn pingora_proxies_one_request_to_a_local_server() {
     let url = format!("http://127.0.0.1:{port}/hello");
     let deadline = Instant::now() + Duration::from_secs(10);
     // The replica takes sessions once its first health probe passed.
-    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let ready = router.admin_url("/readyz");
     let response = loop {
         match client.get(&ready).send().await {
             Ok(r) if r.status() == 200 => break client.get(&url).send().await.unwrap(),

@@ -17,6 +17,7 @@ async fn no_healthy_replica_means_error_frame_and_close_1013() {
     // Nothing listens there: the replica never becomes healthy.
     let gone = ReplicaEndpoint {
         url: format!("http://127.0.0.1:{}", free_port()),
+        admin_url: None,
         name: Some("gone".into()),
         primary: true,
         weight: 1,
@@ -56,6 +57,7 @@ async fn every_refusal_is_counted_in_errors_total() {
     let metrics = framecast_common::metrics::install_recorder("router").unwrap();
     let gone = ReplicaEndpoint {
         url: format!("http://127.0.0.1:{}", free_port()),
+        admin_url: None,
         name: Some("gone".into()),
         primary: true,
         weight: 1,
@@ -63,12 +65,13 @@ async fn every_refusal_is_counted_in_errors_total() {
     let router = TestRouter::start_with_metrics(&config(vec![gone], 0.1), Some(metrics));
     let series = "framecast_errors_total{code=\"gpu_unavailable\"}";
     let counted = || async {
-        let text = framecast_e2e::get_text(&router.url("/metrics")).await;
+        let text = framecast_e2e::get_text(&router.admin_url("/metrics")).await;
         text.lines()
             .find_map(|l| l.strip_prefix(series))
             .map(|v| v.trim().parse::<f64>().unwrap())
     };
-    framecast_e2e::wait_for_status(&router.url("/metrics"), 200, Duration::from_secs(10)).await;
+    framecast_e2e::wait_for_status(&router.admin_url("/metrics"), 200, Duration::from_secs(10))
+        .await;
     let url = format!("ws://127.0.0.1:{}/v1/stream", router.port);
     let deadline = Instant::now() + Duration::from_secs(10);
     while counted().await.is_none() {

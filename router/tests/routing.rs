@@ -264,6 +264,7 @@ async fn a_replica_that_drops_the_handshake_is_skipped_before_the_client_sees_it
     let secondary = MockReplica::start("secondary");
     let dying = ReplicaEndpoint {
         url,
+        admin_url: None,
         name: Some("dying".into()),
         primary: true,
         weight: 1,

@@ -226,13 +226,48 @@ pub async fn play_in_chromium(url: &str, timeout: Duration) -> serde_json::Value
 pub type ClientWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The real replica binary with the mock generator on one in-process worker (small frames,
-/// 50 ms segments), `extra` settings applied last; returns once `/readyz` answers 200.
-pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+/// Client base URL -> admin base URL of every replica [`spawn_replica`] started.
+static ADMIN_BASES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Starts the real replica binary on loopback with free client and admin ports, `extra`
+/// settings applied last; returns at once with the client base URL (`http://127.0.0.1:N`).
+/// [`admin_base`] gives its admin listener (`/status`, `/metrics`).
+pub fn spawn_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
     let port = free_port().to_string();
+    let admin_port = free_port().to_string();
     let mut env = vec![
         ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
         ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
+        ("FRAMECAST_REPLICA__SERVER__ADMIN_PORT", admin_port.as_str()),
+    ];
+    // Later entries win: `Command::env` keeps the last value of a variable.
+    env.extend_from_slice(extra);
+    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    ADMIN_BASES
+        .lock()
+        .unwrap()
+        .push((base.clone(), format!("http://127.0.0.1:{admin_port}")));
+    (replica, base)
+}
+
+/// The admin listener's base URL of a replica started by [`spawn_replica`] (or
+/// [`start_mock_replica`]), given its client base URL.
+pub fn admin_base(base: &str) -> String {
+    ADMIN_BASES
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(client, _)| client == base)
+        .map(|(_, admin)| admin.clone())
+        .unwrap_or_else(|| panic!("{base} was not started by spawn_replica"))
+}
+
+/// The real replica binary with the mock generator on one in-process worker (small frames,
+/// 50 ms segments), `extra` settings applied last; returns once `/readyz` answers 200.
+pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+    let mut env = vec![
         ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
         ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
         ("FRAMECAST_REPLICA__GENERATOR__KIND", "mock"),
@@ -241,10 +276,8 @@ pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) 
         ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "12"),
         ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "50"),
     ];
-    // Later entries win: `Command::env` keeps the last value of a variable.
     env.extend_from_slice(extra);
-    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
-    let base = format!("http://127.0.0.1:{port}");
+    let (replica, base) = spawn_replica(&env);
     wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
     (replica, base)
 }
@@ -282,5 +315,83 @@ pub async fn until_close(
             Ok(Some(Ok(_))) => {}
             _ => return (messages, None),
         }
+    }
+}
+
+impl ChildGuard {
+    /// The process id (to read `/proc/<pid>/status`, e.g. its resident memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); `None` once
+/// it has exited.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A router started by [`start_router`]: its client and admin base URLs. Keep it alive as
+/// long as the router runs (it owns the config file).
+#[derive(Debug)]
+pub struct Router {
+    pub process: ChildGuard,
+    /// `http://127.0.0.1:N`: `/v1/stream` and everything else routed to replicas.
+    pub base: String,
+    /// The admin listener: `/status`, `/metrics`, `/healthz`, `/readyz`.
+    pub admin: String,
+    _config: tempfile::NamedTempFile,
+}
+
+/// The real router in front of `replicas` (client base URLs of replicas started by
+/// [`spawn_replica`] or [`start_mock_replica`]), probing `/readyz` every 0.2 s, with the
+/// per-client limits off (every test client shares 127.0.0.1) and `env` applied last;
+/// returns once its `/readyz` answers 200 (a replica is healthy).
+pub async fn start_router(replicas: &[String], env: &[(&str, &str)]) -> Router {
+    let port = free_port();
+    let admin_port = free_port();
+    let mut yaml = format!(
+        "router:\n  host: 127.0.0.1\n  port: {port}\n  admin_port: {admin_port}\n  threads: 2\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n"
+    );
+    for (i, url) in replicas.iter().enumerate() {
+        let admin = admin_base(url);
+        yaml.push_str(&format!(
+            "    - url: {url}\n      admin_url: {admin}\n      name: replica-{i}\n"
+        ));
+    }
+    let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(config.path(), yaml).unwrap();
+    let mut all_env = vec![
+        (
+            "FRAMECAST_ROUTER__ROUTER__CLIENT_LIMITS__MAX_SESSIONS_PER_IP",
+            "0",
+        ),
+        (
+            "FRAMECAST_ROUTER__ROUTER__CLIENT_LIMITS__NEW_SESSIONS_PER_IP_PER_MINUTE",
+            "0",
+        ),
+    ];
+    all_env.extend_from_slice(env);
+    let process = ChildGuard::spawn(
+        "framecast-router",
+        &["--config", config.path().to_str().unwrap()],
+        &all_env,
+    );
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_for_status(&format!("{admin}/readyz"), 200, Duration::from_secs(30)).await;
+    Router {
+        process,
+        base: format!("http://127.0.0.1:{port}"),
+        admin,
+        _config: config,
     }
 }

@@ -10,7 +10,9 @@ use framecast_e2e::{ChildGuard, free_port, get_text, play_in_chromium, wait_for_
 #[tokio::test]
 async fn chromium_plays_a_three_segment_session_through_the_router() {
     let replica_port = free_port().to_string();
+    let replica_admin_port = free_port().to_string();
     let router_port = free_port().to_string();
+    let router_admin_port = free_port().to_string();
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
     let model = model.to_str().unwrap();
     let _replica = ChildGuard::spawn(
@@ -21,6 +23,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
             ("FRAMECAST_REPLICA__GENERATOR__MODEL_PATH", model),
             ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
             ("FRAMECAST_REPLICA__SERVER__PORT", &replica_port),
+            ("FRAMECAST_REPLICA__SERVER__ADMIN_PORT", &replica_admin_port),
             ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),
             ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
             ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
@@ -31,7 +34,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     std::fs::write(
         config.path(),
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: http://127.0.0.1:{replica_port}\n      primary: true\n"
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  admin_port: {router_admin_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: http://127.0.0.1:{replica_port}\n      admin_url: http://127.0.0.1:{replica_admin_port}\n      primary: true\n"
         ),
     )
     .unwrap();
@@ -42,7 +45,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     );
     // Ready once the worker has warmed up (two mock segments).
     wait_for_status(
-        &format!("http://127.0.0.1:{router_port}/readyz"),
+        &format!("http://127.0.0.1:{router_admin_port}/readyz"),
         200,
         Duration::from_secs(120),
     )
@@ -64,7 +67,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
     assert!(played >= 0.9 * 3.0, "played {played} s of 3 s: {result}");
 
     // The session shows up in both binaries' metrics, and both expositions are clean.
-    let router_metrics = get_text(&format!("http://127.0.0.1:{router_port}/metrics")).await;
+    let router_metrics = get_text(&format!("http://127.0.0.1:{router_admin_port}/metrics")).await;
     let ended_ok: f64 = router_metrics
         .lines()
         .filter(|l| {
@@ -98,7 +101,7 @@ async fn chromium_plays_a_three_segment_session_through_the_router() {
         "router counted {downstream} bytes downstream, the browser got {received} media bytes"
     );
     promtool_check(&router_metrics);
-    let metrics = get_text(&format!("http://127.0.0.1:{replica_port}/metrics")).await;
+    let metrics = get_text(&format!("http://127.0.0.1:{replica_admin_port}/metrics")).await;
     for name in [
         "framecast_sessions_total{outcome=\"complete\"} 1",
         "framecast_segment_generation_seconds_count",

@@ -163,11 +163,11 @@ fn env_override_beats_the_file_and_bad_env_is_named() {
     let out = run_to_end(
         "framecast-router",
         &["--config", path, "--check-config"],
-        &[("FRAMECAST_ROUTER__ROUTER__PORT", "9001")],
+        &[("FRAMECAST_ROUTER__ROUTER__PORT", "9200")],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let effective: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(effective["router"]["port"], 9001);
+    assert_eq!(effective["router"]["port"], 9200);
 
     let out = run_to_end(
         "framecast-router",

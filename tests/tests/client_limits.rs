@@ -22,7 +22,7 @@ fn of_type<'a>(messages: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// `framecast_errors_total{code="<code>"}` as `/metrics` shows it.
 async fn errors_counted(base: &str, code: &str) -> f64 {
-    let text = get_text(&format!("{base}/metrics")).await;
+    let text = get_text(&format!("{}/metrics", framecast_e2e::admin_base(base))).await;
     let series = format!("framecast_errors_total{{code=\"{code}\"}}");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -107,7 +107,9 @@ async fn out_of_range_numbers_are_refused_by_field_and_the_worker_stays_free() {
     assert_eq!(close, Some(1000));
     // And nothing was left running on the worker.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while get_json(&format!("{base}/status")).await["available_gpus"] != 1 {
+    while get_json(&format!("{}/status", framecast_e2e::admin_base(&base))).await["available_gpus"]
+        != 1
+    {
         assert!(Instant::now() < deadline, "the worker never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -305,8 +307,10 @@ async fn a_client_that_answers_no_ping_is_dropped_and_its_worker_freed() {
         ("FRAMECAST_REPLICA__STREAMING__PONG_TIMEOUT_SECONDS", "2"),
     ])
     .await;
-    let available =
-        || async { get_json(&format!("{base}/status")).await["available_gpus"].clone() };
+    let available = || async {
+        get_json(&format!("{}/status", framecast_e2e::admin_base(&base))).await["available_gpus"]
+            .clone()
+    };
 
     // A live client (its WebSocket stack answers pings while it reads) keeps its session.
     let mut live = open(&base, json!({"type": "session_init_v2"})).await;

@@ -14,13 +14,14 @@ type Ws =
 fn start_router(
     replica: &MockReplica,
     grace_seconds: u64,
-) -> (ChildGuard, u16, tempfile::NamedTempFile) {
+) -> (ChildGuard, u16, u16, tempfile::NamedTempFile) {
     let port = free_port();
+    let admin = free_port();
     let config = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(
         config.path(),
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {port}\n  threads: 1\n  shutdown_grace_seconds: {grace_seconds}\n  health_check:\n    interval_seconds: 0.1\n  replicas:\n    - url: {}\n      name: mock\n",
+            "router:\n  host: 127.0.0.1\n  port: {port}\n  admin_port: {admin}\n  threads: 1\n  shutdown_grace_seconds: {grace_seconds}\n  health_check:\n    interval_seconds: 0.1\n  replicas:\n    - url: {}\n      name: mock\n",
             replica.url()
         ),
     )
@@ -30,7 +31,7 @@ fn start_router(
         &["--config", config.path().to_str().unwrap()],
         &[],
     );
-    (router, port, config)
+    (router, port, admin, config)
 }
 
 async fn echo(ws: &mut Ws, text: &str) -> String {
@@ -43,9 +44,9 @@ async fn echo(ws: &mut Ws, text: &str) -> String {
     reply.into_text().unwrap().to_string()
 }
 
-async fn ready_router(port: u16) -> Ws {
+async fn ready_router(port: u16, admin: u16) -> Ws {
     wait_for_status(
-        &format!("http://127.0.0.1:{port}/readyz"),
+        &format!("http://127.0.0.1:{admin}/readyz"),
         200,
         Duration::from_secs(20),
     )
@@ -59,19 +60,19 @@ async fn ready_router(port: u16) -> Ws {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_sessions_and_exits_when_the_last_closes() {
     let replica = MockReplica::start("mock");
-    let (mut router, port, _config) = start_router(&replica, 30);
-    let mut session = ready_router(port).await;
+    let (mut router, port, admin, _config) = start_router(&replica, 30);
+    let mut session = ready_router(port, admin).await;
     assert_eq!(echo(&mut session, "before").await, "before");
 
     router.signal_term();
     // Not ready at once, though still answering.
     wait_for_status(
-        &format!("http://127.0.0.1:{port}/readyz"),
+        &format!("http://127.0.0.1:{admin}/readyz"),
         503,
         Duration::from_secs(2),
     )
     .await;
-    let status = get_json(&format!("http://127.0.0.1:{port}/status")).await;
+    let status = get_json(&format!("http://127.0.0.1:{admin}/status")).await;
     assert_eq!(status["draining"], true);
     assert_eq!(status["active_sessions"], 1);
 
@@ -110,8 +111,8 @@ async fn sigterm_drains_open_sessions_and_exits_when_the_last_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grace_period_bounds_the_drain() {
     let replica = MockReplica::start("mock");
-    let (mut router, port, _config) = start_router(&replica, 1);
-    let mut session = ready_router(port).await;
+    let (mut router, port, admin, _config) = start_router(&replica, 1);
+    let mut session = ready_router(port, admin).await;
     assert_eq!(echo(&mut session, "hi").await, "hi");
 
     let started = Instant::now();

@@ -7,16 +7,23 @@ use framecast_e2e::{ChildGuard, free_port, get_json, get_text, wait_for_status};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The replica and the router in front of it, with the base URL of each listener.
+struct Stack {
+    replica: ChildGuard,
+    router: ChildGuard,
+    replica_url: String,
+    replica_admin: String,
+    through_router: String,
+    router_admin: String,
+    _config: tempfile::NamedTempFile,
+}
+
 /// Starts the replica (mock generator, CPU) and a router in front of it with 0.2 s probes.
-fn start_stack() -> (
-    ChildGuard,
-    ChildGuard,
-    String,
-    String,
-    tempfile::NamedTempFile,
-) {
+fn start_stack() -> Stack {
     let replica_port = free_port().to_string();
+    let replica_admin_port = free_port().to_string();
     let router_port = free_port().to_string();
+    let router_admin_port = free_port().to_string();
     let replica_url = format!("http://127.0.0.1:{replica_port}");
     let replica = ChildGuard::spawn(
         "framecast-replica",
@@ -24,6 +31,7 @@ fn start_stack() -> (
         &[
             ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
             ("FRAMECAST_REPLICA__SERVER__PORT", &replica_port),
+            ("FRAMECAST_REPLICA__SERVER__ADMIN_PORT", &replica_admin_port),
             ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),
         ],
     );
@@ -31,7 +39,7 @@ fn start_stack() -> (
     std::fs::write(
         config.path(),
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: {replica_url}\n      name: replica-0\n      primary: true\n"
+            "router:\n  host: 127.0.0.1\n  port: {router_port}\n  admin_port: {router_admin_port}\n  threads: 1\n  shutdown_grace_seconds: 1\n  health_check:\n    path: /readyz\n    interval_seconds: 0.2\n  replicas:\n    - url: {replica_url}\n      admin_url: http://127.0.0.1:{replica_admin_port}\n      name: replica-0\n      primary: true\n"
         ),
     )
     .unwrap();
@@ -40,13 +48,28 @@ fn start_stack() -> (
         &["--config", config.path().to_str().unwrap()],
         &[],
     );
-    let through_router = format!("http://127.0.0.1:{router_port}");
-    (replica, router, replica_url, through_router, config)
+    Stack {
+        replica,
+        router,
+        replica_url,
+        replica_admin: format!("http://127.0.0.1:{replica_admin_port}"),
+        through_router: format!("http://127.0.0.1:{router_port}"),
+        router_admin: format!("http://127.0.0.1:{router_admin_port}"),
+        _config: config,
+    }
 }
 
 #[tokio::test]
 async fn router_forwards_to_a_live_replica() {
-    let (mut replica, mut router, replica_url, through_router, _config) = start_stack();
+    let Stack {
+        mut replica,
+        mut router,
+        replica_url,
+        replica_admin,
+        through_router,
+        router_admin,
+        _config,
+    } = start_stack();
 
     // The replica turns ready only after its libtorch and GStreamer self-checks.
     wait_for_status(
@@ -81,15 +104,15 @@ async fn router_forwards_to_a_live_replica() {
     // Each binary exports its own metrics.
     for (url, expected) in [
         (
-            format!("{replica_url}/metrics"),
+            format!("{replica_admin}/metrics"),
             "framecast_build_info{component=\"replica\"",
         ),
         (
-            format!("{through_router}/metrics"),
+            format!("{router_admin}/metrics"),
             "framecast_build_info{component=\"router\"",
         ),
         (
-            format!("{through_router}/metrics"),
+            format!("{router_admin}/metrics"),
             "framecast_router_replica_up{replica=\"replica-0\"} 1",
         ),
     ] {
@@ -101,7 +124,7 @@ async fn router_forwards_to_a_live_replica() {
     }
 
     // The router's own view: the replica is healthy and primary.
-    let status = get_json(&format!("{through_router}/status")).await;
+    let status = get_json(&format!("{router_admin}/status")).await;
     let row = &status["replicas"][0];
     assert_eq!(row["name"], "replica-0");
     assert_eq!(row["status"], "healthy", "{status}");
@@ -119,12 +142,12 @@ async fn router_forwards_to_a_live_replica() {
 
     // Three failed probes (0.2 s apart) later the router stops being ready.
     wait_for_status(
-        &format!("{through_router}/readyz"),
+        &format!("{router_admin}/readyz"),
         503,
         Duration::from_secs(10),
     )
     .await;
-    let status = get_json(&format!("{through_router}/status")).await;
+    let status = get_json(&format!("{router_admin}/status")).await;
     assert_eq!(status["replicas"][0]["status"], "unhealthy", "{status}");
     assert!(
         status["replicas"][0]["consecutive_failures"]
@@ -144,9 +167,18 @@ async fn router_forwards_to_a_live_replica() {
 
 #[tokio::test]
 async fn a_replica_killed_mid_session_closes_the_client_socket() {
-    let (mut replica, _router, _replica_url, through_router, _config) = start_stack();
+    // Every field bound: what `..` leaves out is dropped (a router killed) at once.
+    let Stack {
+        mut replica,
+        router: _router,
+        replica_url: _,
+        replica_admin: _,
+        through_router,
+        router_admin,
+        _config,
+    } = start_stack();
     wait_for_status(
-        &format!("{through_router}/readyz"),
+        &format!("{router_admin}/readyz"),
         200,
         Duration::from_secs(60),
     )
@@ -167,17 +199,17 @@ async fn a_replica_killed_mid_session_closes_the_client_socket() {
             break;
         }
     }
-    let status = get_json(&format!("{through_router}/status")).await;
+    let status = get_json(&format!("{router_admin}/status")).await;
     assert_eq!(status["replicas"][0]["active_sessions"], 1, "{status}");
     replica.kill();
     let closed = framecast_e2e::closes_within(&mut ws, Duration::from_secs(5)).await;
     assert!(closed, "the client's socket closed with the replica");
     wait_for_status(
-        &format!("{through_router}/readyz"),
+        &format!("{router_admin}/readyz"),
         503,
         Duration::from_secs(10),
     )
     .await;
-    let status = get_json(&format!("{through_router}/status")).await;
+    let status = get_json(&format!("{router_admin}/status")).await;
     assert_eq!(status["replicas"][0]["active_sessions"], 0, "{status}");
 }

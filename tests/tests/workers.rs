@@ -19,16 +19,12 @@ fn tiny_model() -> String {
 
 /// A replica with one worker process per entry of `extra` settings on top of these.
 fn start_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
-    let port = free_port().to_string();
     let mut env = vec![
-        ("FRAMECAST_REPLICA__SERVER__HOST", "127.0.0.1"),
-        ("FRAMECAST_REPLICA__SERVER__PORT", port.as_str()),
         ("FRAMECAST_REPLICA__POOL__MODE", "subprocess"),
         ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),
     ];
     env.extend_from_slice(extra);
-    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
-    (replica, format!("http://127.0.0.1:{port}"))
+    framecast_e2e::spawn_replica(&env)
 }
 
 async fn open_session(base: &str, prompt: &str, state: Option<&Value>) -> Ws {
@@ -75,7 +71,9 @@ async fn wait_for(ws: &mut Ws, kind: &str, limit: Duration) -> (Value, usize) {
 }
 
 async fn worker(base: &str, index: usize) -> Value {
-    get_json(&format!("{base}/status")).await["gpu_status"][index.to_string()].clone()
+    get_json(&format!("{}/status", framecast_e2e::admin_base(base))).await["gpu_status"]
+        [index.to_string()]
+    .clone()
 }
 
 /// Polls `/status` until worker `index` is ready and alive with `restarts` restarts.
@@ -144,7 +142,7 @@ async fn a_worker_killed_mid_segment_fails_its_session_retryably_and_comes_back(
     assert!(media > 0, "fMP4 bytes arrived before the segment completed");
 
     // What the worker measured reaches the server's /metrics.
-    let metrics = get_text(&format!("{base}/metrics")).await;
+    let metrics = get_text(&format!("{}/metrics", framecast_e2e::admin_base(&base))).await;
     let generated = metrics
         .lines()
         .find(|l| l.starts_with("framecast_segment_generation_seconds_count"))
@@ -272,6 +270,7 @@ fn a_worker_that_cannot_load_stops_the_replica_with_the_reason() {
         &[],
         &[
             ("FRAMECAST_REPLICA__SERVER__PORT", &free_port().to_string()),
+            ("FRAMECAST_REPLICA__SERVER__ADMIN_PORT", "0"),
             ("FRAMECAST_REPLICA__POOL__MODE", "subprocess"),
             ("FRAMECAST_REPLICA__GENERATOR__KIND", "wan"),
             ("FRAMECAST_REPLICA__GENERATOR__DEVICE", "cpu"),

@@ -1,5 +1,7 @@
-//! The replica's HTTP server: one axum `Router`, one small handler per endpoint, tower layers
-//! for tracing, timeouts, body limits and CORS.
+//! The replica's HTTP servers: the client router ([`router`]: player, `/v1/stream`, probes)
+//! and the admin router ([`admin_router`]: `/status`, `/metrics`, probes) on a separate
+//! listener, one small handler per endpoint, tower layers for tracing, timeouts, body limits
+//! and CORS.
 
 mod health;
 mod player;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use framecast_common::auth::Authenticator;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::CorsLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -36,18 +39,24 @@ struct Inner {
     device: String,
     metrics: PrometheusHandle,
     sessions: SessionContext,
+    auth: Authenticator,
 }
 
 impl AppState {
     /// Starts not ready; [`AppState::mark_ready`] flips `/readyz` once start-up checks pass
     /// (and a worker must be warm as well).
+    ///
+    /// Panics if `server.auth` is invalid: configuration validation rejects that first.
     pub fn new(device: String, metrics: PrometheusHandle, sessions: SessionContext) -> Self {
+        let auth = Authenticator::from_config(&sessions.config.server.auth, "server.auth")
+            .expect("server.auth was validated with the configuration");
         Self {
             inner: Arc::new(Inner {
                 ready: AtomicBool::new(false),
                 device,
                 metrics,
                 sessions,
+                auth,
             }),
         }
     }
@@ -81,30 +90,50 @@ impl AppState {
     }
 }
 
-/// Builds every route with its layers.
-pub fn router(state: AppState) -> Router {
-    // Probes come every few seconds from the router, Kubernetes and Prometheus, and a 503
-    // from /readyz during warmup is the expected answer: traced, each would log an ERROR.
-    let probes = Router::new()
+/// Probes come every few seconds from the router, Kubernetes and Prometheus, and a 503 from
+/// /readyz during warmup is the expected answer: traced, each would log an ERROR. Both
+/// listeners answer them.
+fn probes() -> Router<AppState> {
+    Router::new()
         .route("/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/status", get(health::status))
-        .route("/metrics", get(health::metrics));
+}
+
+/// The client listener's routes: the player, `/v1/stream` and the probes; nothing that shows
+/// internals.
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.inner.sessions.config.server.cors_allowed_origins);
     Router::new()
         .route("/", get(player::index))
         .route("/player.js", get(player::script))
         .route("/v1/stream", get(stream::upgrade))
-        .layer(TraceLayer::new_for_http())
-        .merge(probes)
+        // Paths only: a query may carry an access token.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
+        .merge(probes())
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
             HTTP_TIMEOUT,
         ))
         .layer(RequestBodyLimitLayer::new(HTTP_BODY_LIMIT))
-        .layer(cors(
-            &state.inner.sessions.config.server.cors_allowed_origins,
+        .layer(cors)
+        .with_state(state)
+}
+
+/// The admin listener's routes: `/status` (the worker pool) and `/metrics`, plus the
+/// probes, for the router, Kubernetes and Prometheus only.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/status", get(health::status))
+        .route("/metrics", get(health::metrics))
+        .merge(probes())
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            HTTP_TIMEOUT,
         ))
+        .layer(RequestBodyLimitLayer::new(HTTP_BODY_LIMIT))
         .with_state(state)
 }
 
@@ -232,6 +261,25 @@ mod tests {
     #[tokio::test]
     async fn unknown_path_is_404() {
         let (status, _) = get(router(state()), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn internals_are_served_on_the_admin_listener_only() {
+        let state = state();
+        for path in ["/status", "/metrics"] {
+            let (status, _) = get(router(state.clone()), path).await;
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{path} on the client listener"
+            );
+            let (status, _) = get(admin_router(state.clone()), path).await;
+            assert_eq!(status, StatusCode::OK, "{path} on the admin listener");
+        }
+        let (status, _) = get(admin_router(state.clone()), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(admin_router(state), "/v1/stream").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -1,15 +1,41 @@
 //! `GET /v1/stream`: upgrades to a WebSocket and hands it to a session.
 
+use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::session::run_session;
 
-/// Upgrades with room for the opening frame (which may carry an image); the session applies
-/// the ordinary limit to every later message. Larger frames close the session (1009).
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Checks the auth policy (origin, credentials: 403/401 before any upgrade), then upgrades
+/// with room for the opening frame (which may carry an image); the session applies the
+/// ordinary limit to every later message. Larger frames close the session (1009).
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(refusal) = state.inner.auth.check(&headers, uri.query()) {
+        tracing::info!(reason = refusal.reason(), "refusing an upgrade");
+        framecast_common::auth::record_refusal(&refusal);
+        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let body = Json(serde_json::json!({
+            "error": {"code": refusal.reason(), "message": refusal.to_string()}
+        }));
+        return if status == StatusCode::UNAUTHORIZED {
+            (
+                status,
+                [("www-authenticate", "Bearer realm=\"framecast\"")],
+                body,
+            )
+                .into_response()
+        } else {
+            (status, body).into_response()
+        };
+    }
     let ctx = state.inner.sessions.clone();
     let limit = ctx.config.streaming.max_init_frame_bytes();
     ws.max_message_size(limit)

@@ -53,11 +53,12 @@ impl HealthChecker {
         let probes = self.registry.all().iter().enumerate().map(|(i, replica)| {
             let base = replica.url.trim_end_matches('/');
             let url = format!("{base}{}", self.config.path);
+            let admin = replica.admin_url.trim_end_matches('/');
             let capacity_url = self
                 .config
                 .capacity_path
                 .as_ref()
-                .map(|p| format!("{base}{p}"));
+                .map(|p| format!("{admin}{p}"));
             let client = &self.client;
             async move {
                 let health = probe(client, &url, timeout).await;

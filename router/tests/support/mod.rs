@@ -35,6 +35,7 @@ impl ShutdownSignalWatch for NotifyShutdown {
 /// A running router; dropping it shuts it down.
 pub struct TestRouter {
     pub port: u16,
+    pub admin_port: u16,
     stop: Arc<Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -43,6 +44,7 @@ pub struct TestRouter {
 pub fn endpoint(mock: &MockReplica, primary: bool) -> ReplicaEndpoint {
     ReplicaEndpoint {
         url: mock.url(),
+        admin_url: None,
         name: Some(mock.name().to_string()),
         primary,
         weight: 1,
@@ -54,6 +56,7 @@ pub fn config(replicas: Vec<ReplicaEndpoint>, interval_seconds: f64) -> RouterCo
     RouterConfig {
         host: "127.0.0.1".into(),
         port: free_port(),
+        admin_port: free_port(),
         replicas,
         threads: 1,
         health_check: HealthCheckConfig {
@@ -95,6 +98,7 @@ impl TestRouter {
         });
         Self {
             port: config.port,
+            admin_port: config.admin_port,
             stop,
             thread: Some(thread),
         }
@@ -111,9 +115,14 @@ impl TestRouter {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `http://127.0.0.1:<admin port><path>`: `/status`, `/metrics`, `/healthz`, `/readyz`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
     /// The router's `/status` body.
     pub async fn status(&self) -> serde_json::Value {
-        get_json(&self.url("/status")).await
+        get_json(&self.admin_url("/status")).await
     }
 
     /// The `/status` row of replica `name`.
@@ -138,7 +147,7 @@ impl TestRouter {
         let deadline = Instant::now() + timeout;
         loop {
             // The listener may not be up yet on the first calls.
-            let status = match reqwest::get(self.url("/status")).await {
+            let status = match reqwest::get(self.admin_url("/status")).await {
                 Ok(r) => r.json::<serde_json::Value>().await.ok(),
                 Err(_) => None,
             };

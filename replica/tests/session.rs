@@ -884,17 +884,25 @@ async fn each_session_writes_a_jsonl_event_log() {
     send(&mut client, json!({"type": "session_init_v2", "curated_prompts": ["p"], "auto_extension_enabled": true})).await;
     let t = read_until_close(&mut client, Duration::from_secs(20)).await;
     assert_eq!(t.close, Some(1000));
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
-    let lines: Vec<Value> = std::fs::read_to_string(&files[0])
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The writer thread flushes the file shortly after the session ends.
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&files[0])
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut lines = read();
+    while !lines.iter().any(|l| l["state"] == "complete") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        lines = read();
+    }
     let states: Vec<&str> = lines
         .iter()
         .filter(|l| l["event"] == "state")

@@ -43,11 +43,12 @@ impl Drop for Proc {
 
 fn start_router(echo: &MockReplica, dir: &std::path::Path) -> (Proc, u16) {
     let port = free_port();
+    let admin_port = free_port();
     let config = dir.join("router.yaml");
     std::fs::write(
         &config,
         format!(
-            "router:\n  host: 127.0.0.1\n  port: {port}\n  threads: 1\n  client_limits:\n    max_sessions_per_ip: 0\n    new_sessions_per_ip_per_minute: 0\n  health_check:\n    interval_seconds: 1\n  replicas:\n    - url: {}\n      name: echo\n      primary: true\n",
+            "router:\n  host: 127.0.0.1\n  port: {port}\n  admin_port: {admin_port}\n  threads: 1\n  client_limits:\n    max_sessions_per_ip: 0\n    new_sessions_per_ip_per_minute: 0\n  health_check:\n    interval_seconds: 1\n  replicas:\n    - url: {}\n      name: echo\n      primary: true\n",
             echo.url()
         ),
     )

@@ -42,6 +42,6 @@ COPY config/replica.yaml /etc/framecast/replica.yaml
 # GStreamer writes its plugin registry cache under $HOME.
 ENV HOME=/tmp
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 ENTRYPOINT ["/usr/local/bin/framecast-replica"]
 CMD ["--config", "/etc/framecast/replica.yaml"]

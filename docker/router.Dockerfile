@@ -17,6 +17,6 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/framecast-router /usr/local/bin/framecast-router
 COPY config/router.yaml /etc/framecast/router.yaml
 USER 10001:10001
-EXPOSE 9000
+EXPOSE 9000 9001
 ENTRYPOINT ["/usr/local/bin/framecast-router"]
 CMD ["--config", "/etc/framecast/router.yaml"]

@@ -57,8 +57,9 @@ class Dockerfiles(unittest.TestCase):
             final = stages(dockerfile)[-1]
             self.assertRegex(final, r"(?m)^USER 10001")
             settings = yaml.safe_load((ROOT / "config" / f"{config}.yaml").read_text())
-            port = settings["router"]["port"] if config == "router" else settings["server"]["port"]
-            self.assertRegex(final, rf"(?m)^EXPOSE {port}$")
+            listen = settings["router"] if config == "router" else settings["server"]
+            # The client port and the admin port (/status, /metrics, probes).
+            self.assertRegex(final, rf"(?m)^EXPOSE {listen['port']} {listen['admin_port']}$")
             self.assertIn(f"COPY config/{config}.yaml /etc/framecast/{config}.yaml", final)
 
 

@@ -32,7 +32,9 @@ pub struct AuthConfig {
     /// `api_keys_file`, `jwt.hs256_secret` or `jwt.rs256_public_key_file` must be set.
     pub required: bool,
     /// Accepted API keys (at least 16 characters each). Several at once let keys rotate:
-    /// add the new one, move clients over, remove the old one.
+    /// add the new one, move clients over, remove the old one. Shown as `<redacted>` by
+    /// `--check-config`.
+    #[serde(serialize_with = "redacted_list")]
     pub api_keys: Vec<String>,
     /// A file with one API key per line (`#` comments allowed), e.g. a mounted Secret; read
     /// at start-up, in addition to `api_keys`.
@@ -49,7 +51,9 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
-    /// Shared secret for HS256 tokens (at least 32 bytes).
+    /// Shared secret for HS256 tokens (at least 32 bytes). Shown as `<redacted>` by
+    /// `--check-config`.
+    #[serde(serialize_with = "redacted")]
     pub hs256_secret: Option<String>,
     /// PEM file with the RSA public key for RS256 tokens.
     pub rs256_public_key_file: Option<PathBuf>,
@@ -71,6 +75,17 @@ impl Default for JwtConfig {
             leeway_seconds: 30,
         }
     }
+}
+
+fn redacted<S: serde::Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+fn redacted_list<S: serde::Serializer>(secrets: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(secrets.iter().map(|_| "<redacted>"))
 }
 
 /// Shortest API key accepted in configuration: shorter keys can be guessed.
@@ -635,6 +650,21 @@ mod tests {
             }),
             "router.auth.allowed_origins"
         );
+    }
+
+    #[test]
+    fn secrets_never_serialize() {
+        let config = AuthConfig {
+            api_keys: vec![KEY.into()],
+            jwt: JwtConfig {
+                hs256_secret: Some(SECRET.into()),
+                ..JwtConfig::default()
+            },
+            ..AuthConfig::default()
+        };
+        let shown = serde_json::to_string(&config).unwrap();
+        assert!(!shown.contains(KEY) && !shown.contains(SECRET), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

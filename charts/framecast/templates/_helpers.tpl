@@ -48,12 +48,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- $replicas := list -}}
 {{- range $i, $_ := until (int .Values.replica.count) -}}
 {{- $host := printf "%s-%d.%s.%s.svc.cluster.local" (include "framecast.replica.name" $) $i (include "framecast.replica.headless" $) $.Release.Namespace -}}
-{{- $replicas = append $replicas (dict "url" (printf "http://%s:%d" $host (int $.Values.replica.port)) "name" (printf "replica-%d" $i) "primary" (eq $i (int $.Values.replica.primaryIndex)) "weight" 1) -}}
+{{- $replicas = append $replicas (dict "url" (printf "http://%s:%d" $host (int $.Values.replica.port)) "admin_url" (printf "http://%s:%d" $host (int $.Values.replica.adminPort)) "name" (printf "replica-%d" $i) "primary" (eq $i (int $.Values.replica.primaryIndex)) "weight" 1) -}}
 {{- end -}}
 {{- $r := .Values.router -}}
+{{- include "framecast.ports.check" (dict "what" "router" "port" $r.port "adminPort" $r.adminPort) -}}
 {{- $config := dict "router" (dict
   "host" "0.0.0.0"
   "port" (int $r.port)
+  "admin_port" (int $r.adminPort)
+  "auth" (include "framecast.auth.config" (dict "ctx" . "required" .Values.auth.required) | fromYaml)
+  "client_limits" (dict "max_sessions_per_ip" (int $r.clientLimits.maxSessionsPerIp) "new_sessions_per_ip_per_minute" (int $r.clientLimits.newSessionsPerIpPerMinute) "trusted_proxies" $r.clientLimits.trustedProxies)
   "replicas" $replicas
   "health_check" (dict "path" $r.healthCheck.path "interval_seconds" $r.healthCheck.intervalSeconds "timeout_seconds" $r.healthCheck.timeoutSeconds "failure_threshold" (int $r.healthCheck.failureThreshold) "recovery_threshold" (int $r.healthCheck.recoveryThreshold))
   "selection" $r.selection
@@ -84,11 +88,145 @@ devices:
 
 {{- define "framecast.replica.config" -}}
 {{- $r := .Values.replica -}}
+{{- include "framecast.ports.check" (dict "what" "replica" "port" $r.port "adminPort" $r.adminPort) -}}
 {{- $config := dict
-  "server" (dict "host" "0.0.0.0" "port" (int $r.port))
+  "server" (dict "host" "0.0.0.0" "port" (int $r.port) "admin_port" (int $r.adminPort) "auth" (include "framecast.auth.config" (dict "ctx" . "required" $r.auth.required) | fromYaml))
   "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" "/tmp/framecast-sessions")
   "pool" (include "framecast.replica.pool" . | fromYaml)
   "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" $r.model.path "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
   "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps)) -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+
+{{/* Each binary serves clients and admin endpoints on separate ports. */}}
+{{- define "framecast.ports.check" -}}
+{{- if eq (int .port) (int .adminPort) -}}
+{{- fail (printf "%s.adminPort (%d) must differ from %s.port: /status, /metrics and the probes are served on their own listener" .what (int .adminPort) .what) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- Authentication (auth.*): API keys from a Secret file, JWTs, allowed origins ---- */}}
+
+{{/* Where the API key file, the RS256 public key and the Secrets live. */}}
+{{- define "framecast.auth.apiKeysDir" -}}/etc/framecast-auth{{- end -}}
+{{- define "framecast.auth.apiKeysFile" -}}/etc/framecast-auth/api-keys{{- end -}}
+{{- define "framecast.auth.rs256Dir" -}}/etc/framecast-jwt{{- end -}}
+{{- define "framecast.auth.rs256File" -}}/etc/framecast-jwt/public.pem{{- end -}}
+{{- define "framecast.auth.secretName" -}}
+{{- .Values.auth.existingSecret | default (printf "%s-auth" (include "framecast.fullname" .)) -}}
+{{- end -}}
+
+{{/* "true" when API keys come from a Secret (existing or created by the chart). */}}
+{{- define "framecast.auth.hasApiKeys" -}}
+{{- if or .Values.auth.existingSecret .Values.auth.apiKeys }}true{{ end -}}
+{{- end -}}
+{{- define "framecast.auth.hasRs256" -}}
+{{- $k := .Values.auth.jwt.rs256PublicKey -}}
+{{- if or $k.existingSecret $k.existingConfigMap }}true{{ end -}}
+{{- end -}}
+
+{{/* Fails rendering when authentication is required but no credential is configured. */}}
+{{- define "framecast.auth.validate" -}}
+{{- $a := .Values.auth -}}
+{{- if and $a.existingSecret $a.apiKeys -}}
+{{- fail "auth.existingSecret and auth.apiKeys are both set: give the API keys either in an existing Secret (key `api-keys`) or as auth.apiKeys, not both" -}}
+{{- end -}}
+{{- if and $a.jwt.rs256PublicKey.existingSecret $a.jwt.rs256PublicKey.existingConfigMap -}}
+{{- fail "auth.jwt.rs256PublicKey: set existingSecret or existingConfigMap, not both" -}}
+{{- end -}}
+{{- $credential := or (include "framecast.auth.hasApiKeys" .) $a.jwt.hs256Secret.existingSecret (include "framecast.auth.hasRs256" .) -}}
+{{- if and (or $a.required .Values.replica.auth.required) (not $credential) -}}
+{{- fail "authentication is on (auth.required=true, the default) but no credential is configured. Supply API keys with auth.existingSecret=<Secret with key `api-keys`, one key of at least 16 characters per line> or auth.apiKeys={key1,...} (the chart creates the Secret), and/or JWT verification with auth.jwt.hs256Secret.existingSecret or auth.jwt.rs256PublicKey.existingSecret/existingConfigMap; or set auth.required=false (and replica.auth.required=false) to run without authentication" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The `auth` section of a config file; pass (dict "ctx" $ "required" bool). Credentials
+     are wired only where authentication is required (the replica's defaults to off):
+     API keys as a mounted file, the HS256 secret by environment variable, the RS256 key as
+     a mounted file. Allowed origins apply either way: both binaries check Origin. */}}
+{{- define "framecast.auth.config" -}}
+{{- $ctx := .ctx -}}
+{{- include "framecast.auth.validate" $ctx -}}
+{{- $a := $ctx.Values.auth -}}
+{{- $jwt := dict "leeway_seconds" (int $a.jwt.leewaySeconds) -}}
+{{- $config := dict "required" .required "allowed_origins" $a.allowedOrigins -}}
+{{- if .required -}}
+{{- if include "framecast.auth.hasApiKeys" $ctx -}}
+{{- $_ := set $config "api_keys_file" (include "framecast.auth.apiKeysFile" $ctx) -}}
+{{- end -}}
+{{- if include "framecast.auth.hasRs256" $ctx -}}
+{{- $_ := set $jwt "rs256_public_key_file" (include "framecast.auth.rs256File" $ctx) -}}
+{{- end -}}
+{{- with $a.jwt.issuer }}{{ $_ := set $jwt "issuer" . }}{{ end -}}
+{{- with $a.jwt.audience }}{{ $_ := set $jwt "audience" . }}{{ end -}}
+{{- end -}}
+{{- $_ := set $config "jwt" $jwt -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Environment of a container checking credentials; pass (dict "ctx" $ "prefix" "FRAMECAST_ROUTER__ROUTER"). */}}
+{{- define "framecast.auth.env" -}}
+{{- with .ctx.Values.auth.jwt.hs256Secret.existingSecret }}
+- name: {{ $.prefix }}__AUTH__JWT__HS256_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.ctx.Values.auth.jwt.hs256Secret.key }}
+{{- end }}
+{{- end -}}
+
+{{- define "framecast.auth.volumeMounts" -}}
+{{- if include "framecast.auth.hasApiKeys" . }}
+- name: api-keys
+  mountPath: {{ include "framecast.auth.apiKeysDir" . }}
+  readOnly: true
+{{- end }}
+{{- if include "framecast.auth.hasRs256" . }}
+- name: jwt-public-key
+  mountPath: {{ include "framecast.auth.rs256Dir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "framecast.auth.volumes" -}}
+{{- if include "framecast.auth.hasApiKeys" . }}
+- name: api-keys
+  secret:
+    secretName: {{ include "framecast.auth.secretName" . }}
+    items:
+      - key: api-keys
+        path: api-keys
+{{- end }}
+{{- $k := .Values.auth.jwt.rs256PublicKey -}}
+{{- if $k.existingSecret }}
+- name: jwt-public-key
+  secret:
+    secretName: {{ $k.existingSecret }}
+    items:
+      - key: {{ $k.key }}
+        path: public.pem
+{{- else if $k.existingConfigMap }}
+- name: jwt-public-key
+  configMap:
+    name: {{ $k.existingConfigMap }}
+    items:
+      - key: {{ $k.key }}
+        path: public.pem
+{{- end }}
+{{- end -}}
+
+{{/* Rolls the pods when the chart-created API key Secret changes (keys are read at start-up). */}}
+{{- define "framecast.auth.checksum" -}}
+{{- dict "apiKeys" .Values.auth.apiKeys "existingSecret" .Values.auth.existingSecret "jwt" .Values.auth.jwt | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* ---- The replicas' continuation-state HMAC secret (store.state_secret) ---- */}}
+{{- define "framecast.replica.stateSecretName" -}}
+{{- .Values.replica.stateSecret.existingSecret | default (printf "%s-replica-state" (include "framecast.fullname" .)) -}}
+{{- end -}}
+
+{{/* Marks the Services that carry the admin port (the ServiceMonitors select them). */}}
+{{- define "framecast.adminServiceLabel" -}}
+framecast.io/admin: "true"
 {{- end -}}

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dreamverse;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

@@ -87,8 +87,12 @@ pub struct SessionInit {
     pub preset_label: Option<String>,
     /// Prompts to cycle through with loop generation.
     pub curated_prompts: Vec<String>,
-    /// Image that conditions the first segment.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Image that conditions the first segment. `null` and `{}` (what FastVideo's clients
+    /// send for "no image") both mean none.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "initial_image_or_empty"
+    )]
     pub initial_image: Option<InitialImage>,
     /// Rewrite prompts with the enhancer.
     pub enhancement_enabled: bool,
@@ -146,8 +150,52 @@ pub struct PauseToggle {
 /// The body of `seed_prompts_updated`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedPrompts {
-    /// The new curated prompts.
+    /// The new curated prompts; left out means none (as FastVideo reads it).
+    #[serde(default)]
     pub seed_prompts: Vec<String>,
+}
+
+/// What kind of JSON value this is, for messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// `initial_image` as FastVideo's clients send it: `null` or an empty object for "no image",
+/// else a full [`InitialImage`]. Anything else (a number, a list, an object missing `data`)
+/// is still an error naming the field.
+fn initial_image_or_empty<'de, D>(deserializer: D) -> Result<Option<InitialImage>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(serde_json::Value::Object(map)) if map.is_empty() => Ok(None),
+        Some(value) if !value.is_object() => Err(D::Error::custom(format_args!(
+            "expected an object {{mime, data, name?}}, `{{}}` or null, got {}",
+            json_kind(&value)
+        ))),
+        Some(value) => serde_path_to_error::deserialize(value)
+            .map(Some)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                // A missing field keeps serde's wording, which the caller lifts into the
+                // path; a bad nested field names itself.
+                if path == "." {
+                    D::Error::custom(inner)
+                } else {
+                    D::Error::custom(format_args!("field `{path}`: {inner}"))
+                }
+            }),
+    }
 }
 
 /// The body of messages that carry nothing but their type.
@@ -290,9 +338,11 @@ pub enum ServerMessage {
         /// Which phase (`denoise`, `decode`).
         stage: String,
     },
-    /// The fMP4 stream's codec; binary frames follow.
+    /// The fMP4 stream's codec, before each segment's first binary frame. That frame starts
+    /// with the stream's init segment (`ftyp`+`moov`, the same bytes every time), so each
+    /// segment's bytes form a playable fMP4 file; fragment times run on across segments.
     MediaInit {
-        /// Segment the init segment arrives with.
+        /// The segment whose bytes follow.
         segment_idx: u32,
         /// `video/mp4; codecs="..."` for MediaSource.
         mime: String,
@@ -649,6 +699,76 @@ mod tests {
         assert_eq!(err, ProtocolError::UnknownType("launch_rockets".into()));
         assert!(err.to_string().contains("session_init_v2"), "{err}");
         assert_eq!(err.reason(), "unknown_type");
+    }
+
+    #[test]
+    fn fastvideo_lenient_forms_are_accepted() {
+        // FastVideo reads `seed_prompts` with a default and `initial_image: {}` as no image.
+        assert_eq!(
+            parse_client_message(r#"{"type":"seed_prompts_updated"}"#).unwrap(),
+            ClientMessage::SeedPromptsUpdated(SeedPrompts {
+                seed_prompts: Vec::new()
+            })
+        );
+        for image in ["{}", "null"] {
+            let text = format!(r#"{{"type":"session_init_v2","initial_image":{image}}}"#);
+            assert_eq!(
+                parse_client_message(&text).unwrap(),
+                ClientMessage::SessionInitV2(SessionInit::default()),
+                "{text}"
+            );
+        }
+        // A real image still parses as one.
+        let text =
+            r#"{"type":"session_init_v2","initial_image":{"mime":"image/png","data":"AA=="}}"#;
+        let ClientMessage::SessionInitV2(init) = parse_client_message(text).unwrap() else {
+            panic!("not an init");
+        };
+        assert_eq!(init.initial_image.unwrap().data, "AA==");
+    }
+
+    #[test]
+    fn garbage_in_the_lenient_fields_is_still_refused() {
+        let field_of = |text: &str| match parse_client_message(text) {
+            Err(ProtocolError::InvalidField { field, problem, .. }) => (field, problem),
+            other => panic!("{text}: {other:?}"),
+        };
+        for (text, field) in [
+            (
+                r#"{"type":"seed_prompts_updated","seed_prompts":3}"#,
+                "seed_prompts",
+            ),
+            (
+                r#"{"type":"seed_prompts_updated","seed_prompts":null}"#,
+                "seed_prompts",
+            ),
+            (
+                r#"{"type":"seed_prompts_updated","seed_prompts":["a",1]}"#,
+                "seed_prompts[1]",
+            ),
+            (
+                r#"{"type":"session_init_v2","initial_image":3}"#,
+                "initial_image",
+            ),
+            (
+                r#"{"type":"session_init_v2","initial_image":[]}"#,
+                "initial_image",
+            ),
+            (
+                r#"{"type":"session_init_v2","initial_image":"x"}"#,
+                "initial_image",
+            ),
+            (
+                r#"{"type":"session_init_v2","initial_image":{"mime":"image/png"}}"#,
+                "initial_image.data",
+            ),
+        ] {
+            assert_eq!(field_of(text).0, field, "{text}");
+        }
+        let (field, problem) =
+            field_of(r#"{"type":"session_init_v2","initial_image":{"mime":"image/png","data":7}}"#);
+        assert_eq!(field, "initial_image");
+        assert!(problem.contains("field `data`"), "{problem}");
     }
 
     #[test]

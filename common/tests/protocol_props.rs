@@ -305,6 +305,37 @@ proptest! {
     }
 
     #[test]
+    fn fastvideo_empty_forms_mean_none(msg in client_message()) {
+        // `initial_image: {}` is no image; `seed_prompts_updated` without its list is none.
+        let mut value = serde_json::to_value(&msg).unwrap();
+        let object = value.as_object_mut().unwrap();
+        let expected = match msg {
+            ClientMessage::SessionInitV2(init) => {
+                object.insert("initial_image".into(), Value::Object(Map::new()));
+                ClientMessage::SessionInitV2(SessionInit { initial_image: None, ..init })
+            }
+            ClientMessage::SeedPromptsUpdated(_) => {
+                object.remove("seed_prompts");
+                ClientMessage::SeedPromptsUpdated(SeedPrompts { seed_prompts: Vec::new() })
+            }
+            other => other,
+        };
+        prop_assert_eq!(parse_client_message(&value.to_string()), Ok(expected));
+    }
+
+    #[test]
+    fn a_non_object_initial_image_is_refused(image in json_value()) {
+        // Only null, `{}` and a whole image object are images; everything else names the field.
+        prop_assume!(!image.is_null() && !image.is_object());
+        let text = serde_json::json!({"type": "session_init_v2", "initial_image": image}).to_string();
+        let result = parse_client_message(&text);
+        prop_assert!(
+            matches!(&result, Err(ProtocolError::InvalidField { field, .. }) if field == "initial_image"),
+            "{}: {:?}", text, result
+        );
+    }
+
+    #[test]
     fn unknown_fields_do_not_change_the_message(
         msg in client_message(),
         extra in prop::collection::btree_map("x_[a-z]{1,8}", json_value(), 0..4),

@@ -63,6 +63,7 @@ fn framecast_segment_seconds(model: &Path) -> f64 {
     let blobs = Arc::new(MemoryBlobStore::new(1 << 30, Duration::from_secs(600)));
     let mut g = WanGenerator::load(model, FORMAT, tch::Device::Cpu, blobs).expect("load model");
     let request = |segment_idx| SegmentRequest {
+        fresh_stream: false,
         segment_idx,
         prompt: "a red fox runs through a snowy forest at dawn".into(),
         negative_prompt: None,

@@ -22,6 +22,8 @@ pub struct ReplicaConfig {
     pub server: ServerSettings,
     /// Session budgets and protocol limits.
     pub streaming: StreamingSettings,
+    /// The Dreamverse protocol on `/ws`: its session lifetime and segment cap.
+    pub dreamverse: DreamverseSettings,
     /// Workers that run generation.
     pub pool: PoolSettings,
     /// Which generator runs and where.
@@ -63,6 +65,10 @@ pub struct ServerSettings {
     /// answers from script; empty: none, only same-origin pages (the built-in player).
     /// WebSocket upgrades are not governed by CORS.
     pub cors_allowed_origins: Vec<String>,
+    /// A directory of static files (a built web app such as Dreamverse's `out/`) served at
+    /// `/` on the client port, `index.html` for directories; `null` serves the built-in
+    /// player there. The API paths keep their answers either way.
+    pub web_root: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -75,6 +81,7 @@ impl Default for ServerSettings {
             auth: framecast_common::auth::AuthConfig::default(),
             shutdown_grace_seconds: 30,
             cors_allowed_origins: Vec::new(),
+            web_root: None,
         }
     }
 }
@@ -176,6 +183,31 @@ impl Default for StreamingSettings {
             session_log_max_file_bytes: 1 << 20,
             session_log_max_total_bytes: 256 << 20,
             limits: ClientLimits::default(),
+        }
+    }
+}
+
+/// The Dreamverse protocol (`WS /ws`, what FastVideo's Dreamverse web app speaks). Its
+/// sessions also follow `streaming` (limits, message sizes, pings, the init wait), except the
+/// idle timeout and the `/v1/stream` segment cap: a Dreamverse session lives a fixed time and
+/// its cap pauses a rollout instead of ending the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DreamverseSettings {
+    /// Seconds a session lives from `gpu_assigned` whatever it does (Dreamverse: 300), sent
+    /// as `gpu_assigned.session_timeout`; it then gets `session_timeout` and close 1000.
+    /// `streaming.max_session_seconds` (from accept) ends it first if shorter.
+    pub session_lifetime_seconds: u64,
+    /// Segments of one rollout before its stream completes and the server waits for
+    /// `restart_generation` (Dreamverse: 6); single-clip mode has none.
+    pub generation_segment_cap: u32,
+}
+
+impl Default for DreamverseSettings {
+    fn default() -> Self {
+        Self {
+            session_lifetime_seconds: 300,
+            generation_segment_cap: 6,
         }
     }
 }
@@ -522,6 +554,14 @@ impl Validate for ReplicaConfig {
                 ));
             }
         }
+        if let Some(root) = &self.server.web_root
+            && !root.is_dir()
+        {
+            return Err(FieldError::new(
+                "server.web_root",
+                format!("`{}` is not a directory", root.display()),
+            ));
+        }
         let s = &self.streaming;
         at_least_one(
             "streaming.session_timeout_seconds",
@@ -539,6 +579,15 @@ impl Validate for ReplicaConfig {
             s.session_log_max_file_bytes,
         )?;
         at_least_one("streaming.generation_segment_cap", s.generation_segment_cap)?;
+        let d = &self.dreamverse;
+        at_least_one(
+            "dreamverse.session_lifetime_seconds",
+            d.session_lifetime_seconds,
+        )?;
+        at_least_one(
+            "dreamverse.generation_segment_cap",
+            d.generation_segment_cap,
+        )?;
         let l = &s.limits;
         at_least_one(
             "streaming.limits.max_inference_steps",
@@ -676,6 +725,10 @@ impl Validate for ReplicaConfig {
                 s.session_timeout_seconds,
             ),
             ("streaming.max_session_seconds", s.max_session_seconds),
+            (
+                "dreamverse.session_lifetime_seconds",
+                self.dreamverse.session_lifetime_seconds,
+            ),
             ("streaming.init_timeout_seconds", s.init_timeout_seconds),
             (
                 "streaming.client_write_timeout_seconds",
@@ -728,7 +781,7 @@ mod tests {
     #[test]
     fn env_overrides_nested_fields() {
         let c = load_with_env(&[
-            ("FRAMECAST_REPLICA__SERVER__PORT", "8001"),
+            ("FRAMECAST_REPLICA__SERVER__PORT", "8002"),
             ("FRAMECAST_REPLICA__MEDIA__VIDEO_ENCODER", "x264"),
             (
                 "FRAMECAST_REPLICA__STREAMING__SESSION_TIMEOUT_SECONDS",
@@ -736,7 +789,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        assert_eq!(c.server.port, 8001);
+        assert_eq!(c.server.port, 8002);
         assert_eq!(c.media.video_encoder, VideoEncoderKind::X264);
         assert_eq!(c.streaming.session_timeout_seconds, 30);
     }
@@ -816,6 +869,58 @@ mod tests {
         );
         let err = load_with_env(&[("FRAMECAST_REPLICA__POOL__NUM_WORKERS", "0")]).unwrap_err();
         assert!(err.to_string().contains("`pool.num_workers`"), "{err}");
+    }
+
+    #[test]
+    fn the_web_root_must_be_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let c = load_with_env(&[("FRAMECAST_REPLICA__SERVER__WEB_ROOT", path)]).unwrap();
+        assert_eq!(c.server.web_root.as_deref(), Some(dir.path()));
+        let missing = dir.path().join("missing");
+        let err = load_with_env(&[(
+            "FRAMECAST_REPLICA__SERVER__WEB_ROOT",
+            missing.to_str().unwrap(),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`server.web_root`") && err.contains("missing"),
+            "{err}"
+        );
+        let file = dir.path().join("index.html");
+        std::fs::write(&file, "<html></html>").unwrap();
+        let err = load_yaml(&format!("server: {{web_root: {}}}\n", file.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.web_root"), "{err}");
+        assert_eq!(
+            load_yaml("server: {web_root: null}\n")
+                .unwrap()
+                .server
+                .web_root,
+            None
+        );
+    }
+
+    #[test]
+    fn the_dreamverse_settings_load_and_are_checked() {
+        let c =
+            load_yaml("dreamverse: {session_lifetime_seconds: 60, generation_segment_cap: 2}\n")
+                .unwrap();
+        assert_eq!(
+            c.dreamverse,
+            DreamverseSettings {
+                session_lifetime_seconds: 60,
+                generation_segment_cap: 2
+            }
+        );
+        for field in ["session_lifetime_seconds", "generation_segment_cap"] {
+            let err = load_yaml(&format!("dreamverse: {{{field}: 0}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("dreamverse.{field}")), "{err}");
+        }
     }
 
     #[test]

@@ -221,6 +221,7 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
 
 fn warmup_request(config: &ReplicaConfig) -> SegmentRequest {
     SegmentRequest {
+        fresh_stream: false,
         segment_idx: 0,
         prompt: "warmup".into(),
         negative_prompt: None,

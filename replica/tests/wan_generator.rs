@@ -42,6 +42,7 @@ fn generator(blobs: Arc<dyn BlobStore>) -> WanGenerator {
 
 fn request(segment_idx: u32) -> SegmentRequest {
     SegmentRequest {
+        fresh_stream: false,
         segment_idx,
         prompt: "a red fox runs through a snowy forest at dawn".into(),
         negative_prompt: None,
@@ -383,6 +384,7 @@ fn an_initial_image_conditions_the_first_segment() {
     assert_ne!(a.frames, plain.frames, "the image changes the segment");
 
     let broken = SegmentRequest {
+        fresh_stream: false,
         initial_image: Some(Arc::new(framecast_replica::generate::RgbImage {
             width: 4,
             height: 4,

@@ -328,10 +328,16 @@ impl ChildGuard {
 /// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); `None` once
 /// it has exited.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS")
+}
+
+/// A size field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `VmHWM`, ...) in bytes; `None`
+/// once the process has exited.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()

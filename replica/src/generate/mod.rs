@@ -63,6 +63,11 @@ pub struct SegmentRequest {
     pub num_inference_steps: u32,
     /// Classifier-free guidance scale.
     pub guidance_scale: f32,
+    /// Starts a new stream: the continuation state carried from the previous segment is
+    /// dropped, so nothing of the earlier frames conditions this one (Dreamverse's restart,
+    /// new project and single clips). Segment 0 of a session is fresh anyway.
+    #[serde(default)]
+    pub fresh_stream: bool,
     /// The session's initial image, on its first segment: a fresh stream starts from it.
     /// (Not serialized: worker processes receive the pixels as a frame body.)
     #[serde(skip)]

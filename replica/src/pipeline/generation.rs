@@ -54,6 +54,9 @@ pub(super) fn generation_loop(
                 continue;
             }
         };
+        if job.request.fresh_stream {
+            state = None;
+        }
         let idx = job.request.segment_idx;
         let total_steps = job.request.num_inference_steps;
         if !send(ServerMessage::Ltx2SegmentStart {

@@ -96,3 +96,67 @@ impl Drop for LocalPipeline {
         self.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::SegmentRequest;
+    use crate::pipeline::{PipelineEvent, encoder_settings};
+
+    fn job(segment_idx: u32, fresh_stream: bool) -> SegmentJob {
+        SegmentJob {
+            request: SegmentRequest {
+                segment_idx,
+                prompt: "p".into(),
+                negative_prompt: None,
+                seed: 1,
+                num_inference_steps: 1,
+                guidance_scale: 1.0,
+                fresh_stream,
+                initial_image: None,
+            },
+            scheduled_at: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_stream_drops_the_carried_state() {
+        crate::media::elements::init().unwrap();
+        let config = crate::config::ReplicaConfig::default();
+        let blobs =
+            std::sync::Arc::new(crate::store::memory::MemoryBlobStore::from_config(&config));
+        let generator = crate::generate::build(&config.generator, blobs).unwrap();
+        let encoder = encoder_settings(&config.media, generator.format());
+        let (out, mut out_rx) = tokio::sync::mpsc::channel(10_000);
+        let (events, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let pipeline = LocalPipeline::start(
+            generator,
+            None,
+            encoder,
+            "fresh".into(),
+            PipelineOutputs {
+                out,
+                events,
+                started: std::time::Instant::now(),
+            },
+        );
+        for (idx, fresh) in [(0, false), (1, false), (2, true)] {
+            assert!(pipeline.submit(job(idx, fresh)));
+        }
+        let mut frames_done = Vec::new();
+        while frames_done.len() < 3 {
+            while out_rx.try_recv().is_ok() {}
+            match events_rx.try_recv() {
+                Ok(PipelineEvent::Generated { next_state, .. }) => {
+                    frames_done.push(next_state.payload["frames_done"].as_u64().unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let per_segment = frames_done[0];
+        assert!(per_segment > 0);
+        // Continued, continued again, then started over.
+        assert_eq!(frames_done, [per_segment, 2 * per_segment, per_segment]);
+    }
+}

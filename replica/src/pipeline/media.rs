@@ -1,5 +1,12 @@
 //! The media thread: encodes each generated segment into fMP4 with the session's encoder and
 //! queues the chunks for the client as soon as each fragment exists.
+//!
+//! Every segment's bytes start with the stream's init segment (`ftyp`+`moov`), announced by
+//! its own `media_init`: a client that saves each segment as a file gets a playable fMP4,
+//! as FastVideo's segments are. The encoder keeps one timeline, so the fragments' decode
+//! times run on across segments, and a Media Source player appending everything to one
+//! SourceBuffer (in `segments` or `sequence` mode) sees the same init segment again, which
+//! MSE allows, and continuous media.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -45,7 +52,8 @@ pub(super) fn media_loop(
     let mut media = MediaStream {
         encoder,
         stream_id,
-        announced: false,
+        init: None,
+        first_media_sent: false,
         last_done: None,
     };
     while let Ok(job) = jobs.recv() {
@@ -64,8 +72,10 @@ pub(super) fn media_loop(
 struct MediaStream {
     encoder: Fmp4Encoder,
     stream_id: String,
-    /// Whether `media_init` went out (once per stream).
-    announced: bool,
+    /// The stream's init segment, once the muxer produced it: it opens every segment's bytes.
+    init: Option<Vec<u8>>,
+    /// Whether the stream's first media went out (for time-to-first-media).
+    first_media_sent: bool,
     /// When the previous segment was done (for the realtime factor).
     last_done: Option<Instant>,
 }
@@ -90,7 +100,9 @@ impl MediaStream {
             session_started: outputs.started,
             segment_idx: idx,
             stream_id: &self.stream_id,
-            announced: &mut self.announced,
+            init: &mut self.init,
+            first_media_sent: &mut self.first_media_sent,
+            segment_started: false,
             fragments: 0,
             chunks: 0,
             out: &outputs.out,
@@ -155,12 +167,16 @@ impl MediaStream {
     }
 }
 
-/// Queues one segment's chunks for the client, announcing the codec before the first one.
+/// Queues one segment's chunks for the client: `media_init` before the first one, whose
+/// bytes start with the init segment.
 struct ChunkSender<'a> {
     session_started: Instant,
     segment_idx: u32,
     stream_id: &'a str,
-    announced: &'a mut bool,
+    init: &'a mut Option<Vec<u8>>,
+    first_media_sent: &'a mut bool,
+    /// Whether this segment's `media_init` and first bytes went out.
+    segment_started: bool,
     fragments: u32,
     chunks: u32,
     out: &'a mpsc::Sender<Outgoing>,
@@ -170,7 +186,12 @@ impl ChunkSender<'_> {
     /// False once the client is gone.
     fn send(&mut self, encoder: &Fmp4Encoder, chunks: Vec<MediaChunk>) -> bool {
         for chunk in chunks {
-            if !*self.announced {
+            let mut bytes = chunk.bytes;
+            if chunk.kind == ChunkKind::Init {
+                // The muxer writes it once per stream (again only if the caps changed).
+                *self.init = Some(bytes.clone());
+            }
+            if !self.segment_started {
                 let msg = ServerMessage::MediaInit {
                     segment_idx: self.segment_idx,
                     mime: encoder.mime().unwrap_or_else(|| "video/mp4".into()),
@@ -180,19 +201,21 @@ impl ChunkSender<'_> {
                 if self.out.blocking_send(Outgoing::text(&msg)).is_err() {
                     return false;
                 }
-                *self.announced = true;
-                observability::first_media(self.session_started.elapsed());
+                self.segment_started = true;
+                if let (ChunkKind::Fragment, Some(init)) = (chunk.kind, self.init.as_deref()) {
+                    bytes = [init, &bytes].concat();
+                }
+                if !*self.first_media_sent {
+                    *self.first_media_sent = true;
+                    observability::first_media(self.session_started.elapsed());
+                }
             }
-            observability::media_bytes(chunk.bytes.len());
+            observability::media_bytes(bytes.len());
             if chunk.kind == ChunkKind::Fragment {
                 self.fragments += 1;
             }
             self.chunks += 1;
-            if self
-                .out
-                .blocking_send(Outgoing::Binary(chunk.bytes))
-                .is_err()
-            {
+            if self.out.blocking_send(Outgoing::Binary(bytes)).is_err() {
                 return false;
             }
         }

@@ -109,6 +109,7 @@ mod tests {
 
     fn request() -> SegmentRequest {
         SegmentRequest {
+            fresh_stream: false,
             segment_idx: 0,
             prompt: "warmup".into(),
             negative_prompt: None,

@@ -1,11 +1,14 @@
-//! The replica's HTTP servers: the client router ([`router`]: player, `/v1/stream`, probes)
+//! The replica's HTTP servers: the client router ([`router`]: player, `/v1/stream`, the
+//! Dreamverse protocol's `/ws`, probes)
 //! and the admin router ([`admin_router`]: `/status`, `/metrics`, probes) on a separate
 //! listener, one small handler per endpoint, tower layers for tracing, timeouts, body limits
 //! and CORS.
 
+mod dreamverse_ws;
 mod health;
 mod player;
 mod stream;
+mod web_app;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,14 +103,18 @@ fn probes() -> Router<AppState> {
         .route("/readyz", get(health::readyz))
 }
 
-/// The client listener's routes: the player, `/v1/stream` and the probes; nothing that shows
-/// internals.
+/// The client listener's routes: the player (or the files of `server.web_root`),
+/// `/v1/stream`, the probes and what the web app reads; nothing that shows internals.
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.inner.sessions.config.server.cors_allowed_origins);
-    Router::new()
-        .route("/", get(player::index))
-        .route("/player.js", get(player::script))
+    let app = match &state.inner.sessions.config.server.web_root {
+        Some(root) => Router::new().fallback_service(web_app::static_files(root)),
+        None => Router::new().route("/", get(player::index)),
+    };
+    app.route("/player.js", get(player::script))
         .route("/v1/stream", get(stream::upgrade))
+        .route("/ws", get(dreamverse_ws::upgrade))
+        .merge(web_app::client_routes())
         // Paths only: a query may carry an access token.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
@@ -128,6 +135,7 @@ pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/status", get(health::status))
         .route("/metrics", get(health::metrics))
+        .merge(web_app::admin_routes())
         .merge(probes())
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::REQUEST_TIMEOUT,
@@ -267,7 +275,8 @@ mod tests {
     #[tokio::test]
     async fn internals_are_served_on_the_admin_listener_only() {
         let state = state();
-        for path in ["/status", "/metrics"] {
+        // (`/status` on the client listener is a three-field public view: see web_app.)
+        for path in ["/metrics"] {
             let (status, _) = get(router(state.clone()), path).await;
             assert_eq!(
                 status,

@@ -15,16 +15,58 @@ use super::{SessionState, close_code, initial_image, limits};
 /// Counts a session as active for as long as it lives.
 pub(super) struct ActiveGuard(Arc<AtomicU32>);
 
+impl ActiveGuard {
+    /// Counts one more live session in `active`; returns how many there were before.
+    pub(super) fn enter(active: &Arc<AtomicU32>) -> (u32, Self) {
+        let before = active.fetch_add(1, Ordering::AcqRel);
+        (before, Self(active.clone()))
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// How long a refused client may take to answer the close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After a refusal: reads and drops what the client still sends until it answers the close
+/// frame, leaves, or [`LINGER`] passes. Closing the socket with the client's next frames
+/// unread would make the kernel reset the connection, and the client would often lose the
+/// refusal and the close frame that were just sent.
+async fn linger(stream: &mut ClientStream) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether a read failed on a message over the size limit (tungstenite's capacity error).
+fn too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
 impl Session {
     /// Waits for a valid `session_init_v2` and checks capacity; `Flow::End` when the session
     /// was refused (with an error and a close frame) or the client left.
     pub(super) async fn admit(&mut self, stream: &mut ClientStream) -> Flow {
+        let flow = self.admit_or_refuse(stream).await;
+        if let Flow::End = flow {
+            // A refused session holds no capacity while the client answers.
+            self.active = None;
+            linger(stream).await;
+        }
+        flow
+    }
+
+    async fn admit_or_refuse(&mut self, stream: &mut ClientStream) -> Flow {
         let init_timeout = Duration::from_secs(self.ctx.config.streaming.init_timeout_seconds);
         let first = match tokio::time::timeout(init_timeout, stream.next()).await {
             Err(_) => {
@@ -40,6 +82,24 @@ impl Session {
                         SessionState::Timeout,
                         close_code::NORMAL,
                         "init timeout",
+                    )
+                    .await;
+            }
+            Ok(Some(Err(e))) if too_big(&e) => {
+                // Like any later message over the limit: refused with 1009, not dropped.
+                let limit = self.ctx.config.streaming.max_init_frame_bytes();
+                let refusal = error(
+                    ErrorCode::SessionRejected,
+                    format!("opening message larger than {limit} bytes"),
+                    false,
+                    Some("frame_too_large".into()),
+                );
+                return self
+                    .end_with(
+                        [refusal],
+                        SessionState::Rejected,
+                        close_code::TOO_BIG,
+                        "message too big",
                     )
                     .await;
             }
@@ -104,8 +164,8 @@ impl Session {
             return self.refuse_draining().await;
         }
         let max = self.ctx.config.streaming.max_sessions;
-        let active = self.ctx.active.fetch_add(1, Ordering::AcqRel);
-        self.active = Some(ActiveGuard(self.ctx.active.clone()));
+        let (active, guard) = ActiveGuard::enter(&self.ctx.active);
+        self.active = Some(guard);
         if active >= max {
             let refusal = error(
                 ErrorCode::SessionRejected,

@@ -108,7 +108,7 @@ impl Session {
 
     async fn on_read_error(&mut self, e: axum::Error) -> Flow {
         let text = e.to_string();
-        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+        if is_too_big(&e) {
             let limit = self.ctx.config.streaming.max_message_bytes;
             self.too_big(format!("message larger than {limit} bytes"))
                 .await
@@ -360,8 +360,14 @@ fn stream_complete(reason: StreamEndReason) -> Outgoing {
     Outgoing::text(&ServerMessage::Ltx2StreamComplete { reason })
 }
 
+/// Whether a read failed because the frame was over the socket's size limit.
+pub(super) fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+}
+
 /// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -369,7 +375,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The next ping tick, or never when pings are off.
-async fn tick(pings: &mut Option<tokio::time::Interval>) {
+pub(super) async fn tick(pings: &mut Option<tokio::time::Interval>) {
     match pings {
         Some(pings) => {
             pings.tick().await;

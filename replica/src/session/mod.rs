@@ -5,13 +5,15 @@
 //! pipeline there) and `event_loop` (client messages and pipeline events). [`state`] is the
 //! lifecycle and its transition table, [`schedule`] which segment comes next, [`log`] the
 //! per-session event log, [`initial_image`] the checks on an opening image, and [`writer`]
-//! the task that writes to the socket.
+//! the task that writes to the socket. [`dreamverse`] serves the Dreamverse protocol (`/ws`)
+//! with the same pieces.
 
 mod admission;
 mod binding;
 mod context;
 pub mod controller;
 mod drain;
+pub mod dreamverse;
 mod event_loop;
 pub mod initial_image;
 pub mod limits;
@@ -24,6 +26,7 @@ pub use crate::pipeline::Outgoing;
 pub use context::SessionContext;
 pub use controller::run_session;
 pub use drain::Drain;
+pub use dreamverse::run_dreamverse_session;
 pub use state::{InvalidTransition, SessionState};
 
 /// WebSocket close codes the replica uses.

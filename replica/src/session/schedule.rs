@@ -86,6 +86,7 @@ impl SegmentScheduler {
         let prompt = self.next_prompt(init)?;
         let segment_idx = self.scheduled;
         let request = SegmentRequest {
+            fresh_stream: false,
             segment_idx,
             prompt: prompt.prompt.clone(),
             negative_prompt: prompt.negative_prompt.clone(),

@@ -1,0 +1,1337 @@
+//! Which prompt each Dreamverse segment gets and when streams start and end: the
+//! server-driven prompt policy of Dreamverse's session controller, as a pure state machine.
+//!
+//! The session feeds it client messages and the pipeline's progress (`generated`,
+//! `media_done`) and asks it, after each, what to do next ([`PromptPolicy::poll`]); every
+//! frame it wants sent waits in its outbox ([`PromptPolicy::take_messages`]). No I/O and no
+//! clock, so each rule is unit-tested here.
+//!
+//! Prompt selection per segment, in order: the first seed prompt after a reset; the user's
+//! ready prompts; the next seed prompt; with loop generation, the seed list again
+//! (`loop_restarted`); with auto-extension, a prompt the prompt pipeline invents; else
+//! `prompt_sources_blocked` and wait.
+//!
+//! Segments are strictly sequential, as in Dreamverse's controller: the next one is chosen
+//! once the previous one's last frame went out, so each segment's frames arrive in the
+//! documented order (`segment_prompt_source` … `ltx2_segment_complete`) and a prompt typed
+//! during a segment is used for the very next one. The price is that generating segment
+//! k+1 does not overlap encoding segment k, as it does on `/v1/stream`. Anything that starts
+//! a new stream (a reset, the end of a project, the cap) likewise waits for the segment in
+//! flight.
+//!
+//! There is no prompt pipeline yet (issue 15), so every LLM step takes its failure path:
+//! user prompts are used as typed (`user_raw`, even with enhancement on), auto-extension
+//! reports `auto_prompt_failed` once per segment and does not retry until its toggle
+//! changes, a rewrite leaves the seed list unchanged (`fallback_used: true`), and an
+//! `initial_rollout_prompt` becomes the seed prompt of every segment of the capped rollout
+//! (one continuous shot of what the user typed).
+
+use std::collections::VecDeque;
+
+use framecast_common::dreamverse::{
+    AppendPrompt, ClientMessage, ProjectSettings, PromptSource, ResetReason, RewriteSeedPrompts,
+    STREAM_MODE, ServerMessage, SimpleGenerate, resolve_rewrite_model, resolve_rewrite_temperature,
+};
+
+use crate::config::ClientLimits;
+use crate::session::limits;
+
+/// The error every prompt-pipeline step reports until issue 15 adds one.
+pub const NO_PROMPT_PIPELINE: &str = "prompt pipeline not configured";
+/// Dreamverse's answer to prompt messages while no project is active.
+pub const NO_PROJECT: &str = "Start a new project before sending prompts.";
+/// Dreamverse's answer to `project_init_v1` while a project is active or ending.
+pub const PROJECT_STILL_ENDING: &str = "Current project is still ending. Wait for the reset to finish before starting another \
+     project.";
+
+/// A segment the session should generate now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentPlan {
+    /// 1-based within the stream.
+    pub segment_idx: u32,
+    /// `max(segment_idx, seed count)`.
+    pub total_segments: u32,
+    pub prompt: String,
+    pub source: PromptSource,
+    pub prompt_id: Option<String>,
+    pub seed_prompt_index: Option<u32>,
+    pub loop_iteration: u32,
+}
+
+/// What starts the next stream once nothing is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    Seeds(ResetReason),
+    /// Loop generation ran out of seed prompts and starts them again.
+    Loop,
+}
+
+/// A user prompt ready to be generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UserPrompt {
+    prompt_id: String,
+    prompt: String,
+}
+
+/// The prompt chosen for the next segment.
+struct Selected {
+    prompt: String,
+    source: PromptSource,
+    prompt_id: Option<String>,
+    seed_prompt_index: Option<u32>,
+}
+
+/// One session's prompt policy across its projects.
+pub struct PromptPolicy {
+    cap: u32,
+    limits: ClientLimits,
+    new_prompt_id: Box<dyn FnMut() -> String + Send + Sync>,
+    outbox: Vec<ServerMessage>,
+
+    /// A project is running (between its init and `project_idle`).
+    active: bool,
+    /// `end_project_keep_session` arrived; the project ends once nothing is in flight.
+    ending: bool,
+    /// An `ltx2_stream_start` went out and its `ltx2_stream_complete` has not.
+    stream_started: bool,
+
+    preset_id: Option<String>,
+    preset_label: String,
+    initial_rollout_prompt: String,
+    enhancement: bool,
+    auto_extension: bool,
+    loop_generation: bool,
+    single_clip: bool,
+    paused: bool,
+    rewrite_model: String,
+
+    /// The project's seed prompts (what resets go back to).
+    seeds: Vec<String>,
+    /// The list the stream walks, and how far it got.
+    curated: Vec<String>,
+    curated_idx: usize,
+    /// The last segment started in this stream (1-based; 0 before the first).
+    segment_idx: u32,
+    loop_iteration: u32,
+    ready: VecDeque<UserPrompt>,
+    /// The prompt of a `simple_generate` with enhancement on, queued after its reset.
+    simple_request: Option<UserPrompt>,
+    pending_reset: Option<Reset>,
+    /// After a reset, the first seed prompt comes before anything the user queued.
+    force_first_seed: bool,
+    /// `prompt_sources_blocked` went out; the next segment reports `prompt_sources_resumed`.
+    blocked_reported: bool,
+    /// The segment auto-extension failed for; no retry until the toggle changes.
+    auto_failed_at: Option<u32>,
+    /// Segments started since the rollout began; the cap counts them.
+    generated: u32,
+    /// The cap was reached: waiting for `restart_generation` (or a rewrite).
+    waiting_for_rewrite: bool,
+    /// Generation waits for the seed list an `initial_rollout_prompt` builds.
+    initial_rollout_pending: bool,
+    /// Single-clip mode: the clip is made; waiting for the next request.
+    clip_done: bool,
+
+    /// A segment started and its media has not all gone out yet.
+    in_flight: bool,
+}
+
+impl std::fmt::Debug for PromptPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptPolicy")
+            .field("active", &self.active)
+            .field("segment_idx", &self.segment_idx)
+            .field("loop_iteration", &self.loop_iteration)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PromptPolicy {
+    /// A policy stopping each rollout after `cap` segments (at least 1), checking client
+    /// values against `limits`; `new_prompt_id` names user prompts the client left unnamed.
+    pub fn new(
+        cap: u32,
+        limits: ClientLimits,
+        new_prompt_id: impl FnMut() -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            cap,
+            limits,
+            new_prompt_id: Box::new(new_prompt_id),
+            outbox: Vec::new(),
+            active: false,
+            ending: false,
+            stream_started: false,
+            preset_id: None,
+            preset_label: String::new(),
+            initial_rollout_prompt: String::new(),
+            enhancement: true,
+            auto_extension: false,
+            loop_generation: false,
+            single_clip: false,
+            paused: false,
+            rewrite_model: resolve_rewrite_model(None),
+            seeds: Vec::new(),
+            curated: Vec::new(),
+            curated_idx: 0,
+            segment_idx: 0,
+            loop_iteration: 0,
+            ready: VecDeque::new(),
+            simple_request: None,
+            pending_reset: None,
+            force_first_seed: false,
+            blocked_reported: false,
+            auto_failed_at: None,
+            generated: 0,
+            waiting_for_rewrite: false,
+            initial_rollout_pending: false,
+            clip_done: false,
+            in_flight: false,
+        }
+    }
+
+    /// The frames to send, in order.
+    pub fn take_messages(&mut self) -> Vec<ServerMessage> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether a segment is being generated or its media is still going out.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Whether a stream is open (its `ltx2_stream_complete` still due).
+    pub fn stream_started(&self) -> bool {
+        self.stream_started
+    }
+
+    /// Queues an `error`.
+    pub fn push_error(&mut self, message: impl Into<String>) {
+        self.outbox.push(ServerMessage::error(message));
+    }
+
+    /// Closes the open stream, if any (the session is ending).
+    pub fn complete_stream(&mut self) {
+        if std::mem::take(&mut self.stream_started) {
+            self.outbox.push(ServerMessage::Ltx2StreamComplete);
+        }
+    }
+
+    /// The first project, from the opening frame, once a worker is assigned. A field beyond
+    /// a limit gets an `error` naming it and is dropped; the project starts anyway.
+    pub fn start_session(&mut self, mut settings: ProjectSettings) {
+        self.sanitize(&mut settings);
+        self.apply_settings(settings, true);
+        self.outbox.push(ServerMessage::LoopGenerationUpdated {
+            enabled: self.loop_generation,
+        });
+        self.outbox.push(ServerMessage::GenerationPausedUpdated {
+            paused: self.paused,
+        });
+        if self.initial_rollout_pending {
+            self.build_initial_rollout();
+        } else {
+            self.stream_started = true;
+            self.outbox.push(self.stream_start());
+            self.outbox.push(ServerMessage::SeedPromptsInit {
+                prompts: self.seeds.clone(),
+                preset_id: self.preset_id.clone(),
+                preset_label: self.preset_label.clone(),
+                reason: "init",
+                seed_prompt_count: count(self.seeds.len()),
+            });
+        }
+    }
+
+    /// Whether `project_init_v1` may start a project now; if not, the `error` is queued.
+    /// (The session checks its initial image in between.)
+    pub fn check_project_init(&mut self, settings: &ProjectSettings) -> bool {
+        if self.active || self.ending {
+            self.push_error(PROJECT_STILL_ENDING);
+            return false;
+        }
+        let mut checked = settings.clone();
+        self.sanitize(&mut checked)
+    }
+
+    /// Starts the project [`PromptPolicy::check_project_init`] allowed.
+    pub fn project_init(&mut self, settings: ProjectSettings) {
+        self.apply_settings(settings, false);
+        if self.initial_rollout_pending {
+            self.build_initial_rollout();
+        } else {
+            self.pending_reset = Some(Reset::Seeds(ResetReason::ProjectInit));
+        }
+    }
+
+    /// Whether `simple_generate` goes on (false and silent without a project, as in
+    /// Dreamverse; false with an `error` for a bad prompt).
+    pub fn check_simple_generate(&mut self, request: &SimpleGenerate) -> bool {
+        if !self.active {
+            return false;
+        }
+        if request.prompt.is_empty() {
+            self.push_error("simple_generate requires a non-empty prompt");
+            return false;
+        }
+        let checks = [
+            check_text("prompt", &request.prompt, &self.limits),
+            check_optional("prompt_id", request.prompt_id.as_deref(), &self.limits),
+            check_optional("preset_id", request.preset_id.as_deref(), &self.limits),
+            check_optional(
+                "preset_label",
+                request.preset_label.as_deref(),
+                &self.limits,
+            ),
+        ];
+        self.first_refusal(checks)
+    }
+
+    /// Single-clip mode, one clip of `request`'s prompt in a new stream.
+    pub fn simple_generate(&mut self, request: SimpleGenerate) {
+        if let Some(id) = request.preset_id {
+            self.preset_id = Some(id);
+        }
+        if let Some(label) = request.preset_label {
+            self.preset_label = label;
+        }
+        self.enhancement = request.enhancement_enabled;
+        self.auto_extension = false;
+        self.loop_generation = false;
+        self.single_clip = true;
+        self.paused = false;
+        self.pending_reset = Some(Reset::Seeds(ResetReason::SimpleGenerate));
+        let prompt_id = request.prompt_id.unwrap_or_else(|| (self.new_prompt_id)());
+        if self.enhancement {
+            // Goes through the prompt pipeline, so it is a user prompt, after the reset.
+            self.seeds.clear();
+            self.outbox.push(ServerMessage::PromptReceived {
+                prompt_id: prompt_id.clone(),
+                queue_depth: 1,
+            });
+            self.simple_request = Some(UserPrompt {
+                prompt_id,
+                prompt: request.prompt,
+            });
+        } else {
+            self.seeds = vec![request.prompt];
+            self.simple_request = None;
+        }
+        self.curated = self.seeds.clone();
+    }
+
+    /// Every other client message (`project_init_v1`, `simple_generate` and `leave` need the
+    /// session and go through it).
+    pub fn on_message(&mut self, message: ClientMessage) {
+        if let ClientMessage::EndProjectKeepSession = message {
+            self.loop_generation = false;
+            self.paused = false;
+            self.waiting_for_rewrite = false;
+            self.initial_rollout_pending = false;
+            self.ending = true;
+            return;
+        }
+        if !self.active {
+            if matches!(
+                message,
+                ClientMessage::AppendPrompt(_)
+                    | ClientMessage::RewriteSeedPrompts(_)
+                    | ClientMessage::ResetToSeedPrompts
+                    | ClientMessage::RestartGeneration
+            ) {
+                self.push_error(NO_PROJECT);
+            }
+            return;
+        }
+        match message {
+            ClientMessage::AppendPrompt(p) => self.append_prompt(p),
+            ClientMessage::SetEnhancement { enabled } => {
+                self.enhancement = enabled.unwrap_or(self.enhancement);
+                self.outbox.push(ServerMessage::EnhancementUpdated {
+                    enabled: self.enhancement,
+                });
+            }
+            ClientMessage::SetAutoExtension { enabled } => {
+                self.auto_extension = enabled.unwrap_or(self.auto_extension);
+                // A change of mind is the external action that allows another try.
+                self.auto_failed_at = None;
+                self.outbox.push(ServerMessage::AutoExtensionUpdated {
+                    enabled: self.auto_extension,
+                });
+            }
+            ClientMessage::SetLoopGeneration { enabled } => {
+                self.loop_generation = enabled.unwrap_or(self.loop_generation);
+                self.outbox.push(ServerMessage::LoopGenerationUpdated {
+                    enabled: self.loop_generation,
+                });
+            }
+            ClientMessage::SetGenerationPaused { paused } => {
+                self.paused = paused.unwrap_or(self.paused);
+                self.outbox.push(ServerMessage::GenerationPausedUpdated {
+                    paused: self.paused,
+                });
+            }
+            ClientMessage::ResetToSeedPrompts => {
+                self.pending_reset = Some(Reset::Seeds(ResetReason::ManualReset));
+                self.outbox.push(ServerMessage::SeedPromptsResetPending {
+                    seed_prompt_count: count(self.seeds.len()),
+                });
+            }
+            ClientMessage::RestartGeneration => {
+                self.generated = 0;
+                self.waiting_for_rewrite = false;
+                self.paused = false;
+                self.pending_reset = Some(Reset::Seeds(ResetReason::CapRestart));
+                self.outbox.push(ServerMessage::GenerationRestarted {
+                    reason: "cap_restart",
+                    segment_cap: self.segment_cap(),
+                });
+            }
+            ClientMessage::RewriteSeedPrompts(r) => self.rewrite_seed_prompts(r),
+            ClientMessage::SetRewriteModel { rewrite_model } => {
+                self.rewrite_model = resolve_rewrite_model(rewrite_model.as_deref());
+                self.outbox.push(ServerMessage::RewriteModelUpdated {
+                    rewrite_model: self.rewrite_model.clone(),
+                });
+            }
+            ClientMessage::SetRewriteTemperature {
+                rewrite_temperature,
+            } => {
+                self.outbox.push(ServerMessage::RewriteTemperatureUpdated {
+                    rewrite_temperature: resolve_rewrite_temperature(rewrite_temperature),
+                });
+            }
+            ClientMessage::EndProjectKeepSession
+            | ClientMessage::ProjectInitV1(_)
+            | ClientMessage::SimpleGenerate(_)
+            | ClientMessage::Leave
+            | ClientMessage::Ignored(_) => {}
+        }
+    }
+
+    /// The segment under way has all its media out: the next may start.
+    pub fn media_done(&mut self) {
+        self.in_flight = false;
+        if self.single_clip && self.clip_done {
+            // One clip per request: its stream ends with it.
+            self.complete_stream();
+        }
+    }
+
+    /// Decides what happens next: starts streams, ends projects and the capped rollout, and
+    /// returns the segment to generate, if one should start now.
+    pub fn poll(&mut self) -> Option<SegmentPlan> {
+        loop {
+            if self.ending {
+                if !self.in_flight() {
+                    self.enter_idle();
+                }
+                return None;
+            }
+            if !self.active {
+                return None;
+            }
+            if let Some(reset) = self.pending_reset {
+                if self.in_flight() {
+                    return None;
+                }
+                self.apply_reset(reset);
+            }
+            if let Some(request) = self.simple_request.take() {
+                self.ready_user_prompt(request);
+            }
+            if !self.single_clip && !self.waiting_for_rewrite && self.generated >= self.cap {
+                if self.in_flight() {
+                    return None;
+                }
+                self.loop_generation = false;
+                self.waiting_for_rewrite = true;
+                self.complete_stream();
+            }
+            if self.waiting_for_rewrite
+                || self.initial_rollout_pending
+                || self.paused
+                || self.in_flight()
+                || (self.single_clip && self.clip_done)
+            {
+                return None;
+            }
+            let next = self.segment_idx + 1;
+            let Some(selected) = self.select() else {
+                if self.loop_generation && !self.seeds.is_empty() {
+                    self.pending_reset = Some(Reset::Loop);
+                    continue;
+                }
+                if self.auto_extension {
+                    // Inventing a prompt needs the prompt pipeline: it fails once per
+                    // segment and is not retried until the toggle changes.
+                    if self.auto_failed_at != Some(next) {
+                        self.auto_failed_at = Some(next);
+                        self.outbox.push(ServerMessage::AutoPromptFailed {
+                            segment_idx: next,
+                            latency_ms: 0.0,
+                            error: NO_PROMPT_PIPELINE.into(),
+                        });
+                    }
+                } else if !self.single_clip && !self.blocked_reported {
+                    self.blocked_reported = true;
+                    self.outbox
+                        .push(ServerMessage::PromptSourcesBlocked { segment_idx: next });
+                }
+                return None;
+            };
+            return Some(self.start_segment(selected));
+        }
+    }
+
+    fn start_segment(&mut self, s: Selected) -> SegmentPlan {
+        if std::mem::take(&mut self.blocked_reported) {
+            self.outbox.push(ServerMessage::PromptSourcesResumed {
+                segment_idx: self.segment_idx + 1,
+                source: s.source,
+                prompt_id: s.prompt_id.clone(),
+            });
+        }
+        self.segment_idx += 1;
+        if self.auto_failed_at.is_some_and(|at| at <= self.segment_idx) {
+            self.auto_failed_at = None;
+        }
+        self.generated += 1;
+        self.in_flight = true;
+        if self.single_clip {
+            self.clip_done = true;
+        }
+        let plan = SegmentPlan {
+            segment_idx: self.segment_idx,
+            total_segments: self.segment_idx.max(count(self.curated.len())),
+            prompt: s.prompt,
+            source: s.source,
+            prompt_id: s.prompt_id,
+            seed_prompt_index: s.seed_prompt_index,
+            loop_iteration: self.loop_iteration,
+        };
+        self.outbox.push(ServerMessage::SegmentPromptSource {
+            segment_idx: plan.segment_idx,
+            source: plan.source,
+            prompt_id: plan.prompt_id.clone(),
+            fallback_used: false,
+            seed_prompt_index: plan.seed_prompt_index,
+            loop_iteration: plan.loop_iteration,
+        });
+        self.outbox.push(ServerMessage::Ltx2SegmentStart {
+            segment_idx: plan.segment_idx,
+            total_segments: plan.total_segments,
+            prompt: plan.prompt.clone(),
+            source: plan.source,
+            seed_prompt_index: plan.seed_prompt_index,
+            loop_iteration: plan.loop_iteration,
+        });
+        plan
+    }
+
+    fn select(&mut self) -> Option<Selected> {
+        let force = std::mem::take(&mut self.force_first_seed);
+        if force && self.curated_idx < self.curated.len() {
+            return self.next_seed();
+        }
+        if let Some(p) = self.ready.pop_front() {
+            return Some(Selected {
+                prompt: p.prompt,
+                source: PromptSource::UserRaw,
+                prompt_id: Some(p.prompt_id),
+                seed_prompt_index: None,
+            });
+        }
+        self.next_seed()
+    }
+
+    fn next_seed(&mut self) -> Option<Selected> {
+        let prompt = self.curated.get(self.curated_idx)?.clone();
+        let index = count(self.curated_idx);
+        self.curated_idx += 1;
+        Some(Selected {
+            prompt,
+            source: PromptSource::Curated,
+            prompt_id: None,
+            seed_prompt_index: Some(index),
+        })
+    }
+
+    fn append_prompt(&mut self, p: AppendPrompt) {
+        if (self.waiting_for_rewrite || self.initial_rollout_pending) && !self.single_clip {
+            self.push_error("Use Rewrite to create or restart the rollout.");
+            return;
+        }
+        if p.prompt.is_empty() {
+            self.push_error("append_prompt requires a non-empty prompt");
+            return;
+        }
+        let checks = [
+            check_text("prompt", &p.prompt, &self.limits),
+            check_optional("prompt_id", p.prompt_id.as_deref(), &self.limits),
+        ];
+        if !self.first_refusal(checks) {
+            return;
+        }
+        let max = self.limits.max_queued_prompts;
+        if self.ready.len() >= max {
+            self.push_error(format!(
+                "append_prompt: {} prompts are already waiting (at most {max}, \
+                 streaming.limits.max_queued_prompts); send the next one once a segment has \
+                 started",
+                self.ready.len()
+            ));
+            return;
+        }
+        let prompt_id = p.prompt_id.unwrap_or_else(|| (self.new_prompt_id)());
+        self.outbox.push(ServerMessage::PromptReceived {
+            prompt_id: prompt_id.clone(),
+            queue_depth: count(self.ready.len() + 1),
+        });
+        self.ready_user_prompt(UserPrompt {
+            prompt_id,
+            prompt: p.prompt,
+        });
+    }
+
+    /// A user prompt passes the (absent) prompt pipeline as typed: `user_raw`, even when
+    /// enhancement is on.
+    fn ready_user_prompt(&mut self, p: UserPrompt) {
+        self.outbox.push(ServerMessage::PromptReady {
+            prompt_id: p.prompt_id.clone(),
+            prompt: p.prompt.clone(),
+            source: PromptSource::UserRaw,
+            latency_ms: 0.0,
+        });
+        self.ready.push_back(p);
+    }
+
+    /// `rewrite_seed_prompts` without a prompt pipeline: the failure variants, the seed
+    /// list unchanged, nothing restarted.
+    fn rewrite_seed_prompts(&mut self, r: RewriteSeedPrompts) {
+        let checks = [
+            check_text("rewrite_instruction", &r.rewrite_instruction, &self.limits),
+            limits::check_seed_prompts(
+                "prompt_window_prompts",
+                &r.prompt_window_prompts,
+                &self.limits,
+            )
+            .map_err(|refusal| refusal.message),
+        ];
+        if !self.first_refusal(checks) {
+            return;
+        }
+        self.rewrite_model = resolve_rewrite_model(r.rewrite_model.as_deref());
+        if self.seeds.is_empty() {
+            self.push_error("No seed prompts available to rewrite.");
+            return;
+        }
+        self.outbox.push(ServerMessage::RewriteSeedPromptsStarted {
+            model: self.rewrite_model.clone(),
+        });
+        self.rewrite_failed(r.rewrite_instruction);
+    }
+
+    /// The initial rollout without a prompt pipeline: the rewrite fails and its fallback is
+    /// the prompt itself as the only seed prompt; the stream starts from it.
+    fn build_initial_rollout(&mut self) {
+        self.outbox.push(ServerMessage::RewriteSeedPromptsStarted {
+            model: self.rewrite_model.clone(),
+        });
+        // No LLM to write a story from the prompt: the rollout shows the prompt itself for
+        // the whole capped rollout (a continuous shot), rather than one lone segment.
+        let segments = self.cap.clamp(1, self.limits.max_seed_prompts as u32) as usize;
+        self.seeds = vec![self.initial_rollout_prompt.clone(); segments];
+        self.curated = self.seeds.clone();
+        self.pending_reset = Some(Reset::Seeds(ResetReason::InitialRewrite));
+        self.paused = false;
+        self.initial_rollout_pending = false;
+        self.outbox
+            .push(ServerMessage::GenerationPausedUpdated { paused: false });
+        self.rewrite_failed(self.initial_rollout_prompt.clone());
+    }
+
+    fn rewrite_failed(&mut self, rewrite_instruction: String) {
+        self.outbox.push(ServerMessage::SeedPromptsRewritten {
+            prompts: self.seeds.clone(),
+            preset_id: self.preset_id.clone(),
+            preset_label: self.preset_label.clone(),
+            reason: "rewrite",
+            fallback_used: true,
+            error: Some(NO_PROMPT_PIPELINE.into()),
+            model: self.rewrite_model.clone(),
+            latency_ms: 0.0,
+            raw_llm_output: None,
+            rewrite_instruction,
+        });
+        self.outbox.push(ServerMessage::RewriteSeedPromptsComplete {
+            fallback_used: true,
+            error: Some(NO_PROMPT_PIPELINE.into()),
+            model: self.rewrite_model.clone(),
+            latency_ms: 0.0,
+        });
+    }
+
+    /// Takes a project's settings; `session_start` for the opening frame (whose preset
+    /// fields replace the old ones even when empty).
+    fn apply_settings(&mut self, s: ProjectSettings, session_start: bool) {
+        if session_start {
+            self.preset_id = s.preset_id;
+            self.preset_label = s.preset_label;
+        } else {
+            if let Some(id) = s.preset_id.map(|id| id.trim().to_string())
+                && !id.is_empty()
+            {
+                self.preset_id = Some(id);
+            }
+            if !s.preset_label.is_empty() {
+                self.preset_label = s.preset_label;
+            }
+        }
+        self.enhancement = s.enhancement_enabled;
+        self.auto_extension = s.auto_extension_enabled;
+        self.loop_generation = s.loop_generation_enabled;
+        self.single_clip = s.single_clip_mode;
+        self.rewrite_model = resolve_rewrite_model(s.rewrite_model.as_deref());
+        self.seeds = s.curated_prompts;
+        self.curated = self.seeds.clone();
+        self.initial_rollout_prompt = s.initial_rollout_prompt;
+        self.curated_idx = 0;
+        self.segment_idx = 0;
+        self.pending_reset = None;
+        self.force_first_seed = false;
+        self.generated = 0;
+        self.waiting_for_rewrite = false;
+        self.auto_failed_at = None;
+        self.blocked_reported = false;
+        self.simple_request = None;
+        self.clip_done = false;
+        self.paused =
+            !self.initial_rollout_prompt.is_empty() && !self.single_clip && self.seeds.is_empty();
+        self.initial_rollout_pending = self.paused;
+        // A project's first stream is iteration 1: at once for the opening frame, through
+        // its reset otherwise.
+        self.loop_iteration = u32::from(session_start && !self.paused);
+        self.active = true;
+        self.ending = false;
+        self.stream_started = false;
+    }
+
+    /// Starts a new stream from the seed list.
+    fn apply_reset(&mut self, reset: Reset) {
+        self.pending_reset = None;
+        self.curated = self.seeds.clone();
+        self.curated_idx = 0;
+        self.segment_idx = 0;
+        self.auto_failed_at = None;
+        self.blocked_reported = false;
+        self.force_first_seed = !self.curated.is_empty();
+        self.clip_done = false;
+        let dropped_ready = count(self.ready.len());
+        self.ready.clear();
+        self.loop_iteration += 1;
+        self.stream_started = true;
+        self.outbox.push(self.stream_start());
+        let seed_prompt_count = count(self.seeds.len());
+        self.outbox.push(match reset {
+            Reset::Loop => ServerMessage::LoopRestarted {
+                loop_iteration: self.loop_iteration,
+                seed_prompt_count,
+                dropped_user_raw_queue: 0,
+                dropped_user_ready_queue: dropped_ready,
+            },
+            Reset::Seeds(reason) => ServerMessage::SeedPromptsResetApplied {
+                reason,
+                loop_iteration: self.loop_iteration,
+                seed_prompt_count,
+                dropped_user_raw_queue: 0,
+                dropped_user_ready_queue: dropped_ready,
+            },
+        });
+        if reset == Reset::Seeds(ResetReason::CapRestart) {
+            self.generated = 0;
+        }
+        self.waiting_for_rewrite = false;
+    }
+
+    /// Ends the project, keeping the session: queues dropped, stream closed, `project_idle`.
+    fn enter_idle(&mut self) {
+        let dropped_ready = count(self.ready.len());
+        self.ready.clear();
+        self.simple_request = None;
+        self.seeds.clear();
+        self.curated.clear();
+        self.curated_idx = 0;
+        self.segment_idx = 0;
+        self.generated = 0;
+        self.waiting_for_rewrite = false;
+        self.auto_failed_at = None;
+        self.blocked_reported = false;
+        self.paused = false;
+        self.pending_reset = None;
+        self.force_first_seed = false;
+        self.clip_done = false;
+        self.initial_rollout_pending = false;
+        self.initial_rollout_prompt.clear();
+        self.active = false;
+        self.ending = false;
+        self.complete_stream();
+        self.outbox.push(ServerMessage::ProjectIdle {
+            dropped_user_raw_queue: 0,
+            dropped_user_ready_queue: dropped_ready,
+        });
+    }
+
+    fn stream_start(&self) -> ServerMessage {
+        ServerMessage::Ltx2StreamStart {
+            total_segments: count(self.curated.len()),
+            preset_id: self.preset_id.clone(),
+            stream_mode: STREAM_MODE,
+            live_mode: true,
+            loop_generation_enabled: self.loop_generation,
+            loop_iteration: self.loop_iteration,
+            generation_segment_cap: self.segment_cap(),
+        }
+    }
+
+    /// The cap the client is told: none (0) in single-clip mode.
+    fn segment_cap(&self) -> u32 {
+        if self.single_clip { 0 } else { self.cap }
+    }
+
+    /// Checks a project's client values; each one beyond a limit gets an `error` naming it
+    /// and is reset to its default. True when all were within limits.
+    fn sanitize(&mut self, s: &mut ProjectSettings) -> bool {
+        let mut ok = true;
+        if let Err(refusal) =
+            limits::check_seed_prompts("curated_prompts", &s.curated_prompts, &self.limits)
+        {
+            self.push_error(refusal.message);
+            s.curated_prompts.clear();
+            ok = false;
+        }
+        let limits = self.limits.clone();
+        for (field, value) in [
+            ("initial_rollout_prompt", &mut s.initial_rollout_prompt),
+            ("preset_label", &mut s.preset_label),
+        ] {
+            if let Err(message) = check_text(field, value, &limits) {
+                self.push_error(message);
+                value.clear();
+                ok = false;
+            }
+        }
+        if let Err(message) = check_optional("preset_id", s.preset_id.as_deref(), &limits) {
+            self.push_error(message);
+            s.preset_id = None;
+            ok = false;
+        }
+        ok
+    }
+
+    /// Queues the first refusal among `checks`; true when there was none.
+    fn first_refusal<const N: usize>(&mut self, checks: [Result<(), String>; N]) -> bool {
+        match checks.into_iter().find_map(Result::err) {
+            Some(message) => {
+                self.push_error(message);
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+/// Checks one client text against `streaming.limits.max_prompt_chars`, naming `field`.
+fn check_text(field: &str, text: &str, limits: &ClientLimits) -> Result<(), String> {
+    // The shared check of seed lists checks each prompt; one text is a list of one, whose
+    // refusal names the item (`field[0]`).
+    limits::check_seed_prompts(field, std::slice::from_ref(&text.to_string()), limits)
+        .map_err(|r| r.message.replacen(&format!("{field}[0]"), field, 1))
+}
+
+fn check_optional(field: &str, text: Option<&str>, limits: &ClientLimits) -> Result<(), String> {
+    text.map_or(Ok(()), |t| check_text(field, t, limits))
+}
+
+/// A count for the wire (bounded by the limits far below `u32::MAX`).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn policy(cap: u32) -> PromptPolicy {
+        let mut n = 0;
+        PromptPolicy::new(cap, ClientLimits::default(), move || {
+            n += 1;
+            format!("id{n}")
+        })
+    }
+
+    fn settings(prompts: &[&str]) -> ProjectSettings {
+        ProjectSettings {
+            preset_id: Some("p1".into()),
+            preset_label: "P1".into(),
+            curated_prompts: prompts.iter().map(|p| p.to_string()).collect(),
+            ..ProjectSettings::default()
+        }
+    }
+
+    /// The frames queued so far, as JSON.
+    fn sent(p: &mut PromptPolicy) -> Vec<Value> {
+        p.take_messages()
+            .iter()
+            .map(|m| serde_json::from_str(&m.to_json()).unwrap())
+            .collect()
+    }
+
+    fn types(frames: &[Value]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| f["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Generates and streams the planned segment, as the pipeline would.
+    fn finish(p: &mut PromptPolicy) {
+        p.media_done();
+    }
+
+    /// Runs segments to completion until the policy wants none; their prompts.
+    fn run(p: &mut PromptPolicy) -> Vec<String> {
+        let mut prompts = Vec::new();
+        while let Some(plan) = p.poll() {
+            prompts.push(plan.prompt);
+            finish(p);
+            assert!(prompts.len() < 100, "runaway");
+        }
+        prompts
+    }
+
+    fn message(text: Value) -> ClientMessage {
+        let Value::Object(fields) = text else {
+            unreachable!()
+        };
+        ClientMessage::from_fields(&fields)
+    }
+
+    #[test]
+    fn a_session_starts_with_the_documented_frames_and_walks_the_seeds() {
+        let mut p = policy(6);
+        p.start_session(settings(&["one", "two"]));
+        let frames = sent(&mut p);
+        assert_eq!(
+            types(&frames),
+            [
+                "loop_generation_updated",
+                "generation_paused_updated",
+                "ltx2_stream_start",
+                "seed_prompts_updated"
+            ]
+        );
+        assert_eq!(
+            frames[2],
+            json!({"type": "ltx2_stream_start", "total_segments": 2, "preset_id": "p1",
+                   "stream_mode": "av_fmp4", "live_mode": true, "loop_generation_enabled": false,
+                   "loop_iteration": 1, "generation_segment_cap": 6})
+        );
+        let plan = p.poll().unwrap();
+        assert_eq!(
+            (
+                plan.segment_idx,
+                plan.prompt.as_str(),
+                plan.seed_prompt_index
+            ),
+            (1, "one", Some(0))
+        );
+        assert_eq!(
+            types(&sent(&mut p)),
+            ["segment_prompt_source", "ltx2_segment_start"]
+        );
+        assert!(p.poll().is_none(), "one segment at a time, media included");
+        p.media_done();
+        let plan = p.poll().unwrap();
+        assert_eq!((plan.segment_idx, plan.total_segments), (2, 2));
+        finish(&mut p);
+        assert!(p.poll().is_none());
+        assert_eq!(
+            sent(&mut p).last().unwrap(),
+            &json!({"type": "prompt_sources_blocked", "segment_idx": 3})
+        );
+        assert!(p.poll().is_none());
+        assert!(sent(&mut p).is_empty(), "blocked is reported once");
+    }
+
+    #[test]
+    fn a_user_prompt_unblocks_and_is_used_raw() {
+        let mut p = policy(6);
+        p.start_session(settings(&["one"]));
+        assert_eq!(run(&mut p), ["one"]);
+        sent(&mut p);
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": " user prompt ", "prompt_id": "u1"}),
+        ));
+        let plan = p.poll().unwrap();
+        assert_eq!(
+            (
+                plan.segment_idx,
+                plan.prompt.as_str(),
+                plan.source,
+                plan.prompt_id.as_deref()
+            ),
+            (2, "user prompt", PromptSource::UserRaw, Some("u1"))
+        );
+        let frames = sent(&mut p);
+        assert_eq!(
+            types(&frames),
+            [
+                "prompt_received",
+                "prompt_ready",
+                "prompt_sources_resumed",
+                "segment_prompt_source",
+                "ltx2_segment_start"
+            ]
+        );
+        assert_eq!(
+            frames[2],
+            json!({"type": "prompt_sources_resumed", "segment_idx": 2, "source": "user_raw", "prompt_id": "u1"})
+        );
+        assert_eq!(frames[1]["source"], "user_raw");
+    }
+
+    #[test]
+    fn user_prompts_come_after_a_forced_first_seed_and_before_the_rest() {
+        let mut p = policy(10);
+        p.start_session(settings(&["a", "b"]));
+        p.on_message(message(json!({"type": "append_prompt", "prompt": "u"})));
+        assert_eq!(run(&mut p), ["u", "a", "b"]);
+        p.on_message(message(json!({"type": "reset_to_seed_prompts"})));
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "dropped"}),
+        ));
+        // The reset drops the queue: the seeds start again.
+        assert_eq!(run(&mut p), ["a", "b"]);
+        let frames = sent(&mut p);
+        let applied = frames
+            .iter()
+            .find(|f| f["type"] == "seed_prompts_reset_applied")
+            .unwrap();
+        assert_eq!(
+            applied,
+            &json!({"type": "seed_prompts_reset_applied", "reason": "manual_reset",
+                    "loop_iteration": 2, "seed_prompt_count": 2, "dropped_user_raw_queue": 0,
+                    "dropped_user_ready_queue": 1})
+        );
+    }
+
+    #[test]
+    fn loop_generation_restarts_the_seeds_until_the_cap_then_waits_for_a_restart() {
+        let mut p = policy(3);
+        let mut s = settings(&["a", "b"]);
+        s.loop_generation_enabled = true;
+        p.start_session(s);
+        assert_eq!(run(&mut p), ["a", "b", "a"]);
+        let frames = sent(&mut p);
+        assert!(types(&frames).contains(&"loop_restarted".to_string()));
+        assert_eq!(types(&frames).last().unwrap(), "ltx2_stream_complete");
+        p.on_message(message(json!({"type": "append_prompt", "prompt": "x"})));
+        assert_eq!(
+            sent(&mut p),
+            [json!({"type": "error", "message": "Use Rewrite to create or restart the rollout."})]
+        );
+        p.on_message(message(json!({"type": "restart_generation"})));
+        let plan = p.poll().unwrap();
+        assert_eq!((plan.segment_idx, plan.prompt.as_str()), (1, "a"));
+        let frames = sent(&mut p);
+        assert_eq!(
+            frames[0],
+            json!({"type": "generation_restarted", "reason": "cap_restart", "segment_cap": 3})
+        );
+        assert_eq!(frames[1]["type"], "ltx2_stream_start");
+        assert_eq!(
+            frames[1]["loop_generation_enabled"], false,
+            "the cap ends looping"
+        );
+        assert_eq!(frames[2]["reason"], "cap_restart");
+    }
+
+    #[test]
+    fn the_cap_completes_the_stream_only_after_the_last_segment_media() {
+        let mut p = policy(1);
+        p.start_session(settings(&["a", "b"]));
+        p.poll().unwrap();
+        assert!(p.poll().is_none());
+        assert!(!types(&sent(&mut p)).contains(&"ltx2_stream_complete".to_string()));
+        p.media_done();
+        assert!(p.poll().is_none());
+        assert_eq!(types(&sent(&mut p)), ["ltx2_stream_complete"]);
+    }
+
+    #[test]
+    fn auto_extension_fails_once_without_a_prompt_pipeline_until_toggled() {
+        let mut p = policy(6);
+        let mut s = settings(&[]);
+        s.auto_extension_enabled = true;
+        p.start_session(s);
+        sent(&mut p);
+        assert!(p.poll().is_none());
+        assert_eq!(
+            sent(&mut p),
+            [
+                json!({"type": "auto_prompt_failed", "segment_idx": 1, "latency_ms": 0.0, "error": NO_PROMPT_PIPELINE})
+            ]
+        );
+        assert!(p.poll().is_none());
+        assert!(sent(&mut p).is_empty(), "no retry");
+        p.on_message(message(
+            json!({"type": "set_auto_extension", "enabled": true}),
+        ));
+        assert!(p.poll().is_none());
+        assert_eq!(
+            types(&sent(&mut p)),
+            ["auto_extension_updated", "auto_prompt_failed"]
+        );
+    }
+
+    #[test]
+    fn a_rewrite_without_a_prompt_pipeline_keeps_the_seeds() {
+        let mut p = policy(6);
+        p.start_session(settings(&["a"]));
+        sent(&mut p);
+        p.on_message(message(
+            json!({"type": "rewrite_seed_prompts", "rewrite_instruction": "darker", "prompt_window_prompts": ["a"]}),
+        ));
+        let frames = sent(&mut p);
+        assert_eq!(
+            frames,
+            [
+                json!({"type": "rewrite_seed_prompts_started", "model": "gpt-oss-120b"}),
+                json!({"type": "seed_prompts_updated", "prompts": ["a"], "preset_id": "p1",
+                       "preset_label": "P1", "reason": "rewrite", "fallback_used": true,
+                       "error": NO_PROMPT_PIPELINE, "model": "gpt-oss-120b", "latency_ms": 0.0,
+                       "raw_llm_output": null, "rewrite_instruction": "darker"}),
+                json!({"type": "rewrite_seed_prompts_complete", "fallback_used": true,
+                       "error": NO_PROMPT_PIPELINE, "model": "gpt-oss-120b", "latency_ms": 0.0}),
+            ]
+        );
+        let mut empty = policy(6);
+        empty.start_session(settings(&[]));
+        sent(&mut empty);
+        empty.on_message(message(json!({"type": "rewrite_seed_prompts"})));
+        assert_eq!(
+            sent(&mut empty),
+            [json!({"type": "error", "message": "No seed prompts available to rewrite."})]
+        );
+    }
+
+    #[test]
+    fn an_initial_rollout_prompt_seeds_the_whole_capped_rollout() {
+        let mut p = policy(6);
+        let mut s = settings(&[]);
+        s.initial_rollout_prompt = "a castle".into();
+        p.start_session(s);
+        let frames = sent(&mut p);
+        assert_eq!(
+            types(&frames),
+            [
+                "loop_generation_updated",
+                "generation_paused_updated",
+                "rewrite_seed_prompts_started",
+                "generation_paused_updated",
+                "seed_prompts_updated",
+                "rewrite_seed_prompts_complete"
+            ]
+        );
+        assert_eq!(frames[1]["paused"], true);
+        assert_eq!(frames[4]["prompts"], json!(vec!["a castle"; 6]));
+        let plan = p.poll().unwrap();
+        assert_eq!((plan.segment_idx, plan.prompt.as_str()), (1, "a castle"));
+        let frames = sent(&mut p);
+        assert_eq!(frames[0]["loop_iteration"], 1);
+        assert_eq!(frames[1]["reason"], "initial_rewrite");
+    }
+
+    #[test]
+    fn single_clip_makes_one_clip_per_request() {
+        let mut p = policy(6);
+        let mut s = settings(&["first"]);
+        s.single_clip_mode = true;
+        p.start_session(s);
+        assert_eq!(sent(&mut p)[2]["generation_segment_cap"], 0);
+        assert_eq!(run(&mut p), ["first"]);
+        assert_eq!(
+            types(&sent(&mut p)),
+            [
+                "segment_prompt_source",
+                "ltx2_segment_start",
+                "ltx2_stream_complete"
+            ]
+        );
+        let request =
+            message(json!({"type": "simple_generate", "prompt": "second", "prompt_id": "s1"}));
+        let ClientMessage::SimpleGenerate(request) = request else {
+            unreachable!()
+        };
+        assert!(p.check_simple_generate(&request));
+        p.simple_generate(request);
+        let plan = p.poll().unwrap();
+        assert_eq!(
+            (plan.segment_idx, plan.prompt.as_str(), plan.source),
+            (1, "second", PromptSource::UserRaw)
+        );
+        assert_eq!(
+            types(&sent(&mut p)),
+            [
+                "prompt_received",
+                "ltx2_stream_start",
+                "seed_prompts_reset_applied",
+                "prompt_ready",
+                "segment_prompt_source",
+                "ltx2_segment_start"
+            ]
+        );
+        finish(&mut p);
+        assert!(p.poll().is_none());
+        assert_eq!(types(&sent(&mut p)), ["ltx2_stream_complete"]);
+    }
+
+    #[test]
+    fn a_project_ends_after_its_segment_and_a_new_one_starts_only_when_idle() {
+        let mut p = policy(6);
+        p.start_session(settings(&["a", "b"]));
+        p.poll().unwrap();
+        sent(&mut p);
+        p.on_message(ClientMessage::EndProjectKeepSession);
+        assert!(!p.check_project_init(&settings(&["c"])), "still ending");
+        assert_eq!(sent(&mut p)[0]["message"], PROJECT_STILL_ENDING);
+        assert!(p.poll().is_none(), "waits for the segment in flight");
+        assert!(sent(&mut p).is_empty());
+        finish(&mut p);
+        assert!(p.poll().is_none());
+        assert_eq!(
+            sent(&mut p),
+            [
+                json!({"type": "ltx2_stream_complete"}),
+                json!({"type": "project_idle", "dropped_user_raw_queue": 0, "dropped_user_ready_queue": 0})
+            ]
+        );
+        p.on_message(message(json!({"type": "append_prompt", "prompt": "x"})));
+        p.on_message(message(
+            json!({"type": "set_loop_generation", "enabled": true}),
+        ));
+        assert_eq!(
+            sent(&mut p),
+            [json!({"type": "error", "message": NO_PROJECT})]
+        );
+        assert!(p.check_project_init(&settings(&["c"])));
+        p.project_init(settings(&["c"]));
+        assert_eq!(run(&mut p), ["c"]);
+        let frames = sent(&mut p);
+        assert_eq!(frames[0]["type"], "ltx2_stream_start");
+        assert_eq!(frames[0]["loop_iteration"], 1);
+        assert_eq!(frames[1]["reason"], "project_init");
+    }
+
+    #[test]
+    fn pausing_holds_the_next_segment() {
+        let mut p = policy(6);
+        p.start_session(settings(&["a", "b"]));
+        p.on_message(message(
+            json!({"type": "set_generation_paused", "paused": true}),
+        ));
+        assert!(p.poll().is_none());
+        p.on_message(message(json!({"type": "set_generation_paused"})));
+        assert!(p.poll().is_none(), "absent keeps it paused");
+        p.on_message(message(
+            json!({"type": "set_generation_paused", "paused": false}),
+        ));
+        assert_eq!(run(&mut p), ["a", "b"]);
+    }
+
+    #[test]
+    fn client_values_beyond_the_limits_are_refused_by_name() {
+        let mut p = policy(6);
+        let mut s = settings(&["ok"]);
+        s.curated_prompts = vec!["p".into(); 65];
+        s.initial_rollout_prompt = "x".repeat(2001);
+        p.start_session(s);
+        let frames = sent(&mut p);
+        let errors: Vec<&str> = frames
+            .iter()
+            .filter(|f| f["type"] == "error")
+            .map(|f| f["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("curated_prompts "), "{errors:?}");
+        assert!(
+            errors[1].starts_with("initial_rollout_prompt is longer than 2000"),
+            "{errors:?}"
+        );
+        assert!(
+            types(&frames).contains(&"ltx2_stream_start".to_string()),
+            "the session goes on"
+        );
+
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "y".repeat(2001)}),
+        ));
+        assert!(
+            sent(&mut p)[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("prompt is longer")
+        );
+        p.on_message(message(
+            json!({"type": "set_generation_paused", "paused": true}),
+        ));
+        for i in 0..16 {
+            p.on_message(message(
+                json!({"type": "append_prompt", "prompt": format!("q{i}")}),
+            ));
+        }
+        sent(&mut p);
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "one too many"}),
+        ));
+        let refusal = sent(&mut p);
+        assert!(
+            refusal[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_queued_prompts"),
+            "{refusal:?}"
+        );
+        p.on_message(message(json!({"type": "rewrite_seed_prompts",
+            "prompt_window_prompts": vec!["w"; 65]})));
+        assert!(
+            sent(&mut p)[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("prompt_window_prompts ")
+        );
+    }
+
+    #[test]
+    fn a_blocked_session_starts_nothing() {
+        let mut p = policy(6);
+        p.start_session(settings(&[]));
+        for _ in 0..3 {
+            assert!(p.poll().is_none());
+        }
+        p.on_message(message(json!({"type": "append_prompt", "prompt": ""})));
+        assert!(p.poll().is_none(), "an empty prompt starts nothing");
+        let frames = sent(&mut p);
+        assert_eq!(
+            types(&frames)
+                .iter()
+                .filter(|t| *t == "prompt_sources_blocked")
+                .count(),
+            1
+        );
+        assert!(!types(&frames).contains(&"ltx2_segment_start".to_string()));
+    }
+}

@@ -29,44 +29,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// How long a refused client may take to answer the close frame.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// After a refusal: reads and drops what the client still sends until it answers the close
-/// frame, leaves, or [`LINGER`] passes. Closing the socket with the client's next frames
-/// unread would make the kernel reset the connection, and the client would often lose the
-/// refusal and the close frame that were just sent.
-async fn linger(stream: &mut ClientStream) {
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// Whether a read failed on a message over the size limit (tungstenite's capacity error).
-fn too_big(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
-}
-
 impl Session {
     /// Waits for a valid `session_init_v2` and checks capacity; `Flow::End` when the session
     /// was refused (with an error and a close frame) or the client left.
+    /// The socket then lingers for the client's close (`writer::finish`), after the session
+    /// and its capacity slot are gone.
     pub(super) async fn admit(&mut self, stream: &mut ClientStream) -> Flow {
-        let flow = self.admit_or_refuse(stream).await;
-        if let Flow::End = flow {
-            // A refused session holds no capacity while the client answers.
-            self.active = None;
-            linger(stream).await;
-        }
-        flow
-    }
-
-    async fn admit_or_refuse(&mut self, stream: &mut ClientStream) -> Flow {
         let init_timeout = Duration::from_secs(self.ctx.config.streaming.init_timeout_seconds);
         let first = match tokio::time::timeout(init_timeout, stream.next()).await {
             Err(_) => {
@@ -85,7 +53,7 @@ impl Session {
                     )
                     .await;
             }
-            Ok(Some(Err(e))) if too_big(&e) => {
+            Ok(Some(Err(e))) if super::event_loop::is_too_big(&e) => {
                 // Like any later message over the limit: refused with 1009, not dropped.
                 let limit = self.ctx.config.streaming.max_init_frame_bytes();
                 let refusal = error(

@@ -23,9 +23,6 @@ use super::{Outgoing, SessionState, initial_image, writer};
 use crate::observability;
 use crate::pipeline::{PipelineEvent, SegmentPipeline};
 
-/// How long the socket writer may take to flush the last frames once the session is over.
-const WRITER_DRAIN: Duration = Duration::from_secs(5);
-
 /// Serves one WebSocket until the stream ends; always finishes with a close frame.
 pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
     let streaming = ctx.config.streaming.clone();
@@ -33,18 +30,13 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
     let (out, out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
 
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
-    let mut writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
+    let writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
 
     let mut session = Session::new(ctx, out.clone());
     session.run(&mut stream).await;
     drop(session);
     drop(out);
-    if tokio::time::timeout(WRITER_DRAIN, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    writer::finish(writer, &mut stream).await;
 }
 
 /// The client's half of the socket.

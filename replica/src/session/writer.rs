@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::Outgoing;
 
@@ -43,4 +44,37 @@ pub async fn write_to_client(
     // session notices, even when closing a stalled socket takes a while.
     drop(queue);
     let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+}
+
+/// How long the socket writer may take to flush the last frames once the session is over.
+const WRITER_DRAIN: Duration = Duration::from_secs(5);
+/// How long a client may take to answer the server's close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Ends a session's socket: lets `writer` flush the last frames (the close frame among
+/// them), then [`linger`]s, so what was just sent is not lost to a connection reset.
+pub async fn finish(mut writer: JoinHandle<()>, stream: &mut SplitStream<WebSocket>) {
+    if tokio::time::timeout(WRITER_DRAIN, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    linger(stream).await;
+}
+
+/// Reads and drops what the client still sends until it answers the close frame, leaves, or
+/// [`LINGER`] passes. Closing the socket with the client's frames unread makes the kernel
+/// reset the connection, and the client often loses the error and close frames just sent
+/// (seen in the live fuzzer: a capped stream ending while the client sent a prompt lost its
+/// `ltx2_stream_complete` and close frame 7 times in 20).
+pub(super) async fn linger(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
 }

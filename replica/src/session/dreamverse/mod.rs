@@ -46,27 +46,19 @@ use crate::store::random_token;
 use policy::PromptPolicy;
 use translate::Translator;
 
-/// How long the socket writer may take to flush the last frames once the session is over.
-const WRITER_DRAIN: Duration = Duration::from_secs(5);
-
 /// Serves one Dreamverse WebSocket until it ends; always finishes with a close frame.
 pub async fn run_dreamverse_session(socket: WebSocket, ctx: SessionContext) {
     let streaming = ctx.config.streaming.clone();
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
-    let mut writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
+    let writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
 
     let mut session = DreamverseSession::new(ctx, out.clone());
     session.run(&mut stream).await;
     drop(session);
     drop(out);
-    if tokio::time::timeout(WRITER_DRAIN, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    writer::finish(writer, &mut stream).await;
 }
 
 /// The client's half of the socket.

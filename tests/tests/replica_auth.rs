@@ -1,6 +1,6 @@
 //! The replica binary reachable without the router: with `server.auth` on, an upgrade needs
-//! a key (from a mounted key file) or a JWT (secret from the environment); `/status` and
-//! `/metrics` are served on the admin listener only.
+//! a key (from a mounted key file) or a JWT (secret from the environment); `/metrics` and the
+//! full `/status` are served on the admin listener only.
 
 use std::time::Duration;
 
@@ -88,10 +88,35 @@ async fn replica_auth_checks_keys_and_tokens_and_keeps_internals_on_the_admin_po
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(refused, 2.0, "{metrics}");
-    for path in ["/status", "/metrics"] {
-        let client = reqwest::get(format!("{base}{path}")).await.unwrap();
-        assert_eq!(client.status(), 404, "{path} on the client port");
-        let internal = reqwest::get(format!("{admin}{path}")).await.unwrap();
-        assert_eq!(internal.status(), 200, "{path} on the admin port");
-    }
+    let client = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(client.status(), 404, "/metrics on the client port");
+    let internal = reqwest::get(format!("{admin}/metrics")).await.unwrap();
+    assert_eq!(internal.status(), 200, "/metrics on the admin port");
+    // The client port's /status is the public view the Dreamverse app reads: three numbers,
+    // no worker pids, devices or errors; the whole pool is on the admin port.
+    let public: serde_json::Value = reqwest::get(format!("{base}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut fields: Vec<&str> = public
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["available_gpus", "total_gpus", "warmup_failed_gpus"],
+        "{public}"
+    );
+    let internal: serde_json::Value = reqwest::get(format!("{admin}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(internal["gpu_status"].is_object(), "{internal}");
 }

@@ -47,6 +47,10 @@ async fn replica_auth_checks_keys_and_tokens_and_keeps_internals_on_the_admin_po
     let url = format!("{}/v1/stream", base.replace("http", "ws"));
 
     assert_eq!(upgrade(&url, None).await.err(), Some(401));
+    // The Dreamverse door is guarded the same way.
+    let dreamverse = format!("{}/ws", base.replace("http", "ws"));
+    assert_eq!(upgrade(&dreamverse, None).await.err(), Some(401));
+    assert!(upgrade(&dreamverse, Some(KEY)).await.is_ok());
     assert_eq!(
         upgrade(&url, Some("not-a-key-at-all")).await.err(),
         Some(401)
@@ -87,7 +91,7 @@ async fn replica_auth_checks_keys_and_tokens_and_keeps_internals_on_the_admin_po
         .filter(|l| l.starts_with("framecast_requests_refused_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(refused, 2.0, "{metrics}");
+    assert_eq!(refused, 3.0, "{metrics}");
     let client = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(client.status(), 404, "/metrics on the client port");
     let internal = reqwest::get(format!("{admin}/metrics")).await.unwrap();

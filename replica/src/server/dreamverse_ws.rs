@@ -1,11 +1,10 @@
 //! `GET /ws`: upgrades to a WebSocket speaking the Dreamverse protocol (what FastVideo's
 //! Dreamverse web app opens on its own origin) and hands it to a Dreamverse session.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use framecast_common::dreamverse::MAX_INITIAL_IMAGE_BYTES;
 
 use super::AppState;
@@ -21,23 +20,8 @@ pub async fn upgrade(
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = state.inner.auth.check(&headers, uri.query()) {
-        tracing::info!(reason = refusal.reason(), "refusing a Dreamverse upgrade");
-        framecast_common::auth::record_refusal(&refusal);
-        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        let body = Json(serde_json::json!({
-            "error": {"code": refusal.reason(), "message": refusal.to_string()}
-        }));
-        return if status == StatusCode::UNAUTHORIZED {
-            (
-                status,
-                [("www-authenticate", "Bearer realm=\"framecast\"")],
-                body,
-            )
-                .into_response()
-        } else {
-            (status, body).into_response()
-        };
+    if let Some(refused) = super::access::refusal(&state, &headers, &uri) {
+        return refused;
     }
     let ctx = state.inner.sessions.clone();
     let mut streaming = ctx.config.streaming.clone();

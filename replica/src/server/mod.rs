@@ -4,6 +4,7 @@
 //! listener, one small handler per endpoint, tower layers for tracing, timeouts, body limits
 //! and CORS.
 
+mod access;
 mod dreamverse_ws;
 mod health;
 mod player;

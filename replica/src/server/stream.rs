@@ -1,10 +1,9 @@
 //! `GET /v1/stream`: upgrades to a WebSocket and hands it to a session.
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 
 use super::AppState;
 use crate::session::run_session;
@@ -18,23 +17,8 @@ pub async fn upgrade(
     uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(refusal) = state.inner.auth.check(&headers, uri.query()) {
-        tracing::info!(reason = refusal.reason(), "refusing an upgrade");
-        framecast_common::auth::record_refusal(&refusal);
-        let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        let body = Json(serde_json::json!({
-            "error": {"code": refusal.reason(), "message": refusal.to_string()}
-        }));
-        return if status == StatusCode::UNAUTHORIZED {
-            (
-                status,
-                [("www-authenticate", "Bearer realm=\"framecast\"")],
-                body,
-            )
-                .into_response()
-        } else {
-            (status, body).into_response()
-        };
+    if let Some(refused) = super::access::refusal(&state, &headers, &uri) {
+        return refused;
     }
     let ctx = state.inner.sessions.clone();
     let limit = ctx.config.streaming.max_init_frame_bytes();

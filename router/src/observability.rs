@@ -14,6 +14,11 @@ pub const HEALTH_PROBE_SECONDS: &str = "framecast_router_health_probe_seconds";
 pub const SESSIONS_ACTIVE: &str = "framecast_router_sessions_active";
 /// Ended sessions, per replica and outcome.
 pub const SESSIONS_TOTAL: &str = "framecast_router_sessions_total";
+/// WebSocket sessions routed to a replica, by protocol (`v1_stream` for `/v1/stream`,
+/// `dreamverse` for the Dreamverse app's `/ws`, `other` for any other path).
+pub const SESSIONS_BY_PROTOCOL_TOTAL: &str = "framecast_router_sessions_by_protocol_total";
+/// The protocols [`SESSIONS_BY_PROTOCOL_TOTAL`] tells apart.
+pub const PROTOCOLS: [&str; 3] = ["v1_stream", "dreamverse", "other"];
 /// Bytes proxied, by direction (`downstream` to clients, `upstream` to replicas).
 pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 /// Connections to a replica that failed before the WebSocket handshake, per replica.
@@ -40,6 +45,10 @@ pub fn describe() {
         "Open WebSocket sessions through this router."
     );
     describe_counter!(SESSIONS_TOTAL, "Ended sessions by replica and outcome.");
+    describe_counter!(
+        SESSIONS_BY_PROTOCOL_TOTAL,
+        "WebSocket sessions routed to a replica, by protocol (v1_stream, dreamverse, other)."
+    );
     describe_counter!(
         BYTES_TOTAL,
         metrics::Unit::Bytes,
@@ -71,6 +80,9 @@ pub fn register_replica(replica: &str) {
 /// Exports the router-wide counters at zero from the start.
 pub fn register_router() {
     counter!(NO_REPLICA_TOTAL).absolute(0);
+    for protocol in PROTOCOLS {
+        counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).absolute(0);
+    }
     counter!(ERRORS_TOTAL, "code" => ErrorCode::GpuUnavailable.as_str()).absolute(0);
     for direction in ["downstream", "upstream"] {
         counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
@@ -93,6 +105,16 @@ pub fn session_started(replica: &str) {
 /// A session routed to `replica` is over (or its connection attempt failed).
 pub fn session_ended(replica: &str) {
     gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).decrement(1.0);
+}
+
+/// A WebSocket session for `path` was routed (counted once, however many replicas it tried).
+pub fn session_routed(path: &str) {
+    let protocol = match path {
+        "/v1/stream" => "v1_stream",
+        "/ws" => "dreamverse",
+        _ => "other",
+    };
+    counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).increment(1);
 }
 
 /// A session to `replica` ended with `outcome` after moving the given bytes.

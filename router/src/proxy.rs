@@ -147,6 +147,9 @@ impl ProxyHttp for StreamProxy {
         ctx.tried.push(index);
         let replica = &self.registry.all()[index];
         if session.is_upgrade_req() {
+            if ctx.tried.len() == 1 {
+                observability::session_routed(session.req_header().uri.path());
+            }
             // Replaces (and so ends) the guard of a replica that failed to connect.
             ctx.session = Some(self.registry.open_session(index));
         }

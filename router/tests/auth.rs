@@ -150,6 +150,25 @@ async fn only_valid_credentials_and_allowed_origins_reach_a_replica() {
         assert_eq!(reply.into_text().unwrap(), "mock");
         drop(ws);
     }
+    // The Dreamverse app's door is routed (and guarded) the same way, and counted apart.
+    let dreamverse = format!("ws://127.0.0.1:{}/ws", router.port);
+    assert_eq!(upgrade(&dreamverse, &[]).await.0, 401);
+    let (status, ws, _) = upgrade(&dreamverse, &[("authorization", format!("Bearer {KEY}"))]).await;
+    assert_eq!(status, 101);
+    let reply = roundtrip(&mut ws.unwrap(), Message::text("whoami")).await;
+    assert_eq!(reply.into_text().unwrap(), "mock");
+    let text = metrics().await;
+    let routed = |protocol: &str| {
+        let series =
+            format!("framecast_router_sessions_by_protocol_total{{protocol=\"{protocol}\"}}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("{series} is not exported:\n{text}"))
+    };
+    assert_eq!(routed("v1_stream"), 3.0);
+    assert_eq!(routed("dreamverse"), 1.0);
+    assert_eq!(routed("other"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

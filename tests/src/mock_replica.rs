@@ -7,7 +7,7 @@
 //! the test itself uses.
 //!
 //! Endpoints: `/health`, `/healthz` and `/readyz` (200, or 503 when unhealthy), `/status`
-//! (FastVideo's pool status with the configured capacity) and `/v1/stream`, a WebSocket that
+//! (FastVideo's pool status with the configured capacity) and `/v1/stream` (and `/ws`), a WebSocket that
 //! echoes every text and binary message (the text `whoami` is answered with the replica's
 //! name instead).
 
@@ -76,6 +76,8 @@ impl MockReplica {
             .route("/readyz", get(health))
             .route("/status", get(status))
             .route("/v1/stream", get(stream))
+            // The Dreamverse door: the same echo, so routing by protocol can be observed.
+            .route("/ws", get(stream))
             .with_state(state.clone());
         // Bound here (not with block_on) so tests may start a mock from async code.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock replica");

@@ -32,6 +32,9 @@ pub struct ReplicaConfig {
     pub media: MediaSettings,
     /// Where continuation states and blobs are kept.
     pub store: StoreSettings,
+    /// LLM providers for prompt enhancement, auto-extension and rewrites (not yet used by
+    /// sessions; see `crate::prompt`).
+    pub prompt: PromptSettings,
 }
 
 impl ReplicaConfig {
@@ -209,6 +212,185 @@ impl Default for DreamverseSettings {
             session_lifetime_seconds: 300,
             generation_segment_cap: 6,
         }
+    }
+}
+
+/// A named OpenAI-compatible provider whose base URL and key variable are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderPreset {
+    /// `https://api.cerebras.ai/v1`, key in `CEREBRAS_API_KEY`.
+    Cerebras,
+    /// `https://api.groq.com/openai/v1`, key in `GROQ_API_KEY`.
+    Groq,
+}
+
+impl ProviderPreset {
+    /// The preset's chat-completions base URL (without `/chat/completions`).
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Self::Cerebras => "https://api.cerebras.ai/v1",
+            Self::Groq => "https://api.groq.com/openai/v1",
+        }
+    }
+
+    /// The environment variable the preset reads its API key from.
+    pub fn api_key_env(self) -> &'static str {
+        match self {
+            Self::Cerebras => "CEREBRAS_API_KEY",
+            Self::Groq => "GROQ_API_KEY",
+        }
+    }
+}
+
+/// Longest request timeout a prompt provider may be given (10 minutes).
+pub const MAX_PROMPT_TIMEOUT_MS: u64 = 600_000;
+/// Largest `max_tokens` a prompt provider may be asked for.
+pub const MAX_PROMPT_MAX_TOKENS: u32 = 32_768;
+
+/// The prompt pipeline: OpenAI-compatible chat-completions providers tried in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptSettings {
+    /// Whether the pipeline is built at all (off for the local demo).
+    pub enabled: bool,
+    /// Providers in priority order; the next one is tried when one fails retryably.
+    pub providers: Vec<ProviderSettings>,
+    /// Milliseconds one provider request may take (1..=600000).
+    pub timeout_ms: u64,
+    /// Sampling temperature sent to every provider (0..=2).
+    pub temperature: f32,
+    /// Most tokens a provider may answer with (1..=32768).
+    pub max_tokens: u32,
+    /// A directory with `enhance.txt`, `auto_extend.txt`, `rewrite.txt` replacing the
+    /// built-in system prompts; a file is re-read when its modification time changes.
+    pub system_prompt_dir: Option<PathBuf>,
+}
+
+impl Default for PromptSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            providers: Vec::new(),
+            timeout_ms: 20_000,
+            temperature: 0.7,
+            max_tokens: 256,
+            system_prompt_dir: None,
+        }
+    }
+}
+
+/// One OpenAI-compatible provider: a preset (Cerebras, Groq) or any server by base URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Name reported as the provider that answered; unique in the list.
+    pub name: String,
+    /// Fills `base_url` and `api_key_env` when they are not given.
+    #[serde(default)]
+    pub preset: Option<ProviderPreset>,
+    /// Base URL such as `http://127.0.0.1:8000/v1`; requests go to `{base_url}/chat/completions`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Model name sent in every request.
+    pub model: String,
+    /// API key; wins over `api_key_env`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Whether requests may go without a key (local vLLM, llama.cpp, Ollama).
+    #[serde(default)]
+    pub allow_no_key: bool,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("name", &self.name)
+            .field("preset", &self.preset)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("allow_no_key", &self.allow_no_key)
+            .finish()
+    }
+}
+
+impl ProviderSettings {
+    /// The configured base URL, or the preset's.
+    pub fn resolved_base_url(&self) -> Option<&str> {
+        self.base_url
+            .as_deref()
+            .or_else(|| self.preset.map(ProviderPreset::base_url))
+    }
+
+    /// The configured key variable, or the preset's.
+    pub fn resolved_api_key_env(&self) -> Option<&str> {
+        self.api_key_env
+            .as_deref()
+            .or_else(|| self.preset.map(ProviderPreset::api_key_env))
+    }
+}
+
+impl PromptSettings {
+    fn validate(&self) -> Result<(), FieldError> {
+        in_range(
+            "prompt.timeout_ms",
+            self.timeout_ms,
+            1,
+            MAX_PROMPT_TIMEOUT_MS,
+        )?;
+        in_range(
+            "prompt.max_tokens",
+            self.max_tokens,
+            1,
+            MAX_PROMPT_MAX_TOKENS,
+        )?;
+        if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
+            return Err(FieldError::new(
+                "prompt.temperature",
+                format!("must be between 0 and 2 (got {})", self.temperature),
+            ));
+        }
+        if self.enabled && self.providers.is_empty() {
+            return Err(FieldError::new(
+                "prompt.providers",
+                "must name at least one provider when prompt.enabled is true",
+            ));
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let field = |name: &str| format!("prompt.providers[{i}].{name}");
+            not_empty(&field("name"), &p.name)?;
+            if self.providers[..i].iter().any(|q| q.name == p.name) {
+                return Err(FieldError::new(
+                    field("name"),
+                    format!("`{}` is used by an earlier provider", p.name),
+                ));
+            }
+            not_empty(&field("model"), &p.model)?;
+            match p.resolved_base_url() {
+                None => {
+                    return Err(FieldError::new(
+                        field("base_url"),
+                        "is required without a preset",
+                    ));
+                }
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err(FieldError::new(
+                        field("base_url"),
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if let Some(env) = &p.api_key_env {
+                not_empty(&field("api_key_env"), env)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -562,6 +744,7 @@ impl Validate for ReplicaConfig {
                 format!("`{}` is not a directory", root.display()),
             ));
         }
+        self.prompt.validate()?;
         let s = &self.streaming;
         at_least_one(
             "streaming.session_timeout_seconds",

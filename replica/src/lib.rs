@@ -10,7 +10,8 @@
 //! pipeline                 one session's generation and media threads
 //! generate, media          generators (Wan2.1 in tch, the mock); the GStreamer fMP4 encoder
 //! config, device, store,   settings, the libtorch device probe, continuation-state stores,
-//! status, observability    what /status reports, metric names and recorders
+//! status, observability,   what /status reports, metric names and recorders, the LLM
+//! prompt                   prompt pipeline (not yet used by sessions)
 //! ```
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod media;
 pub mod observability;
 pub mod pipeline;
 pub mod pool;
+pub mod prompt;
 pub mod server;
 pub mod session;
 pub mod status;

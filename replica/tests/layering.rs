@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules from the bottom up; a module may import its own rank and below.
 const LAYERS: &[&[&str]] = &[
-    &["config", "device", "store", "status", "observability"],
+    &[
+        "config",
+        "device",
+        "store",
+        "status",
+        "observability",
+        "prompt",
+    ],
     &["generate", "media"],
     &["pipeline"],
     &["pool"],

@@ -9,17 +9,54 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::controller::{ClientStream, Session, error};
-use super::{Outgoing, SessionState, close_code};
+use super::{Outgoing, SessionContext, SessionState, close_code};
 use crate::pipeline::{PipelineOutputs, encoder_settings};
-use crate::pool::QueuePosition;
+use crate::pool::{PoolError, QueuePosition, WorkerLease};
+
+/// How a session's wait in the pool's queue ended.
+pub(super) enum Waited {
+    /// The pool answered (a lease, or why none came); with the client messages that arrived
+    /// meanwhile, to be handled once active.
+    Lease(Result<WorkerLease, PoolError>, Vec<Message>),
+    /// The replica started draining.
+    Draining,
+    /// The client closed the socket or went away.
+    ClientGone,
+}
+
+/// Waits in `ctx`'s pool queue for a worker (at most `pool.acquire_timeout_seconds`),
+/// telling `on_queued` each new place. The client's messages meanwhile are kept, up to
+/// `max_buffered`; beyond that the socket is not read until the wait ends. Both protocols'
+/// sessions bind through here.
+pub(super) async fn wait_for_worker(
+    ctx: &SessionContext,
+    stream: &mut ClientStream,
+    on_queued: &mut (dyn FnMut(QueuePosition) + Send),
+    max_buffered: usize,
+) -> Waited {
+    let timeout = Duration::from_secs(ctx.config.pool.acquire_timeout_seconds);
+    let pool = ctx.pool.clone();
+    let acquire = pool.acquire(timeout, on_queued);
+    tokio::pin!(acquire);
+    let mut buffered = Vec::new();
+    let drain = ctx.drain.clone();
+    loop {
+        tokio::select! {
+            lease = &mut acquire => return Waited::Lease(lease, buffered),
+            _ = drain.started() => return Waited::Draining,
+            msg = stream.next(), if buffered.len() < max_buffered => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Waited::ClientGone,
+                Some(Ok(m)) => buffered.push(m),
+            },
+        }
+    }
+}
 
 impl Session {
     /// Queues for a worker (reporting positions), then starts the pipeline. Client messages
     /// that arrive meanwhile are returned to be handled once active.
     pub(super) async fn bind_worker(&mut self, stream: &mut ClientStream) -> Option<Vec<Message>> {
         self.become_(SessionState::Queued);
-        let timeout = Duration::from_secs(self.ctx.config.pool.acquire_timeout_seconds);
-        let pool = self.ctx.pool.clone();
         let out = self.out.clone();
         let mut on_queued = move |p: QueuePosition| {
             let _ = out.try_send(Outgoing::text(&ServerMessage::QueueStatus {
@@ -27,26 +64,18 @@ impl Session {
                 queue_depth: p.queue_depth,
             }));
         };
-        let acquire = pool.acquire(timeout, &mut on_queued);
-        tokio::pin!(acquire);
-        let mut buffered = Vec::new();
-        let drain = self.ctx.drain.clone();
-        let lease = loop {
-            tokio::select! {
-                lease = &mut acquire => break lease,
-                _ = drain.started() => {
+        let (lease, buffered) =
+            match wait_for_worker(&self.ctx, stream, &mut on_queued, usize::MAX).await {
+                Waited::Lease(lease, buffered) => (lease, buffered),
+                Waited::Draining => {
                     self.refuse_draining().await;
                     return None;
                 }
-                msg = stream.next() => match msg {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        self.become_(SessionState::Complete);
-                        return None;
-                    }
-                    Some(Ok(m)) => buffered.push(m),
-                },
-            }
-        };
+                Waited::ClientGone => {
+                    self.become_(SessionState::Complete);
+                    return None;
+                }
+            };
         let mut lease = match lease {
             Ok(lease) => lease,
             Err(e) => {

@@ -18,6 +18,7 @@ use super::{ClientStream, DreamverseSession, Flow};
 use crate::pipeline::{PipelineOutputs, encoder_settings};
 use crate::pool::QueuePosition;
 use crate::session::admission::ActiveGuard;
+use crate::session::binding::{Waited, wait_for_worker};
 use crate::session::{Outgoing, SessionState, close_code, initial_image};
 
 /// Client messages kept while the session waits for a worker; beyond them the socket is not
@@ -162,9 +163,7 @@ impl DreamverseSession {
     /// `gpu_assigned`. Client messages that arrive meanwhile are returned.
     async fn bind_worker(&mut self, stream: &mut ClientStream) -> Option<Vec<Message>> {
         self.become_(SessionState::Queued);
-        let timeout = Duration::from_secs(self.ctx.config.pool.acquire_timeout_seconds);
-        let pool = self.ctx.pool.clone();
-        let total_gpus = pool.status().total_gpus;
+        let total_gpus = self.ctx.pool.status().total_gpus;
         let out = self.out.clone();
         let mut on_queued = move |p: QueuePosition| {
             let queued = ServerMessage::QueueStatus {
@@ -174,26 +173,18 @@ impl DreamverseSession {
             };
             let _ = out.try_send(Outgoing::Text(queued.to_json()));
         };
-        let acquire = pool.acquire(timeout, &mut on_queued);
-        tokio::pin!(acquire);
-        let mut buffered = Vec::new();
-        let drain = self.ctx.drain.clone();
-        let lease = loop {
-            tokio::select! {
-                lease = &mut acquire => break lease,
-                _ = drain.started() => {
+        let (lease, buffered) =
+            match wait_for_worker(&self.ctx, stream, &mut on_queued, MAX_BUFFERED).await {
+                Waited::Lease(lease, buffered) => (lease, buffered),
+                Waited::Draining => {
                     self.refuse_draining().await;
                     return None;
                 }
-                msg = stream.next(), if buffered.len() < MAX_BUFFERED => match msg {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        self.become_(SessionState::Complete);
-                        return None;
-                    }
-                    Some(Ok(m)) => buffered.push(m),
-                },
-            }
-        };
+                Waited::ClientGone => {
+                    self.become_(SessionState::Complete);
+                    return None;
+                }
+            };
         let lease = match lease {
             Ok(lease) => lease,
             Err(e) => {

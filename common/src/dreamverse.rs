@@ -542,6 +542,21 @@ pub enum ServerMessage {
         source: PromptSource,
         latency_ms: f64,
     },
+    /// The prompt pipeline is enhancing a user prompt.
+    PromptEnhancing {
+        prompt_id: String,
+    },
+    /// Enhancement failed: the prompt is dropped, not generated.
+    PromptFallbackUsed {
+        prompt_id: String,
+        /// The prompt as the user typed it.
+        prompt: String,
+        /// [`ENHANCEMENT_FAILED_SOURCE`].
+        source: &'static str,
+        latency_ms: f64,
+        /// [`ENHANCEMENT_FAILED_ERROR`].
+        error: &'static str,
+    },
     /// No prompt source for the next segment; generation waits.
     PromptSourcesBlocked {
         segment_idx: u32,
@@ -564,6 +579,16 @@ pub enum ServerMessage {
     RewriteSeedPromptsComplete {
         fallback_used: bool,
         error: Option<String>,
+        model: String,
+        latency_ms: f64,
+    },
+    /// A rewrite that succeeded: the new seed list is in force.
+    #[serde(rename = "rewrite_seed_prompts_complete")]
+    RewriteSeedPromptsDone {
+        fallback_used: bool,
+        error: Option<String>,
+        preset_id: Option<String>,
+        preset_label: String,
         model: String,
         latency_ms: f64,
     },
@@ -615,6 +640,11 @@ impl ServerMessage {
         serde_json::to_string(self).expect("server messages always serialize")
     }
 }
+
+/// `prompt_fallback_used.source`.
+pub const ENHANCEMENT_FAILED_SOURCE: &str = "user_enhancement_failed";
+/// `prompt_fallback_used.error`, Dreamverse's words.
+pub const ENHANCEMENT_FAILED_ERROR: &str = "Prompt extension failed for this request.";
 
 /// Milliseconds rounded to two decimals, as Dreamverse reports latencies.
 pub fn round_ms(ms: f64) -> f64 {

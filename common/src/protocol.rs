@@ -262,11 +262,13 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// A server bug or media failure.
     InternalError,
+    /// The safety filter blocked a prompt; it is not generated.
+    PromptBlocked,
 }
 
 impl ErrorCode {
     /// Every code, for exporting a zero series per code up front.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::SessionRejected,
         ErrorCode::InvalidMessage,
         ErrorCode::PresetMismatch,
@@ -274,6 +276,7 @@ impl ErrorCode {
         ErrorCode::WorkerFailed,
         ErrorCode::UpstreamTimeout,
         ErrorCode::InternalError,
+        ErrorCode::PromptBlocked,
     ];
 
     /// The wire name (`invalid_message`, ...), for logs and metric labels.
@@ -286,6 +289,7 @@ impl ErrorCode {
             ErrorCode::WorkerFailed => "worker_failed",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::PromptBlocked => "prompt_blocked",
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct ReplicaConfig {
     /// LLM providers for prompt enhancement, auto-extension and rewrites (not yet used by
     /// sessions; see `crate::prompt`).
     pub prompt: PromptSettings,
+    /// The prompt safety filter (a fastText classifier); off unless enabled.
+    pub safety: SafetySettings,
 }
 
 impl ReplicaConfig {
@@ -258,6 +260,10 @@ pub struct PromptSettings {
     pub providers: Vec<ProviderSettings>,
     /// Milliseconds one provider request may take (1..=600000).
     pub timeout_ms: u64,
+    /// Milliseconds a whole operation may take, fallbacks included (1..=600000): past it
+    /// the session takes the failure path (the raw prompt, `prompt_fallback_used`,
+    /// `auto_prompt_failed`), so a dead provider never holds generation longer.
+    pub operation_timeout_ms: u64,
     /// Sampling temperature sent to every provider (0..=2).
     pub temperature: f32,
     /// Most tokens a provider may answer with (1..=32768).
@@ -273,6 +279,7 @@ impl Default for PromptSettings {
             enabled: false,
             providers: Vec::new(),
             timeout_ms: 20_000,
+            operation_timeout_ms: 30_000,
             temperature: 0.7,
             max_tokens: 256,
             system_prompt_dir: None,
@@ -344,6 +351,12 @@ impl PromptSettings {
             MAX_PROMPT_TIMEOUT_MS,
         )?;
         in_range(
+            "prompt.operation_timeout_ms",
+            self.operation_timeout_ms,
+            1,
+            MAX_PROMPT_TIMEOUT_MS,
+        )?;
+        in_range(
             "prompt.max_tokens",
             self.max_tokens,
             1,
@@ -389,6 +402,50 @@ impl PromptSettings {
             if let Some(env) = &p.api_key_env {
                 not_empty(&field("api_key_env"), env)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// The prompt safety filter: a supervised fastText classifier that keeps unsafe prompts
+/// from generation (see `crate::prompt::safety`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SafetySettings {
+    /// Whether prompts are screened (off for the local demo).
+    pub enabled: bool,
+    /// The classifier, a `.bin` from fastText's `train_supervised` (not a quantized
+    /// `.ftz`). Required when enabled; a file that is missing or cannot be read does not
+    /// stop the replica: the filter is then unavailable and allows every prompt, and the
+    /// cause is logged once at start-up.
+    pub model_path: Option<PathBuf>,
+    /// Lowest probability (0..=1) of `unsafe_label`, as the classifier's top label, that
+    /// blocks a prompt.
+    pub block_threshold: f32,
+    /// The label meaning unsafe, with fastText's prefix, as in the training data.
+    pub unsafe_label: String,
+}
+
+impl Default for SafetySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model_path: None,
+            block_threshold: 0.5,
+            unsafe_label: "__label__unsafe".to_string(),
+        }
+    }
+}
+
+impl SafetySettings {
+    fn validate(&self) -> Result<(), FieldError> {
+        in_range("safety.block_threshold", self.block_threshold, 0.0, 1.0)?;
+        not_empty("safety.unsafe_label", &self.unsafe_label)?;
+        if self.enabled && self.model_path.is_none() {
+            return Err(FieldError::new(
+                "safety.model_path",
+                "is required when safety.enabled is true",
+            ));
         }
         Ok(())
     }
@@ -745,6 +802,7 @@ impl Validate for ReplicaConfig {
             ));
         }
         self.prompt.validate()?;
+        self.safety.validate()?;
         let s = &self.streaming;
         at_least_one(
             "streaming.session_timeout_seconds",
@@ -1103,6 +1161,38 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("dreamverse.{field}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_safety_settings_load_and_are_checked() {
+        let c = load_yaml(
+            "safety: {enabled: true, model_path: /srv/safety.bin, block_threshold: 0.8}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.safety,
+            SafetySettings {
+                enabled: true,
+                model_path: Some("/srv/safety.bin".into()),
+                block_threshold: 0.8,
+                unsafe_label: "__label__unsafe".to_string(),
+            }
+        );
+        let c = load_with_env(&[("FRAMECAST_REPLICA__SAFETY__BLOCK_THRESHOLD", "1")]).unwrap();
+        assert_eq!(c.safety.block_threshold, 1.0);
+        for (yaml, field) in [
+            ("safety: {block_threshold: 1.5}", "`safety.block_threshold`"),
+            (
+                "safety: {block_threshold: -0.1}",
+                "`safety.block_threshold`",
+            ),
+            ("safety: {unsafe_label: \" \"}", "`safety.unsafe_label`"),
+            ("safety: {enabled: true}", "`safety.model_path`"),
+            ("safety: {model: x.bin}", "model"),
+        ] {
+            let err = load_yaml(&format!("{yaml}\n")).unwrap_err().to_string();
+            assert!(err.contains(field), "{yaml}: {err}");
         }
     }
 

@@ -12,6 +12,7 @@ use framecast_replica::generate::SegmentRequest;
 use framecast_replica::pool::WorkerPool;
 use framecast_replica::pool::in_process::InProcessPool;
 use framecast_replica::pool::subprocess::{SubprocessPool, SubprocessSettings, WorkerCommand};
+use framecast_replica::prompt::PromptService;
 use framecast_replica::server::{self, AppState};
 use framecast_replica::session::SessionContext;
 use framecast_replica::{device, media};
@@ -194,7 +195,18 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
             Arc::new(pool)
         }
     };
-    let sessions = SessionContext::with_blobs(pool, config.clone(), blobs);
+    let mut sessions = SessionContext::with_blobs(pool, config.clone(), blobs);
+    sessions.prompts = PromptService::from_config(&config)
+        .context("cannot build the prompt pipeline (the `prompt` section)")?;
+    if sessions.prompts.llm_available() {
+        let names: Vec<&str> = config
+            .prompt
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        tracing::info!(providers = ?names, "prompt pipeline on");
+    }
     let state = AppState::new(checks, metrics, sessions);
     let app = server::router(state.clone());
     let admin_app = server::admin_router(state.clone());

@@ -30,6 +30,20 @@ pub const WORKER_UP: &str = "framecast_worker_up";
 /// Error frames sent, by code.
 pub const ERRORS_TOTAL: &str = "framecast_errors_total";
 
+/// Prompt-provider requests, by provider, operation and outcome (ok, error).
+pub const PROMPT_REQUESTS_TOTAL: &str = "framecast_prompt_requests_total";
+/// Failed prompt-provider requests, by provider, operation and error class.
+pub const PROMPT_ERRORS_TOTAL: &str = "framecast_prompt_errors_total";
+/// Wall time of one prompt-provider request, by provider and operation.
+pub const PROMPT_REQUEST_SECONDS: &str = "framecast_prompt_request_seconds";
+/// Prompt operations answered by a fallback provider, by operation.
+pub const PROMPT_FALLBACKS_TOTAL: &str = "framecast_prompt_fallbacks_total";
+/// Prompt operations that failed as a whole (every provider, or the time budget), by
+/// operation and reason.
+pub const PROMPT_OPERATION_FAILURES_TOTAL: &str = "framecast_prompt_operation_failures_total";
+/// Prompts the safety filter kept from generation, by where they came from.
+pub const PROMPTS_BLOCKED_TOTAL: &str = "framecast_prompts_blocked_total";
+
 /// Registers help texts; call once after installing the recorder.
 pub fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Sessions past their opening frame.");
@@ -66,6 +80,32 @@ pub fn describe() {
     );
     describe_gauge!(WORKER_UP, "1 when the worker is warm and able to serve.");
     describe_counter!(ERRORS_TOTAL, "Error frames sent to clients, by code.");
+    describe_counter!(
+        PROMPT_REQUESTS_TOTAL,
+        "Prompt-provider requests by provider, operation and outcome."
+    );
+    describe_counter!(
+        PROMPT_ERRORS_TOTAL,
+        "Failed prompt-provider requests by provider, operation and error class."
+    );
+    describe_histogram!(
+        PROMPT_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "Wall time of one prompt-provider request."
+    );
+    describe_counter!(
+        PROMPT_FALLBACKS_TOTAL,
+        "Prompt operations answered by a fallback provider."
+    );
+    describe_counter!(
+        PROMPT_OPERATION_FAILURES_TOTAL,
+        "Prompt operations that failed as a whole, by operation and reason."
+    );
+    describe_counter!(
+        PROMPTS_BLOCKED_TOTAL,
+        "Prompts the safety filter kept from generation, by stage."
+    );
+    crate::prompt::safety::describe_metrics();
     // Zero series from the start, so alerts and rate() see them before the first error.
     for code in framecast_common::protocol::ErrorCode::ALL {
         counter!(ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
@@ -118,4 +158,39 @@ pub fn segment_encoded(took: Duration, media: Duration, cycle: Duration) {
 /// `bytes` of fMP4 were queued.
 pub fn media_bytes(bytes: usize) {
     counter!(MEDIA_BYTES_TOTAL).increment(bytes as u64);
+}
+
+/// One prompt-provider request ended; `error_class` is `None` on success.
+pub fn prompt_request(
+    provider: &str,
+    operation: &'static str,
+    took: Duration,
+    error_class: Option<&'static str>,
+) {
+    let outcome = if error_class.is_some() { "error" } else { "ok" };
+    let provider = provider.to_string();
+    counter!(PROMPT_REQUESTS_TOTAL, "provider" => provider.clone(), "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    histogram!(PROMPT_REQUEST_SECONDS, "provider" => provider.clone(), "operation" => operation)
+        .record(took.as_secs_f64());
+    if let Some(class) = error_class {
+        counter!(PROMPT_ERRORS_TOTAL, "provider" => provider, "operation" => operation, "class" => class)
+            .increment(1);
+    }
+}
+
+/// A prompt operation was answered by a provider after an earlier one failed.
+pub fn prompt_fallback(operation: &'static str) {
+    counter!(PROMPT_FALLBACKS_TOTAL, "operation" => operation).increment(1);
+}
+
+/// A prompt operation failed as a whole for `reason` (an error class, or `timeout`).
+pub fn prompt_operation_failed(operation: &'static str, reason: &'static str) {
+    counter!(PROMPT_OPERATION_FAILURES_TOTAL, "operation" => operation, "reason" => reason)
+        .increment(1);
+}
+
+/// The safety filter kept a prompt from `stage` (init, user, enhanced, auto, rewrite) out.
+pub fn prompt_blocked(stage: &'static str) {
+    counter!(PROMPTS_BLOCKED_TOTAL, "stage" => stage).increment(1);
 }

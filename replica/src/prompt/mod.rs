@@ -1,24 +1,26 @@
 //! The prompt pipeline: OpenAI-compatible LLM providers ([`provider`]), a priority-ordered
-//! list with fallback ([`chain`]), and the operations on top: enhance, auto-extend and
-//! rewrite ([`operations`]).
+//! list with fallback ([`chain`]), the operations on top: enhance, auto-extend and rewrite
+//! ([`operations`]), the safety filter ([`safety`]), and what sessions use of all that, with
+//! time budgets and metrics ([`service`]).
 //!
-//! Built from the `prompt` section of the configuration ([`PromptEnhancer::from_settings`])
-//! but **not yet wired into sessions**: `/v1/stream` still ignores `enhancement_enabled`, the
-//! Dreamverse protocol does not enhance `append_prompt`, auto-extend or serve
-//! `rewrite_seed_prompts` with it, there is no `/prompt-system-config` endpoint, and no
-//! safety filter.
+//! Built once per process from the `prompt` and `safety` sections
+//! ([`PromptService::from_config`]) and shared by every session of both protocols.
 
 pub mod chain;
 pub mod operations;
 pub mod provider;
+pub mod safety;
+pub mod service;
 
 use std::time::Duration;
 
 pub use chain::{Completion, NoProviders, ProviderChain};
 pub use operations::{
-    Operation, PromptEnhancer, PromptError, Rewrite, SystemPrompts, split_alternatives,
+    Operation, PromptEnhancer, PromptError, Rewrite, SystemPrompts, WriteError, split_alternatives,
 };
 pub use provider::{Message, Provider, ProviderError, Sampling};
+pub use safety::{SafetyDecision, SafetyFilter, Verdict};
+pub use service::{PromptFailure, PromptService, Stage, Timed};
 
 use crate::config::PromptSettings;
 

@@ -37,6 +37,15 @@ impl Operation {
         }
     }
 
+    /// The operation's name in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Enhance => "enhance",
+            Self::AutoExtend => "auto_extend",
+            Self::Rewrite => "rewrite",
+        }
+    }
+
     /// Framecast's built-in system prompt.
     pub fn default_system_prompt(self) -> &'static str {
         match self {
@@ -93,6 +102,41 @@ impl SystemPrompts {
         self.dir.as_deref()
     }
 
+    /// Where `op`'s override file lives, when a directory is configured.
+    pub fn path(&self, op: Operation) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(op.file_name()))
+    }
+
+    /// Replaces `op`'s override file (written whole, then renamed into place, so a reader
+    /// never sees half of it); an empty text removes it and the built-in applies again.
+    pub fn write(&self, op: Operation, text: &str) -> Result<(), WriteError> {
+        let Some(path) = self.path(op) else {
+            return Err(WriteError::NoDirectory);
+        };
+        let text = text.trim();
+        if text.chars().count() > MAX_SYSTEM_PROMPT_CHARS {
+            return Err(WriteError::TooLong {
+                max: MAX_SYSTEM_PROMPT_CHARS,
+            });
+        }
+        let io = |e: std::io::Error| WriteError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if text.is_empty() {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        } else {
+            let tmp = path.with_extension("txt.tmp");
+            std::fs::write(&tmp, text).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        self.cache.lock().remove(&op);
+        Ok(())
+    }
+
     /// Forgets every cached file so the next use reads them again.
     pub fn reload(&self) {
         self.cache.lock().clear();
@@ -129,6 +173,17 @@ impl SystemPrompts {
     }
 }
 
+/// Why a system prompt could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("no system-prompt directory is configured (set prompt.system_prompt_dir)")]
+    NoDirectory,
+    #[error("a system prompt may have at most {max} characters")]
+    TooLong { max: usize },
+    #[error("cannot write {path}: {message}")]
+    Io { path: String, message: String },
+}
+
 /// Why an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PromptError {
@@ -153,7 +208,7 @@ pub struct Rewrite {
     pub raw: String,
 }
 
-/// The prompt operations. Not yet used by sessions.
+/// The prompt operations sessions use (through [`super::PromptService`]).
 #[derive(Debug)]
 pub struct PromptEnhancer {
     chain: ProviderChain,
@@ -193,7 +248,7 @@ impl PromptEnhancer {
 
     async fn ask(&self, op: Operation, user: String) -> Result<Completion, PromptError> {
         let messages = [Message::system(self.prompts.get(op)), Message::user(user)];
-        Ok(self.chain.complete(&messages).await?)
+        Ok(self.chain.complete(op, &messages).await?)
     }
 
     /// A richer video prompt from a user's prompt.

@@ -1,7 +1,7 @@
 //! What a web app served beside the API (Dreamverse's, from `server.web_root`) calls over
 //! HTTP besides its WebSocket: the static files themselves, a public view of `/status`, the
-//! prompt system config (read-only here: no prompt pipeline yet) and clear refusals for the
-//! devtools endpoints Framecast does not have. The public side is read-only and shows only
+//! prompt system config (read on the client listener, written on the admin one) and clear
+//! refusals for the devtools endpoints Framecast does not have. The public side is read-only and shows only
 //! the fields the app reads; changes and internals are on the admin listener.
 
 use std::path::Path;
@@ -18,6 +18,8 @@ use framecast_common::dreamverse::{
 };
 use serde_json::{Value, json};
 use tower_http::services::{ServeDir, ServeFile};
+
+use crate::prompt::{Operation, WriteError};
 
 use super::AppState;
 
@@ -36,13 +38,17 @@ pub(super) fn client_routes() -> Router<AppState> {
         .route("/lora/{*rest}", any(lora))
 }
 
-/// The admin listener's part: the prompt config (changing it needs a prompt pipeline) and
-/// the session monitor.
+/// The admin listener's part: the whole prompt config, writing it (into
+/// `prompt.system_prompt_dir`), reloading it from disk, and the session monitor.
 pub(super) fn admin_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/prompt-system-config",
-            get(prompt_system_config).post(prompt_system_config_unavailable),
+            get(prompt_system_config_full).post(write_prompt_system_config),
+        )
+        .route(
+            "/prompt-system-config/reload",
+            axum::routing::post(reload_prompt_system_config),
         )
         .route("/internal/monitor/sessions", get(monitor_sessions))
 }
@@ -67,18 +73,118 @@ async fn public_status(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// `GET /prompt-system-config`: Framecast's built-in defaults, the same `/ws` applies. There
-/// is no prompt pipeline yet (issue 15), so no system prompt rewrites anything: they are
-/// empty.
-async fn prompt_system_config() -> Json<Value> {
-    Json(json!({
-        "next_segment_system_prompt": "",
-        "auto_extension_system_prompt": "",
-        "rewrite_window_system_prompt": "",
-        "rewrite_model": DEFAULT_REWRITE_MODEL,
-        "rewrite_model_options": REWRITE_MODELS,
-        "rewrite_temperature": DEFAULT_REWRITE_TEMPERATURE,
-    }))
+/// The system prompt each of the app's fields edits.
+const FIELDS: [(&str, Operation); 3] = [
+    ("next_segment_system_prompt", Operation::Enhance),
+    ("auto_extension_system_prompt", Operation::AutoExtend),
+    ("rewrite_window_system_prompt", Operation::Rewrite),
+];
+
+/// The system prompt in force for `op` (the built-in without a prompt pipeline).
+fn system_prompt(state: &AppState, op: Operation) -> String {
+    match state.inner.sessions.prompts.enhancer() {
+        Some(e) => e.system_prompts().get(op),
+        None => op.default_system_prompt().to_string(),
+    }
+}
+
+/// `GET /prompt-system-config` on the client listener: the three system prompts the app's
+/// editor shows, nothing else.
+async fn prompt_system_config(State(state): State<AppState>) -> Json<Value> {
+    let mut body = serde_json::Map::new();
+    for (field, op) in FIELDS {
+        body.insert(field.into(), system_prompt(&state, op).into());
+    }
+    Json(Value::Object(body))
+}
+
+/// `GET /prompt-system-config` on the admin listener: Dreamverse's whole shape, with the
+/// override files' paths and the providers.
+async fn prompt_system_config_full(State(state): State<AppState>) -> Json<Value> {
+    let Json(Value::Object(mut body)) = prompt_system_config(State(state.clone())).await else {
+        unreachable!("an object")
+    };
+    let prompts = &state.inner.sessions.prompts;
+    for (field, op) in FIELDS {
+        let path = prompts
+            .enhancer()
+            .and_then(|e| e.system_prompts().path(op))
+            .map(|p| p.display().to_string());
+        body.insert(format!("{field}_path"), json!(path));
+    }
+    body.insert("rewrite_model".into(), DEFAULT_REWRITE_MODEL.into());
+    body.insert("rewrite_model_options".into(), json!(REWRITE_MODELS));
+    body.insert(
+        "rewrite_temperature".into(),
+        json!(DEFAULT_REWRITE_TEMPERATURE),
+    );
+    body.insert(
+        "providers".into(),
+        json!(prompts.enhancer().map(|e| e.chain().names())),
+    );
+    Json(Value::Object(body))
+}
+
+/// `POST /prompt-system-config` (admin): any subset of the three system prompts, written
+/// into `prompt.system_prompt_dir` and in force for the next LLM call (an empty text goes
+/// back to the built-in). Unknown or non-string fields are refused before anything is
+/// written.
+async fn write_prompt_system_config(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> axum::response::Response {
+    let Ok(Json(Value::Object(fields))) = body else {
+        return detail(StatusCode::BAD_REQUEST, "the body must be a JSON object").into_response();
+    };
+    let mut updates = Vec::new();
+    for (name, value) in &fields {
+        let Some((_, op)) = FIELDS.iter().find(|(f, _)| f == name) else {
+            let known: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
+            let message = format!("unknown field `{name}` (known: {})", known.join(", "));
+            return detail(StatusCode::BAD_REQUEST, &message).into_response();
+        };
+        let Some(text) = value.as_str() else {
+            let message = format!("`{name}` must be a string");
+            return detail(StatusCode::BAD_REQUEST, &message).into_response();
+        };
+        updates.push((*op, text));
+    }
+    let Some(enhancer) = state.inner.sessions.prompts.enhancer() else {
+        return detail(
+            StatusCode::CONFLICT,
+            "prompt pipeline not configured (prompt.enabled is false): nothing uses these prompts",
+        )
+        .into_response();
+    };
+    for (op, text) in updates {
+        match enhancer.system_prompts().write(op, text) {
+            Ok(()) => tracing::info!(operation = op.label(), "system prompt replaced"),
+            Err(e @ WriteError::NoDirectory) => {
+                return detail(StatusCode::CONFLICT, &e.to_string()).into_response();
+            }
+            Err(e @ WriteError::TooLong { .. }) => {
+                return detail(StatusCode::BAD_REQUEST, &e.to_string()).into_response();
+            }
+            Err(e @ WriteError::Io { .. }) => {
+                tracing::error!(error = %e, "system prompt not written");
+                return detail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response();
+            }
+        }
+    }
+    prompt_system_config_full(State(state))
+        .await
+        .into_response()
+}
+
+/// `POST /prompt-system-config/reload` (admin): reads every override file again now (they
+/// are also re-read whenever their modification time changes).
+async fn reload_prompt_system_config(State(state): State<AppState>) -> axum::response::Response {
+    if let Some(e) = state.inner.sessions.prompts.enhancer() {
+        e.system_prompts().reload();
+    }
+    prompt_system_config_full(State(state))
+        .await
+        .into_response()
 }
 
 /// `POST /prompt-system-config` on the client listener: changing the server is admin-only.
@@ -86,14 +192,6 @@ async fn prompt_system_config_admin_only() -> impl IntoResponse {
     detail(
         StatusCode::FORBIDDEN,
         "changing the prompt system config is admin-only: this listener is read-only",
-    )
-}
-
-/// `POST /prompt-system-config` on the admin listener: nothing to change yet.
-async fn prompt_system_config_unavailable() -> impl IntoResponse {
-    detail(
-        StatusCode::NOT_IMPLEMENTED,
-        "prompt pipeline not configured",
     )
 }
 
@@ -107,7 +205,7 @@ async fn monitor_sessions(State(state): State<AppState>) -> Json<Value> {
         "service": "framecast-replica",
         "pending_sessions": status.queue_size,
         "max_available_sessions": status.total_gpus,
-        "prompt_provider_success_counts": {},
+        "prompt_provider_success_counts": state.inner.sessions.prompts.provider_success_counts(),
         "ts": ts,
     }))
 }
@@ -216,16 +314,15 @@ mod tests {
             [
                 "auto_extension_system_prompt",
                 "next_segment_system_prompt",
-                "rewrite_model",
-                "rewrite_model_options",
-                "rewrite_temperature",
                 "rewrite_window_system_prompt",
             ],
             "{json}"
         );
-        assert_eq!(json["rewrite_model"], DEFAULT_REWRITE_MODEL);
-        assert_eq!(json["rewrite_model_options"], json!(REWRITE_MODELS));
-        assert_eq!(json["rewrite_temperature"], DEFAULT_REWRITE_TEMPERATURE);
+        // Without a prompt pipeline: the built-ins, which is what an LLM would get.
+        assert_eq!(
+            json["next_segment_system_prompt"],
+            Operation::Enhance.default_system_prompt()
+        );
         // No file paths or other internals.
         assert!(!json.to_string().contains("_path"), "{json}");
 
@@ -243,10 +340,21 @@ mod tests {
             "/prompt-system-config",
         )
         .await;
-        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(json, json!({"detail": "prompt pipeline not configured"}));
-        let (status, _) = json_of(admin_router(state), Method::GET, "/prompt-system-config").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+        assert!(
+            json["detail"]
+                .as_str()
+                .unwrap()
+                .contains("prompt pipeline not configured"),
+            "{json}"
+        );
+        let (status, full) =
+            json_of(admin_router(state), Method::GET, "/prompt-system-config").await;
         assert_eq!(status, StatusCode::OK);
+        assert_eq!(full["rewrite_model"], DEFAULT_REWRITE_MODEL);
+        assert_eq!(full["rewrite_model_options"], json!(REWRITE_MODELS));
+        assert_eq!(full["rewrite_temperature"], DEFAULT_REWRITE_TEMPERATURE);
+        assert_eq!(full["next_segment_system_prompt_path"], Value::Null);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use super::controller::{ClientStream, Flow, Session, error};
 use super::{SessionState, close_code, initial_image, limits};
+use crate::prompt::Stage;
 
 /// Counts a session as active for as long as it lives.
 pub(super) struct ActiveGuard(Arc<AtomicU32>);
@@ -147,6 +148,26 @@ impl Session {
                     SessionState::Rejected,
                     close_code::TRY_AGAIN_LATER,
                     "at capacity",
+                )
+                .await;
+        }
+        if let Some(n) = init
+            .curated_prompts
+            .iter()
+            .position(|p| self.ctx.prompts.blocks(p, Stage::Init))
+        {
+            let refusal = error(
+                ErrorCode::PromptBlocked,
+                format!("the safety filter blocked curated prompt {}", n + 1),
+                false,
+                Some("safety_filter".into()),
+            );
+            return self
+                .end_with(
+                    [refusal],
+                    SessionState::Rejected,
+                    close_code::POLICY,
+                    "Prompt blocked",
                 )
                 .await;
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Drain;
 use crate::config::ReplicaConfig;
 use crate::pool::WorkerPool;
+use crate::prompt::PromptService;
 use crate::store::memory::{MemoryBlobStore, MemorySessionStore};
 use crate::store::signing::StateSigner;
 use crate::store::{BlobStore, SessionStore};
@@ -28,6 +29,9 @@ pub struct SessionContext {
     pub signer: Arc<StateSigner>,
     /// Started on SIGTERM; sessions then wind down.
     pub drain: Drain,
+    /// The LLM steps and the safety filter (none until set, e.g. from
+    /// [`PromptService::from_config`]).
+    pub prompts: PromptService,
 }
 
 impl SessionContext {
@@ -52,6 +56,7 @@ impl SessionContext {
             drain: Drain::new(Duration::from_secs(config.server.shutdown_grace_seconds)),
             config,
             active: Arc::default(),
+            prompts: PromptService::disabled(),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::admission::ActiveGuard;
 use super::context::SessionContext;
 use super::log::{LogLimits, SessionLog};
+use super::prompt_steps::PromptSteps;
 use super::schedule::SegmentScheduler;
 use super::{Outgoing, SessionState, initial_image, writer};
 use crate::observability;
@@ -87,6 +88,8 @@ pub(super) struct Session {
     pub(super) initial_image: Option<std::sync::Arc<initial_image::DecodedImage>>,
     pub(super) log: SessionLog,
     pub(super) active: Option<ActiveGuard>,
+    /// Enhancement and auto-extension under way.
+    pub(super) steps: PromptSteps,
 }
 
 impl Drop for Session {
@@ -107,12 +110,16 @@ impl Session {
             max_total_bytes: streaming.session_log_max_total_bytes,
         };
         let log = SessionLog::open(streaming.session_log_dir.as_deref(), &id, limits);
+        let mut schedule = SegmentScheduler::new(
+            ctx.config.streaming.generation_segment_cap,
+            seed >> 16,
+            ctx.config.generator.num_inference_steps,
+        );
+        if ctx.prompts.llm_available() {
+            schedule.use_llm_auto_extension();
+        }
         Self {
-            schedule: SegmentScheduler::new(
-                ctx.config.streaming.generation_segment_cap,
-                seed >> 16,
-                ctx.config.generator.num_inference_steps,
-            ),
+            schedule,
             ctx,
             out,
             state: SessionState::Initializing,
@@ -127,6 +134,7 @@ impl Session {
             initial_image: None,
             log,
             active: None,
+            steps: PromptSteps::default(),
         }
     }
 

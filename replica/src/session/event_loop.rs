@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use super::controller::{ClientStream, Flow, Session, error};
 use super::{Outgoing, SessionState, close_code, limits};
 use crate::pipeline::{PipelineEvent, SegmentJob};
+use crate::prompt::Stage;
 
 impl Session {
     pub(super) async fn main_loop(&mut self, stream: &mut ClientStream) {
@@ -56,6 +57,10 @@ impl Session {
                     }
                     None => Flow::End,
                 },
+                Some(done) = self.steps.next_done() => {
+                    self.on_prompt_step(done).await;
+                    Flow::Continue
+                }
                 _ = drain.started(), if !draining => Flow::Continue,
                 _ = sleep_until_some(drain_deadline), if draining => {
                     tracing::warn!(session = %self.id, "drain grace over with a segment under way");
@@ -181,7 +186,7 @@ impl Session {
             }
             ClientMessage::SegmentPromptSource(p) => {
                 let limits = &self.ctx.config.streaming.limits;
-                let queued = self.schedule.queued();
+                let queued = self.schedule.queued() + self.steps.waiting();
                 if let Err(refusal) = limits::check_prompt(&p, limits) {
                     self.invalid(refusal.message, refusal.reason).await;
                 } else if queued >= limits.max_queued_prompts {
@@ -192,13 +197,20 @@ impl Session {
                     );
                     self.invalid(message, "prompt_queue_full").await;
                 } else {
-                    self.schedule.request(p);
-                    self.try_schedule();
+                    self.accept_prompt(p).await;
                 }
             }
             ClientMessage::SeedPromptsUpdated(s) => {
                 let limits = &self.ctx.config.streaming.limits;
                 match limits::check_seed_prompts("seed_prompts", &s.seed_prompts, limits) {
+                    Ok(())
+                        if s.seed_prompts
+                            .iter()
+                            .any(|p| self.ctx.prompts.blocks(p, Stage::User)) =>
+                    {
+                        self.refuse_blocked("a seed prompt (the list is not applied)")
+                            .await;
+                    }
                     Ok(()) => self.init.curated_prompts = s.seed_prompts,
                     Err(refusal) => self.invalid(refusal.message, refusal.reason).await,
                 }
@@ -206,6 +218,9 @@ impl Session {
             ClientMessage::EnhancementUpdated(t) => self.init.enhancement_enabled = t.enabled,
             ClientMessage::AutoExtensionUpdated(t) => {
                 self.init.auto_extension_enabled = t.enabled;
+                if !t.enabled {
+                    self.cancel_auto_extension();
+                }
                 self.try_schedule();
             }
             ClientMessage::LoopGenerationUpdated(t) => {
@@ -310,8 +325,10 @@ impl Session {
             return;
         }
         let Some(mut request) = self.schedule.next(&self.init) else {
+            self.maybe_auto_extend();
             return;
         };
+        self.steps.generated(&request.prompt);
         if request.segment_idx == 0 {
             // A fresh stream starts from the image; a restored one ignores it.
             request.initial_image = self.initial_image.clone();
@@ -324,6 +341,8 @@ impl Session {
             // The pipeline has stopped; its failure event ends the session.
             tracing::debug!(session = %self.id, "segment not submitted: pipeline stopped");
         }
+        // Asked while this segment is generated, so the prompt after it is ready in time.
+        self.maybe_auto_extend();
     }
 
     /// Ends a live session for the drain: `ltx2_stream_complete {reason: draining}`, 1001.

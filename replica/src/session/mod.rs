@@ -18,6 +18,7 @@ mod event_loop;
 pub mod initial_image;
 pub mod limits;
 pub mod log;
+mod prompt_steps;
 pub mod schedule;
 pub mod state;
 pub mod writer;
@@ -37,6 +38,8 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// The first frame was not `session_init_v2`.
     pub const UNSUPPORTED: u16 = 1003;
+    /// A policy refusal (Dreamverse: the safety filter blocked an opening prompt).
+    pub const POLICY: u16 = 1008;
     /// A message exceeded the size limit.
     pub const TOO_BIG: u16 = 1009;
     /// Internal error (media or worker failure).

@@ -1,8 +1,9 @@
 //! Which segment a session generates next, and when it has generated enough.
 //!
 //! Pure policy, no I/O, so every rule is unit-tested: a prompt the client asked for comes
-//! first; then loop generation cycles the curated prompts; then auto-extension repeats the
-//! newest prompt. One segment is generated at a time (the media thread overlaps it with the
+//! first; then loop generation cycles the curated prompts; then auto-extension: a prompt the
+//! LLM invented ([`SegmentScheduler::offer_auto`]) when the session has a prompt pipeline,
+//! else the newest prompt repeated. One segment is generated at a time (the media thread overlaps it with the
 //! previous one), nothing starts while paused, and the cap ends the stream.
 
 use std::collections::VecDeque;
@@ -16,6 +17,10 @@ use crate::generate::SegmentRequest;
 pub struct SegmentScheduler {
     pending: VecDeque<SegmentPrompt>,
     last_prompt: Option<SegmentPrompt>,
+    /// Auto-extension's next prompt, from the LLM.
+    auto: Option<SegmentPrompt>,
+    /// Auto-extension waits for the LLM instead of repeating the newest prompt.
+    llm_auto: bool,
     paused: bool,
     generating: bool,
     scheduled: u32,
@@ -31,6 +36,8 @@ impl SegmentScheduler {
         Self {
             pending: VecDeque::new(),
             last_prompt: None,
+            auto: None,
+            llm_auto: false,
             paused: false,
             generating: false,
             scheduled: 0,
@@ -54,6 +61,38 @@ impl SegmentScheduler {
     /// Whether a segment is being generated or its media is still going out.
     pub fn in_flight(&self) -> bool {
         self.generating || self.media_done < self.scheduled
+    }
+
+    /// Auto-extension's prompts come from [`SegmentScheduler::offer_auto`] (the session has
+    /// an LLM) instead of repeating the newest prompt.
+    pub fn use_llm_auto_extension(&mut self) {
+        self.llm_auto = true;
+    }
+
+    /// Auto-extension's next prompt.
+    pub fn offer_auto(&mut self, prompt: SegmentPrompt) {
+        self.auto = Some(prompt);
+    }
+
+    /// Drops an offered auto-extension prompt (the toggle went off).
+    pub fn clear_auto(&mut self) {
+        self.auto = None;
+    }
+
+    /// The newest prompt generated (auto-extension's fallback).
+    pub fn last_prompt(&self) -> Option<&SegmentPrompt> {
+        self.last_prompt.as_ref()
+    }
+
+    /// Whether, once the segment under way is done, auto-extension is the only source of the
+    /// next prompt and has none yet: the moment to ask the LLM.
+    pub fn needs_auto_prompt(&self, init: &SessionInit) -> bool {
+        init.auto_extension_enabled
+            && self.llm_auto
+            && self.auto.is_none()
+            && self.pending.is_empty()
+            && (!init.loop_generation_enabled || init.curated_prompts.is_empty())
+            && self.scheduled < self.cap
     }
 
     /// Queues a prompt the client asked for.
@@ -113,6 +152,9 @@ impl SegmentScheduler {
             return Some(plain(prompt));
         }
         if init.auto_extension_enabled {
+            if self.llm_auto {
+                return self.auto.take();
+            }
             return self
                 .last_prompt
                 .clone()
@@ -232,5 +274,29 @@ mod tests {
             (7, 2),
             "the client's values win"
         );
+    }
+
+    #[test]
+    fn llm_auto_extension_waits_for_the_offered_prompt() {
+        let mut s = SegmentScheduler::new(3, 0, 4);
+        s.use_llm_auto_extension();
+        let i = init(&["a"], false, true);
+        s.request(plain("a".into()));
+        assert!(!s.needs_auto_prompt(&i), "a client prompt is waiting");
+        assert_eq!(s.next(&i).unwrap().prompt, "a");
+        assert!(
+            s.needs_auto_prompt(&i),
+            "asked while segment 0 is generated"
+        );
+        s.generated();
+        assert!(s.next(&i).is_none(), "no repeat: waits for the LLM");
+        s.offer_auto(plain("b".into()));
+        assert!(!s.needs_auto_prompt(&i));
+        assert_eq!(s.next(&i).unwrap().prompt, "b");
+        assert_eq!(s.last_prompt().unwrap().prompt, "b");
+        s.generated();
+        s.offer_auto(plain("c".into()));
+        assert_eq!(s.next(&i).unwrap().prompt, "c");
+        assert!(!s.needs_auto_prompt(&i), "the cap is reached");
     }
 }

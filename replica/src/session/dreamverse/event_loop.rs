@@ -84,6 +84,14 @@ impl DreamverseSession {
                         .await
                     }
                 },
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => match done {
+                    Ok(done) => self.on_prompt_job(done).await,
+                    Err(e) => {
+                        // A job that panicked: its step is lost, the session goes on.
+                        tracing::error!(session = %self.id, error = %e, "prompt job failed");
+                        Flow::Continue
+                    }
+                },
                 _ = drain.started(), if !draining => Flow::Continue,
                 _ = sleep_until_some(drain_deadline), if draining => {
                     tracing::warn!(session = %self.id, "drain grace over with a segment under way");
@@ -157,6 +165,7 @@ impl DreamverseSession {
             }
             ClientMessage::ProjectInitV1(settings) => {
                 if self.policy.check_project_init(&settings)
+                    && self.screen_project(&settings)
                     && self.replace_image(settings.initial_image.as_ref()).await
                 {
                     self.policy.project_init(settings);
@@ -172,6 +181,18 @@ impl DreamverseSession {
             other => self.policy.on_message(other),
         }
         self.advance().await
+    }
+
+    /// Whether a new project's prompts pass the safety filter; if not, the `error` is
+    /// queued and the project does not start (the session goes on).
+    fn screen_project(&mut self, settings: &framecast_common::dreamverse::ProjectSettings) -> bool {
+        match self.screen_opening(settings) {
+            Some(message) => {
+                self.policy.push_error(message);
+                false
+            }
+            None => true,
+        }
     }
 
     /// Takes the image a new project or clip brings (none clears the old one); false, with

@@ -25,6 +25,7 @@
 mod event_loop;
 mod opening;
 pub mod policy;
+mod prompt_jobs;
 pub mod translate;
 
 use std::hash::{BuildHasher, RandomState};
@@ -36,6 +37,7 @@ use framecast_common::dreamverse::ServerMessage;
 use framecast_common::protocol::ErrorCode;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::admission::ActiveGuard;
 use super::log::{LogLimits, SessionLog};
@@ -43,7 +45,7 @@ use super::{Outgoing, SessionContext, SessionState, initial_image, writer};
 use crate::observability;
 use crate::pipeline::{PipelineEvent, SegmentPipeline};
 use crate::store::random_token;
-use policy::PromptPolicy;
+use policy::{PromptPolicy, PromptTools};
 use translate::Translator;
 
 /// Serves one Dreamverse WebSocket until it ends; always finishes with a close frame.
@@ -99,6 +101,8 @@ struct DreamverseSession {
     /// `gpu_assigned.session_timeout`: the lifetime in seconds, as the client was told.
     lifetime_seconds: u64,
     active_slot: Option<ActiveGuard>,
+    /// The prompt pipeline's jobs under way (aborted with the session).
+    jobs: JoinSet<prompt_jobs::JobDone>,
 }
 
 impl Drop for DreamverseSession {
@@ -119,10 +123,16 @@ impl DreamverseSession {
             max_total_bytes: streaming.session_log_max_total_bytes,
         };
         let log = SessionLog::open(streaming.session_log_dir.as_deref(), &id, limits);
+        let service = ctx.prompts.clone();
+        let tools = PromptTools {
+            llm: service.llm_available(),
+            blocks: Box::new(move |text, stage| service.blocks(text, stage)),
+        };
         let policy = PromptPolicy::new(
             ctx.config.dreamverse.generation_segment_cap,
             streaming.limits.clone(),
             uuid4,
+            tools,
         );
         let now = Instant::now();
         Self {
@@ -145,6 +155,7 @@ impl DreamverseSession {
             ping_sent: None,
             lifetime_seconds: 0,
             active_slot: None,
+            jobs: JoinSet::new(),
         }
     }
 
@@ -186,9 +197,11 @@ impl DreamverseSession {
         self.send(Outgoing::Text(message.to_json())).await
     }
 
-    /// Sends what the policy queued; its `error`s (refused client input) are counted as
-    /// `invalid_message`. False once the writer has stopped.
+    /// Sends what the policy queued and starts the prompt jobs it asked for; its `error`s
+    /// (refused client input) are counted as `invalid_message`. False once the writer has
+    /// stopped.
     async fn flush_policy(&mut self) -> bool {
+        self.start_prompt_jobs();
         for message in self.policy.take_messages() {
             if let ServerMessage::Error { message } = &message {
                 observability::error_sent(ErrorCode::InvalidMessage.as_str());

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::{ClientStream, DreamverseSession, Flow};
 use crate::pipeline::{PipelineOutputs, encoder_settings};
 use crate::pool::QueuePosition;
+use crate::prompt::Stage;
 use crate::session::admission::ActiveGuard;
 use crate::session::binding::{Waited, wait_for_worker};
 use crate::session::{Outgoing, SessionState, close_code, initial_image};
@@ -63,6 +64,17 @@ impl DreamverseSession {
             .await;
             return None;
         }
+        if let Some(message) = self.screen_opening(&settings) {
+            self.end_with_error(
+                ErrorCode::PromptBlocked,
+                message,
+                SessionState::Rejected,
+                close_code::POLICY,
+                "Prompt blocked",
+            )
+            .await;
+            return None;
+        }
         if let Some(value) = &settings.initial_image {
             match self.decode_image(value).await {
                 Ok(image) => self.image = image,
@@ -85,6 +97,27 @@ impl DreamverseSession {
             return None;
         }
         Some(buffered)
+    }
+
+    /// The safety filter's verdict on the opening frame's prompts: the `error` message for
+    /// the first one it blocks.
+    pub(super) fn screen_opening(&self, settings: &ProjectSettings) -> Option<String> {
+        let prompts = &self.ctx.prompts;
+        if let Some(n) = settings
+            .curated_prompts
+            .iter()
+            .position(|p| prompts.blocks(p, Stage::Init))
+        {
+            return Some(format!(
+                "Prompt safety filter blocked initial prompt {}. Change it and start again.",
+                n + 1
+            ));
+        }
+        let rollout = &settings.initial_rollout_prompt;
+        (!rollout.is_empty() && prompts.blocks(rollout, Stage::Init)).then(|| {
+            "Prompt safety filter blocked the initial rollout prompt. Change it and start again."
+                .to_string()
+        })
     }
 
     /// The opening frame, or Dreamverse's defaults when none arrives in time; `None` when

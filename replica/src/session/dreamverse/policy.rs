@@ -19,25 +19,38 @@
 //! a new stream (a reset, the end of a project, the cap) likewise waits for the segment in
 //! flight.
 //!
-//! There is no prompt pipeline yet (issue 15), so every LLM step takes its failure path:
-//! user prompts are used as typed (`user_raw`, even with enhancement on), auto-extension
-//! reports `auto_prompt_failed` once per segment and does not retry until its toggle
-//! changes, a rewrite leaves the seed list unchanged (`fallback_used: true`), and an
+//! The prompt pipeline's LLM steps are asynchronous jobs the policy asks for
+//! ([`PromptPolicy::take_jobs`]) and the session runs, handing each result back
+//! ([`PromptPolicy::enhanced`], [`PromptPolicy::auto_extended`], [`PromptPolicy::rewritten`]);
+//! a job the policy no longer waits for (a reset, a new project, a toggle) is recognised by
+//! its ticket and its result dropped. Enhancement runs while the segment under way is
+//! generated, one user prompt at a time in arrival order; auto-extension asks for the next
+//! prompt as soon as the segment that empties the prompt sources starts, so a fast LLM has
+//! it ready before it is needed. Without an LLM every step takes its failure path: user
+//! prompts are used as typed (`user_raw`, even with enhancement on), auto-extension reports
+//! `auto_prompt_failed` once per segment and does not retry until its toggle changes, a
+//! rewrite leaves the seed list unchanged (`fallback_used: true`), and an
 //! `initial_rollout_prompt` becomes the seed prompt of every segment of the capped rollout
-//! (one continuous shot of what the user typed).
+//! (one continuous shot of what the user typed). The same failure paths serve a provider
+//! that fails or runs past its time budget. The safety filter screens every prompt before
+//! it can be generated: typed, enhanced, invented and rewritten.
 
 use std::collections::VecDeque;
 
 use framecast_common::dreamverse::{
-    AppendPrompt, ClientMessage, ProjectSettings, PromptSource, ResetReason, RewriteSeedPrompts,
-    STREAM_MODE, ServerMessage, SimpleGenerate, resolve_rewrite_model, resolve_rewrite_temperature,
+    AppendPrompt, ClientMessage, ENHANCEMENT_FAILED_ERROR, ENHANCEMENT_FAILED_SOURCE,
+    ProjectSettings, PromptSource, ResetReason, RewriteSeedPrompts, STREAM_MODE, ServerMessage,
+    SimpleGenerate, resolve_rewrite_model, resolve_rewrite_temperature, round_ms,
 };
 
 use crate::config::ClientLimits;
+use crate::prompt::Stage;
 use crate::session::limits;
 
-/// The error every prompt-pipeline step reports until issue 15 adds one.
+/// The error every prompt-pipeline step reports when no provider is configured.
 pub const NO_PROMPT_PIPELINE: &str = "prompt pipeline not configured";
+/// Most prompts auto-extension is shown as the story so far.
+const HISTORY: usize = 16;
 /// Dreamverse's answer to prompt messages while no project is active.
 pub const NO_PROJECT: &str = "Start a new project before sending prompts.";
 /// Dreamverse's answer to `project_init_v1` while a project is active or ending.
@@ -66,11 +79,72 @@ enum Reset {
     Loop,
 }
 
-/// A user prompt ready to be generated.
+/// A user prompt, as typed or enhanced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UserPrompt {
     prompt_id: String,
     prompt: String,
+    source: PromptSource,
+}
+
+/// The safety filter as the policy sees it: true when a prompt must not be generated.
+pub type Blocks = Box<dyn Fn(&str, Stage) -> bool + Send + Sync>;
+
+/// What the policy needs of the prompt pipeline: whether an LLM can be asked at all, and
+/// the safety filter.
+pub struct PromptTools {
+    pub llm: bool,
+    pub blocks: Blocks,
+}
+
+impl std::fmt::Debug for PromptTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptTools")
+            .field("llm", &self.llm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PromptTools {
+    /// No LLM, nothing blocked.
+    pub fn none() -> Self {
+        Self {
+            llm: false,
+            blocks: Box::new(|_, _| false),
+        }
+    }
+}
+
+/// An LLM step the session should run and answer with the same ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptJob {
+    /// Enhance a user prompt → [`PromptPolicy::enhanced`].
+    Enhance { ticket: u64, prompt: String },
+    /// Invent the next prompt from the previous ones → [`PromptPolicy::auto_extended`].
+    AutoExtend { ticket: u64, previous: Vec<String> },
+    /// Write `count` seed prompts → [`PromptPolicy::rewritten`].
+    Rewrite {
+        ticket: u64,
+        instruction: String,
+        window: Vec<String>,
+        count: usize,
+    },
+}
+
+/// A rewrite's prompts and the LLM's raw answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteAnswer {
+    pub prompts: Vec<String>,
+    pub raw: String,
+}
+
+/// What a rewrite under way is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RewriteKind {
+    /// `rewrite_seed_prompts` with this instruction.
+    User(String),
+    /// The seed list of a project opened with an `initial_rollout_prompt`.
+    InitialRollout,
 }
 
 /// The prompt chosen for the next segment.
@@ -86,7 +160,10 @@ pub struct PromptPolicy {
     cap: u32,
     limits: ClientLimits,
     new_prompt_id: Box<dyn FnMut() -> String + Send + Sync>,
+    tools: PromptTools,
     outbox: Vec<ServerMessage>,
+    jobs: Vec<PromptJob>,
+    next_ticket: u64,
 
     /// A project is running (between its init and `project_idle`).
     active: bool,
@@ -114,6 +191,18 @@ pub struct PromptPolicy {
     segment_idx: u32,
     loop_iteration: u32,
     ready: VecDeque<UserPrompt>,
+    /// User prompts waiting for enhancement, in arrival order.
+    raw: VecDeque<UserPrompt>,
+    /// The user prompt being enhanced, with its job's ticket.
+    enhancing: Option<(u64, UserPrompt)>,
+    /// A prompt auto-extension wrote, kept for the segment that needs it.
+    auto_ready: Option<String>,
+    /// The auto-extension under way: its ticket and the segment it was asked for.
+    auto_pending: Option<(u64, u32)>,
+    /// The rewrite under way.
+    rewriting: Option<(u64, RewriteKind)>,
+    /// The stream's prompts so far, oldest first: auto-extension's context.
+    history: VecDeque<String>,
     /// The prompt of a `simple_generate` with enhancement on, queued after its reset.
     simple_request: Option<UserPrompt>,
     pending_reset: Option<Reset>,
@@ -154,12 +243,16 @@ impl PromptPolicy {
         cap: u32,
         limits: ClientLimits,
         new_prompt_id: impl FnMut() -> String + Send + Sync + 'static,
+        tools: PromptTools,
     ) -> Self {
         Self {
             cap,
             limits,
             new_prompt_id: Box::new(new_prompt_id),
+            tools,
             outbox: Vec::new(),
+            jobs: Vec::new(),
+            next_ticket: 0,
             active: false,
             ending: false,
             stream_started: false,
@@ -178,6 +271,12 @@ impl PromptPolicy {
             segment_idx: 0,
             loop_iteration: 0,
             ready: VecDeque::new(),
+            raw: VecDeque::new(),
+            enhancing: None,
+            auto_ready: None,
+            auto_pending: None,
+            rewriting: None,
+            history: VecDeque::new(),
             simple_request: None,
             pending_reset: None,
             force_first_seed: false,
@@ -194,6 +293,148 @@ impl PromptPolicy {
     /// The frames to send, in order.
     pub fn take_messages(&mut self) -> Vec<ServerMessage> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// The LLM steps to run, in order.
+    pub fn take_jobs(&mut self) -> Vec<PromptJob> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// An enhancement finished: the prompt is ready (`user_enhanced`), or dropped with
+    /// `prompt_fallback_used` (failure) or an `error` (blocked). The next one starts.
+    pub fn enhanced(&mut self, ticket: u64, result: Result<String, String>, latency_ms: f64) {
+        let Some((_, p)) = self.enhancing.take_if(|(t, _)| *t == ticket) else {
+            return;
+        };
+        let latency_ms = round_ms(latency_ms);
+        match result {
+            Ok(text) if (self.tools.blocks)(&text, Stage::Enhanced) => {
+                self.push_error(blocked_message(&p.prompt_id));
+            }
+            Ok(text) => {
+                self.outbox.push(ServerMessage::PromptReady {
+                    prompt_id: p.prompt_id.clone(),
+                    prompt: text.clone(),
+                    source: PromptSource::UserEnhanced,
+                    latency_ms,
+                });
+                self.ready.push_back(UserPrompt {
+                    prompt: text,
+                    source: PromptSource::UserEnhanced,
+                    ..p
+                });
+            }
+            Err(_) => self.outbox.push(ServerMessage::PromptFallbackUsed {
+                prompt_id: p.prompt_id,
+                prompt: p.prompt,
+                source: ENHANCEMENT_FAILED_SOURCE,
+                latency_ms,
+                error: ENHANCEMENT_FAILED_ERROR,
+            }),
+        }
+        self.start_enhancement();
+    }
+
+    /// An auto-extension finished: its prompt waits for the segment that needs it, or
+    /// `auto_prompt_failed` (no retry for that segment until the toggle changes).
+    pub fn auto_extended(&mut self, ticket: u64, result: Result<String, String>, latency_ms: f64) {
+        let Some((_, segment_idx)) = self.auto_pending.take_if(|(t, _)| *t == ticket) else {
+            return;
+        };
+        let result = result.and_then(|text| {
+            if (self.tools.blocks)(&text, Stage::Auto) {
+                Err("the safety filter blocked the invented prompt".to_string())
+            } else {
+                Ok(text)
+            }
+        });
+        match result {
+            Ok(text) => self.auto_ready = Some(text),
+            Err(error) => {
+                self.auto_failed_at = Some(segment_idx);
+                self.outbox.push(ServerMessage::AutoPromptFailed {
+                    segment_idx,
+                    latency_ms: round_ms(latency_ms),
+                    error,
+                });
+            }
+        }
+    }
+
+    /// A rewrite finished: the new seed list replaces the old one and the rollout restarts
+    /// from it (after the segment under way), or the failure variant keeps the old list.
+    pub fn rewritten(
+        &mut self,
+        ticket: u64,
+        result: Result<RewriteAnswer, String>,
+        latency_ms: f64,
+    ) {
+        let Some((_, kind)) = self.rewriting.take_if(|(t, _)| *t == ticket) else {
+            return;
+        };
+        let latency_ms = round_ms(latency_ms);
+        let max = self.limits.max_seed_prompts.max(1);
+        let result = result.and_then(|mut answer| {
+            answer.prompts.truncate(max);
+            if answer.prompts.is_empty() {
+                Err("the rewrite returned no prompts".to_string())
+            } else if answer
+                .prompts
+                .iter()
+                .any(|p| (self.tools.blocks)(p, Stage::Rewrite))
+            {
+                Err("the safety filter blocked a rewritten prompt".to_string())
+            } else {
+                Ok(answer)
+            }
+        });
+        let instruction = match &kind {
+            RewriteKind::User(instruction) => instruction.clone(),
+            RewriteKind::InitialRollout => self.initial_rollout_prompt.clone(),
+        };
+        match result {
+            Ok(answer) => {
+                self.seeds = answer.prompts;
+                self.outbox.push(ServerMessage::SeedPromptsRewritten {
+                    prompts: self.seeds.clone(),
+                    preset_id: self.preset_id.clone(),
+                    preset_label: self.preset_label.clone(),
+                    reason: "rewrite",
+                    fallback_used: false,
+                    error: None,
+                    model: self.rewrite_model.clone(),
+                    latency_ms,
+                    raw_llm_output: Some(answer.raw),
+                    rewrite_instruction: instruction,
+                });
+                self.outbox.push(ServerMessage::RewriteSeedPromptsDone {
+                    fallback_used: false,
+                    error: None,
+                    preset_id: self.preset_id.clone(),
+                    preset_label: self.preset_label.clone(),
+                    model: self.rewrite_model.clone(),
+                    latency_ms,
+                });
+                if kind == RewriteKind::InitialRollout {
+                    self.curated = self.seeds.clone();
+                    self.finish_initial_rollout();
+                } else {
+                    self.generated = 0;
+                    self.waiting_for_rewrite = false;
+                    self.pending_reset = Some(Reset::Seeds(if self.in_flight {
+                        ResetReason::RewriteDuringGeneration
+                    } else {
+                        ResetReason::RewriteRollout
+                    }));
+                }
+            }
+            Err(error) => {
+                if kind == RewriteKind::InitialRollout {
+                    self.initial_rollout_fallback();
+                }
+                self.rewrite_failed(instruction, error, latency_ms);
+            }
+        }
     }
 
     /// Whether a segment is being generated or its media is still going out.
@@ -285,7 +526,15 @@ impl PromptPolicy {
                 &self.limits,
             ),
         ];
-        self.first_refusal(checks)
+        if !self.first_refusal(checks) {
+            return false;
+        }
+        if (self.tools.blocks)(&request.prompt, Stage::User) {
+            let id = request.prompt_id.as_deref().unwrap_or("of simple_generate");
+            self.push_error(blocked_message(id));
+            return false;
+        }
+        true
     }
 
     /// Single-clip mode, one clip of `request`'s prompt in a new stream.
@@ -313,6 +562,7 @@ impl PromptPolicy {
             self.simple_request = Some(UserPrompt {
                 prompt_id,
                 prompt: request.prompt,
+                source: PromptSource::UserRaw,
             });
         } else {
             self.seeds = vec![request.prompt];
@@ -329,6 +579,7 @@ impl PromptPolicy {
             self.paused = false;
             self.waiting_for_rewrite = false;
             self.initial_rollout_pending = false;
+            self.rewriting = None;
             self.ending = true;
             return;
         }
@@ -356,6 +607,10 @@ impl PromptPolicy {
                 self.auto_extension = enabled.unwrap_or(self.auto_extension);
                 // A change of mind is the external action that allows another try.
                 self.auto_failed_at = None;
+                if !self.auto_extension {
+                    self.auto_pending = None;
+                    self.auto_ready = None;
+                }
                 self.outbox.push(ServerMessage::AutoExtensionUpdated {
                     enabled: self.auto_extension,
                 });
@@ -439,7 +694,7 @@ impl PromptPolicy {
                 self.apply_reset(reset);
             }
             if let Some(request) = self.simple_request.take() {
-                self.ready_user_prompt(request);
+                self.accept_user_prompt(request);
             }
             if !self.single_clip && !self.waiting_for_rewrite && self.generated >= self.cap {
                 if self.in_flight() {
@@ -464,9 +719,21 @@ impl PromptPolicy {
                     continue;
                 }
                 if self.auto_extension {
-                    // Inventing a prompt needs the prompt pipeline: it fails once per
-                    // segment and is not retried until the toggle changes.
-                    if self.auto_failed_at != Some(next) {
+                    if let Some(prompt) = self.auto_ready.take() {
+                        let plan = self.start_segment(Selected {
+                            prompt,
+                            source: PromptSource::AutoLlm,
+                            prompt_id: None,
+                            seed_prompt_index: None,
+                        });
+                        self.prefetch_auto();
+                        return Some(plan);
+                    }
+                    if self.tools.llm {
+                        self.request_auto(next);
+                    } else if self.auto_failed_at != Some(next) {
+                        // Without an LLM it fails once per segment and is not retried
+                        // until the toggle changes.
                         self.auto_failed_at = Some(next);
                         self.outbox.push(ServerMessage::AutoPromptFailed {
                             segment_idx: next,
@@ -481,8 +748,50 @@ impl PromptPolicy {
                 }
                 return None;
             };
-            return Some(self.start_segment(selected));
+            let plan = self.start_segment(selected);
+            self.prefetch_auto();
+            return Some(plan);
         }
+    }
+
+    /// Asks for the prompt after the segment just started when nothing else will provide
+    /// one, so the LLM works while the segment is generated.
+    fn prefetch_auto(&mut self) {
+        let sources_dry = self.ready.is_empty()
+            && self.raw.is_empty()
+            && self.enhancing.is_none()
+            && self.curated_idx >= self.curated.len()
+            && !self.loop_generation;
+        if self.auto_extension
+            && self.tools.llm
+            && self.auto_ready.is_none()
+            && sources_dry
+            && !self.single_clip
+            && self.generated < self.cap
+        {
+            self.request_auto(self.segment_idx + 1);
+        }
+    }
+
+    /// Starts an auto-extension for segment `next` unless one is under way or it already
+    /// failed for that segment.
+    fn request_auto(&mut self, next: u32) {
+        if self.auto_pending.is_some() || self.auto_failed_at == Some(next) {
+            return;
+        }
+        let ticket = self.ticket();
+        let mut previous: Vec<String> = self.history.iter().cloned().collect();
+        if previous.is_empty() {
+            // A stream with nothing generated yet continues from its seed prompts.
+            previous = self.seeds.clone();
+        }
+        self.jobs.push(PromptJob::AutoExtend { ticket, previous });
+        self.auto_pending = Some((ticket, next));
+    }
+
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
     }
 
     fn start_segment(&mut self, s: Selected) -> SegmentPlan {
@@ -499,6 +808,10 @@ impl PromptPolicy {
         }
         self.generated += 1;
         self.in_flight = true;
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(s.prompt.clone());
         if self.single_clip {
             self.clip_done = true;
         }
@@ -538,7 +851,7 @@ impl PromptPolicy {
         if let Some(p) = self.ready.pop_front() {
             return Some(Selected {
                 prompt: p.prompt,
-                source: PromptSource::UserRaw,
+                source: p.source,
                 prompt_id: Some(p.prompt_id),
                 seed_prompt_index: None,
             });
@@ -575,28 +888,67 @@ impl PromptPolicy {
             return;
         }
         let max = self.limits.max_queued_prompts;
-        if self.ready.len() >= max {
+        let waiting = self.waiting_user_prompts();
+        if waiting >= max {
             self.push_error(format!(
-                "append_prompt: {} prompts are already waiting (at most {max}, \
+                "append_prompt: {waiting} prompts are already waiting (at most {max}, \
                  streaming.limits.max_queued_prompts); send the next one once a segment has \
-                 started",
-                self.ready.len()
+                 started"
             ));
             return;
         }
         let prompt_id = p.prompt_id.unwrap_or_else(|| (self.new_prompt_id)());
         self.outbox.push(ServerMessage::PromptReceived {
             prompt_id: prompt_id.clone(),
-            queue_depth: count(self.ready.len() + 1),
+            queue_depth: count(waiting + 1),
         });
-        self.ready_user_prompt(UserPrompt {
+        if (self.tools.blocks)(&p.prompt, Stage::User) {
+            self.push_error(blocked_message(&prompt_id));
+            return;
+        }
+        self.accept_user_prompt(UserPrompt {
             prompt_id,
             prompt: p.prompt,
+            source: PromptSource::UserRaw,
         });
     }
 
-    /// A user prompt passes the (absent) prompt pipeline as typed: `user_raw`, even when
-    /// enhancement is on.
+    /// User prompts received and not yet generated (ready or being enhanced).
+    fn waiting_user_prompts(&self) -> usize {
+        self.ready.len() + self.raw.len() + usize::from(self.enhancing.is_some())
+    }
+
+    /// A screened user prompt goes to enhancement when it is on and an LLM is configured,
+    /// else it is ready as typed (`user_raw`, even with enhancement on).
+    fn accept_user_prompt(&mut self, p: UserPrompt) {
+        if self.enhancement && self.tools.llm {
+            self.raw.push_back(p);
+            self.start_enhancement();
+        } else {
+            self.ready_user_prompt(p);
+        }
+    }
+
+    /// Enhances the oldest waiting prompt unless one is under way.
+    fn start_enhancement(&mut self) {
+        if self.enhancing.is_some() {
+            return;
+        }
+        let Some(p) = self.raw.pop_front() else {
+            return;
+        };
+        let ticket = self.ticket();
+        self.outbox.push(ServerMessage::PromptEnhancing {
+            prompt_id: p.prompt_id.clone(),
+        });
+        self.jobs.push(PromptJob::Enhance {
+            ticket,
+            prompt: p.prompt.clone(),
+        });
+        self.enhancing = Some((ticket, p));
+    }
+
+    /// A user prompt ready as typed.
     fn ready_user_prompt(&mut self, p: UserPrompt) {
         self.outbox.push(ServerMessage::PromptReady {
             prompt_id: p.prompt_id.clone(),
@@ -630,46 +982,93 @@ impl PromptPolicy {
         self.outbox.push(ServerMessage::RewriteSeedPromptsStarted {
             model: self.rewrite_model.clone(),
         });
-        self.rewrite_failed(r.rewrite_instruction);
+        if !self.tools.llm {
+            self.rewrite_failed(r.rewrite_instruction, NO_PROMPT_PIPELINE.into(), 0.0);
+            return;
+        }
+        let window = if r.prompt_window_prompts.is_empty() {
+            self.seeds.clone()
+        } else {
+            r.prompt_window_prompts
+        };
+        let count = window.len().clamp(1, self.limits.max_seed_prompts.max(1));
+        // A newer rewrite replaces one under way (whose answer is then dropped).
+        let ticket = self.ticket();
+        self.jobs.push(PromptJob::Rewrite {
+            ticket,
+            instruction: r.rewrite_instruction.clone(),
+            window,
+            count,
+        });
+        self.rewriting = Some((ticket, RewriteKind::User(r.rewrite_instruction)));
     }
 
-    /// The initial rollout without a prompt pipeline: the rewrite fails and its fallback is
-    /// the prompt itself as the only seed prompt; the stream starts from it.
+    /// The initial rollout: an LLM writes the seed list from the prompt while generation is
+    /// paused; without one (or when it fails) the rollout is the prompt itself.
     fn build_initial_rollout(&mut self) {
         self.outbox.push(ServerMessage::RewriteSeedPromptsStarted {
             model: self.rewrite_model.clone(),
         });
-        // No LLM to write a story from the prompt: the rollout shows the prompt itself for
-        // the whole capped rollout (a continuous shot), rather than one lone segment.
-        let segments = self.cap.clamp(1, self.limits.max_seed_prompts as u32) as usize;
-        self.seeds = vec![self.initial_rollout_prompt.clone(); segments];
+        if self.tools.llm {
+            let ticket = self.ticket();
+            self.jobs.push(PromptJob::Rewrite {
+                ticket,
+                instruction: self.initial_rollout_prompt.clone(),
+                window: Vec::new(),
+                count: self.rollout_length(),
+            });
+            self.rewriting = Some((ticket, RewriteKind::InitialRollout));
+            return;
+        }
+        self.initial_rollout_fallback();
+        self.rewrite_failed(
+            self.initial_rollout_prompt.clone(),
+            NO_PROMPT_PIPELINE.into(),
+            0.0,
+        );
+    }
+
+    /// Segments of a capped rollout (bounded by the seed-list limit).
+    fn rollout_length(&self) -> usize {
+        self.cap
+            .clamp(1, self.limits.max_seed_prompts.max(1) as u32) as usize
+    }
+
+    /// No LLM to write a story from the prompt: the rollout shows the prompt itself for
+    /// the whole capped rollout (a continuous shot), rather than one lone segment.
+    fn initial_rollout_fallback(&mut self) {
+        self.seeds = vec![self.initial_rollout_prompt.clone(); self.rollout_length()];
         self.curated = self.seeds.clone();
+        self.finish_initial_rollout();
+    }
+
+    /// The rollout's seed list is in place: generation starts from it.
+    fn finish_initial_rollout(&mut self) {
         self.pending_reset = Some(Reset::Seeds(ResetReason::InitialRewrite));
         self.paused = false;
         self.initial_rollout_pending = false;
         self.outbox
             .push(ServerMessage::GenerationPausedUpdated { paused: false });
-        self.rewrite_failed(self.initial_rollout_prompt.clone());
     }
 
-    fn rewrite_failed(&mut self, rewrite_instruction: String) {
+    fn rewrite_failed(&mut self, rewrite_instruction: String, error: String, latency_ms: f64) {
         self.outbox.push(ServerMessage::SeedPromptsRewritten {
             prompts: self.seeds.clone(),
             preset_id: self.preset_id.clone(),
             preset_label: self.preset_label.clone(),
             reason: "rewrite",
             fallback_used: true,
-            error: Some(NO_PROMPT_PIPELINE.into()),
+            error: Some(error.clone()),
             model: self.rewrite_model.clone(),
-            latency_ms: 0.0,
+            latency_ms,
             raw_llm_output: None,
             rewrite_instruction,
         });
         self.outbox.push(ServerMessage::RewriteSeedPromptsComplete {
             fallback_used: true,
-            error: Some(NO_PROMPT_PIPELINE.into()),
+            error: Some(error),
             model: self.rewrite_model.clone(),
-            latency_ms: 0.0,
+            latency_ms,
         });
     }
 
@@ -706,6 +1105,11 @@ impl PromptPolicy {
         self.auto_failed_at = None;
         self.blocked_reported = false;
         self.simple_request = None;
+        self.drop_user_queues();
+        self.auto_ready = None;
+        self.auto_pending = None;
+        self.rewriting = None;
+        self.history.clear();
         self.clip_done = false;
         self.paused =
             !self.initial_rollout_prompt.is_empty() && !self.single_clip && self.seeds.is_empty();
@@ -728,8 +1132,10 @@ impl PromptPolicy {
         self.blocked_reported = false;
         self.force_first_seed = !self.curated.is_empty();
         self.clip_done = false;
-        let dropped_ready = count(self.ready.len());
-        self.ready.clear();
+        let (dropped_raw, dropped_ready) = self.drop_user_queues();
+        self.auto_ready = None;
+        self.auto_pending = None;
+        self.history.clear();
         self.loop_iteration += 1;
         self.stream_started = true;
         self.outbox.push(self.stream_start());
@@ -738,14 +1144,14 @@ impl PromptPolicy {
             Reset::Loop => ServerMessage::LoopRestarted {
                 loop_iteration: self.loop_iteration,
                 seed_prompt_count,
-                dropped_user_raw_queue: 0,
+                dropped_user_raw_queue: dropped_raw,
                 dropped_user_ready_queue: dropped_ready,
             },
             Reset::Seeds(reason) => ServerMessage::SeedPromptsResetApplied {
                 reason,
                 loop_iteration: self.loop_iteration,
                 seed_prompt_count,
-                dropped_user_raw_queue: 0,
+                dropped_user_raw_queue: dropped_raw,
                 dropped_user_ready_queue: dropped_ready,
             },
         });
@@ -757,8 +1163,11 @@ impl PromptPolicy {
 
     /// Ends the project, keeping the session: queues dropped, stream closed, `project_idle`.
     fn enter_idle(&mut self) {
-        let dropped_ready = count(self.ready.len());
-        self.ready.clear();
+        let (dropped_raw, dropped_ready) = self.drop_user_queues();
+        self.auto_ready = None;
+        self.auto_pending = None;
+        self.rewriting = None;
+        self.history.clear();
         self.simple_request = None;
         self.seeds.clear();
         self.curated.clear();
@@ -778,9 +1187,19 @@ impl PromptPolicy {
         self.ending = false;
         self.complete_stream();
         self.outbox.push(ServerMessage::ProjectIdle {
-            dropped_user_raw_queue: 0,
+            dropped_user_raw_queue: dropped_raw,
             dropped_user_ready_queue: dropped_ready,
         });
+    }
+
+    /// Drops the user prompts waiting for enhancement and those ready; their counts.
+    fn drop_user_queues(&mut self) -> (u32, u32) {
+        let raw = count(self.raw.len() + usize::from(self.enhancing.is_some()));
+        let ready = count(self.ready.len());
+        self.raw.clear();
+        self.enhancing = None;
+        self.ready.clear();
+        (raw, ready)
     }
 
     fn stream_start(&self) -> ServerMessage {
@@ -842,6 +1261,11 @@ impl PromptPolicy {
     }
 }
 
+/// The `error` for a prompt the safety filter blocked.
+fn blocked_message(prompt_id: &str) -> String {
+    format!("Prompt safety filter blocked prompt {prompt_id}; it will not be generated.")
+}
+
 /// Checks one client text against `streaming.limits.max_prompt_chars`, naming `field`.
 fn check_text(field: &str, text: &str, limits: &ClientLimits) -> Result<(), String> {
     // The shared check of seed lists checks each prompt; one text is a list of one, whose
@@ -865,11 +1289,20 @@ mod tests {
     use serde_json::{Value, json};
 
     fn policy(cap: u32) -> PromptPolicy {
+        policy_with(cap, PromptTools::none())
+    }
+
+    fn policy_with(cap: u32, tools: PromptTools) -> PromptPolicy {
         let mut n = 0;
-        PromptPolicy::new(cap, ClientLimits::default(), move || {
-            n += 1;
-            format!("id{n}")
-        })
+        PromptPolicy::new(
+            cap,
+            ClientLimits::default(),
+            move || {
+                n += 1;
+                format!("id{n}")
+            },
+            tools,
+        )
     }
 
     fn settings(prompts: &[&str]) -> ProjectSettings {
@@ -1333,5 +1766,324 @@ mod tests {
             1
         );
         assert!(!types(&frames).contains(&"ltx2_segment_start".to_string()));
+    }
+
+    /// An LLM is configured; prompts containing "forbidden" are blocked.
+    fn llm_policy(cap: u32) -> PromptPolicy {
+        policy_with(
+            cap,
+            PromptTools {
+                llm: true,
+                blocks: Box::new(|text, _| text.contains("forbidden")),
+            },
+        )
+    }
+
+    fn one_job(p: &mut PromptPolicy) -> PromptJob {
+        let mut jobs = p.take_jobs();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        jobs.pop().unwrap()
+    }
+
+    fn ticket(job: &PromptJob) -> u64 {
+        match job {
+            PromptJob::Enhance { ticket, .. }
+            | PromptJob::AutoExtend { ticket, .. }
+            | PromptJob::Rewrite { ticket, .. } => *ticket,
+        }
+    }
+
+    #[test]
+    fn an_enhanced_prompt_is_generated_and_a_failed_one_is_dropped() {
+        let mut p = llm_policy(6);
+        p.start_session(settings(&["one"]));
+        let plan = p.poll().unwrap();
+        assert_eq!(plan.prompt, "one");
+        sent(&mut p);
+        // Typed while segment 1 is under way: enhancement starts at once.
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "a fox", "prompt_id": "u1"}),
+        ));
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "a cat", "prompt_id": "u2"}),
+        ));
+        let first = one_job(&mut p);
+        assert_eq!(
+            first,
+            PromptJob::Enhance {
+                ticket: ticket(&first),
+                prompt: "a fox".into()
+            }
+        );
+        assert_eq!(
+            sent(&mut p),
+            [
+                json!({"type": "prompt_received", "prompt_id": "u1", "queue_depth": 1}),
+                json!({"type": "prompt_enhancing", "prompt_id": "u1"}),
+                json!({"type": "prompt_received", "prompt_id": "u2", "queue_depth": 2}),
+            ]
+        );
+        p.enhanced(
+            ticket(&first),
+            Ok("A red fox runs through snow.".into()),
+            12.345,
+        );
+        let second = one_job(&mut p);
+        assert_eq!(
+            sent(&mut p),
+            [
+                json!({"type": "prompt_ready", "prompt_id": "u1",
+                       "prompt": "A red fox runs through snow.", "source": "user_enhanced",
+                       "latency_ms": 12.35}),
+                json!({"type": "prompt_enhancing", "prompt_id": "u2"}),
+            ]
+        );
+        p.enhanced(ticket(&second), Err("timeout".into()), 30.0);
+        assert_eq!(
+            sent(&mut p),
+            [
+                json!({"type": "prompt_fallback_used", "prompt_id": "u2", "prompt": "a cat",
+                    "source": "user_enhancement_failed", "latency_ms": 30.0,
+                    "error": "Prompt extension failed for this request."})
+            ]
+        );
+        finish(&mut p);
+        let plan = p.poll().unwrap();
+        assert_eq!(
+            (plan.prompt.as_str(), plan.source, plan.prompt_id.as_deref()),
+            (
+                "A red fox runs through snow.",
+                PromptSource::UserEnhanced,
+                Some("u1")
+            )
+        );
+        finish(&mut p);
+        assert!(p.poll().is_none(), "the failed prompt is never generated");
+        assert!(p.take_jobs().is_empty());
+    }
+
+    #[test]
+    fn blocked_prompts_never_start_generation() {
+        let mut p = llm_policy(6);
+        p.start_session(settings(&["one"]));
+        run(&mut p);
+        sent(&mut p);
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "forbidden thing", "prompt_id": "b1"}),
+        ));
+        let frames = sent(&mut p);
+        assert_eq!(types(&frames), ["prompt_received", "error"]);
+        assert!(frames[1]["message"].as_str().unwrap().contains("b1"));
+        assert!(p.take_jobs().is_empty(), "a blocked prompt is not enhanced");
+        // The LLM turns a harmless prompt into a blocked one.
+        p.on_message(message(
+            json!({"type": "append_prompt", "prompt": "a fox", "prompt_id": "u1"}),
+        ));
+        let job = one_job(&mut p);
+        p.enhanced(ticket(&job), Ok("a forbidden fox".into()), 1.0);
+        assert_eq!(types(&sent(&mut p)).last().unwrap(), "error");
+        assert!(p.poll().is_none());
+        // Single-clip requests are screened too.
+        let mut s = llm_policy(6);
+        s.start_session(settings(&["one"]));
+        let ClientMessage::SimpleGenerate(request) =
+            message(json!({"type": "simple_generate", "prompt": "forbidden"}))
+        else {
+            panic!("not a simple_generate")
+        };
+        assert!(!s.check_simple_generate(&request));
+    }
+
+    #[test]
+    fn an_enhancement_dropped_by_a_reset_is_ignored() {
+        let mut p = llm_policy(6);
+        p.start_session(settings(&["one", "two"]));
+        p.poll().unwrap();
+        p.on_message(message(json!({"type": "append_prompt", "prompt": "a fox"})));
+        let job = one_job(&mut p);
+        p.on_message(message(json!({"type": "reset_to_seed_prompts"})));
+        finish(&mut p);
+        p.poll().unwrap();
+        let frames = sent(&mut p);
+        let applied = frames
+            .iter()
+            .find(|f| f["type"] == "seed_prompts_reset_applied")
+            .unwrap();
+        assert_eq!(applied["dropped_user_raw_queue"], 1);
+        p.enhanced(ticket(&job), Ok("late".into()), 1.0);
+        assert!(sent(&mut p).is_empty(), "a stale result says nothing");
+        finish(&mut p);
+        assert_eq!(p.poll().unwrap().prompt, "two");
+    }
+
+    #[test]
+    fn auto_extension_asks_ahead_and_uses_the_invented_prompt() {
+        let mut p = llm_policy(6);
+        let mut s = settings(&["one"]);
+        s.auto_extension_enabled = true;
+        p.start_session(s);
+        p.poll().unwrap();
+        // Segment 1 empties the sources: the LLM is asked while it is generated.
+        let job = one_job(&mut p);
+        let PromptJob::AutoExtend { previous, .. } = &job else {
+            panic!("{job:?}")
+        };
+        assert_eq!(previous, &["one".to_string()]);
+        p.auto_extended(ticket(&job), Ok("two, invented".into()), 250.0);
+        finish(&mut p);
+        let plan = p.poll().unwrap();
+        assert_eq!(
+            (plan.segment_idx, plan.prompt.as_str(), plan.source),
+            (2, "two, invented", PromptSource::AutoLlm)
+        );
+        let next = one_job(&mut p);
+        let PromptJob::AutoExtend { previous, .. } = &next else {
+            panic!("{next:?}")
+        };
+        assert_eq!(previous.len(), 2);
+        // A failure is reported once for its segment and not retried.
+        p.auto_extended(ticket(&next), Err("HTTP 500".into()), 3.0);
+        let frames = sent(&mut p);
+        assert_eq!(
+            frames.last().unwrap(),
+            &json!({"type": "auto_prompt_failed", "segment_idx": 3, "latency_ms": 3.0,
+                    "error": "HTTP 500"})
+        );
+        finish(&mut p);
+        assert!(p.poll().is_none());
+        assert!(
+            p.take_jobs().is_empty(),
+            "no retry until the toggle changes"
+        );
+        p.on_message(message(
+            json!({"type": "set_auto_extension", "enabled": true}),
+        ));
+        assert!(p.poll().is_none());
+        let retry = one_job(&mut p);
+        p.auto_extended(ticket(&retry), Ok("three".into()), 1.0);
+        assert_eq!(p.poll().unwrap().prompt, "three");
+    }
+
+    #[test]
+    fn a_rewrite_replaces_the_seeds_and_restarts_after_the_segment_under_way() {
+        let mut p = llm_policy(6);
+        p.start_session(settings(&["one", "two"]));
+        p.poll().unwrap();
+        sent(&mut p);
+        p.on_message(message(json!({"type": "rewrite_seed_prompts",
+            "rewrite_instruction": "stormy", "prompt_window_prompts": ["one", "two", "pad"]})));
+        let job = one_job(&mut p);
+        let PromptJob::Rewrite { count, window, .. } = &job else {
+            panic!("{job:?}")
+        };
+        assert_eq!((*count, window.len()), (3, 3));
+        p.rewritten(
+            ticket(&job),
+            Ok(RewriteAnswer {
+                prompts: vec!["storm one".into(), "storm two".into()],
+                raw: "1. storm one\n2. storm two".into(),
+            }),
+            99.0,
+        );
+        let frames = sent(&mut p);
+        assert_eq!(
+            frames[1],
+            json!({"type": "seed_prompts_updated", "prompts": ["storm one", "storm two"],
+                   "preset_id": "p1", "preset_label": "P1", "reason": "rewrite",
+                   "fallback_used": false, "error": null, "model": "gpt-oss-120b",
+                   "latency_ms": 99.0, "raw_llm_output": "1. storm one\n2. storm two",
+                   "rewrite_instruction": "stormy"})
+        );
+        assert_eq!(
+            frames[2],
+            json!({"type": "rewrite_seed_prompts_complete", "fallback_used": false,
+                   "error": null, "preset_id": "p1", "preset_label": "P1",
+                   "model": "gpt-oss-120b", "latency_ms": 99.0})
+        );
+        assert!(p.poll().is_none(), "the segment under way finishes first");
+        finish(&mut p);
+        let plan = p.poll().unwrap();
+        assert_eq!((plan.segment_idx, plan.prompt.as_str()), (1, "storm one"));
+        let applied = sent(&mut p)
+            .into_iter()
+            .find(|f| f["type"] == "seed_prompts_reset_applied")
+            .unwrap();
+        assert_eq!(applied["reason"], "rewrite_during_generation");
+    }
+
+    #[test]
+    fn a_failed_or_blocked_rewrite_keeps_the_seeds() {
+        let mut p = llm_policy(1);
+        p.start_session(settings(&["one", "two"]));
+        assert_eq!(run(&mut p), ["one"], "cap 1");
+        sent(&mut p);
+        p.on_message(message(
+            json!({"type": "rewrite_seed_prompts", "rewrite_instruction": "x"}),
+        ));
+        let job = one_job(&mut p);
+        p.rewritten(
+            ticket(&job),
+            Ok(RewriteAnswer {
+                prompts: vec!["fine".into(), "forbidden".into()],
+                raw: String::new(),
+            }),
+            5.0,
+        );
+        let frames = sent(&mut p);
+        assert_eq!(frames[1]["fallback_used"], true);
+        assert_eq!(frames[1]["prompts"], json!(["one", "two"]));
+        assert!(p.poll().is_none(), "still waiting at the cap");
+        // A good rewrite at the cap restarts the rollout from segment 1.
+        p.on_message(message(
+            json!({"type": "rewrite_seed_prompts", "rewrite_instruction": "x"}),
+        ));
+        let job = one_job(&mut p);
+        p.rewritten(
+            ticket(&job),
+            Ok(RewriteAnswer {
+                prompts: vec!["new".into()],
+                raw: "new".into(),
+            }),
+            5.0,
+        );
+        let plan = p.poll().unwrap();
+        assert_eq!((plan.segment_idx, plan.prompt.as_str()), (1, "new"));
+        let applied = sent(&mut p)
+            .into_iter()
+            .find(|f| f["type"] == "seed_prompts_reset_applied")
+            .unwrap();
+        assert_eq!(applied["reason"], "rewrite_rollout");
+    }
+
+    #[test]
+    fn an_initial_rollout_prompt_is_written_into_seeds_by_the_llm() {
+        let mut p = llm_policy(3);
+        let mut s = settings(&[]);
+        s.initial_rollout_prompt = "a lighthouse".into();
+        p.start_session(s);
+        assert!(p.poll().is_none(), "paused until the seed list is written");
+        let job = one_job(&mut p);
+        let PromptJob::Rewrite {
+            instruction, count, ..
+        } = &job
+        else {
+            panic!("{job:?}")
+        };
+        assert_eq!((instruction.as_str(), *count), ("a lighthouse", 3));
+        p.rewritten(
+            ticket(&job),
+            Ok(RewriteAnswer {
+                prompts: vec!["dawn".into(), "noon".into(), "dusk".into()],
+                raw: "dawn\nnoon\ndusk".into(),
+            }),
+            10.0,
+        );
+        assert_eq!(run(&mut p), ["dawn", "noon", "dusk"]);
+        let frames = sent(&mut p);
+        let applied = frames
+            .iter()
+            .find(|f| f["type"] == "seed_prompts_reset_applied")
+            .unwrap();
+        assert_eq!(applied["reason"], "initial_rewrite");
     }
 }

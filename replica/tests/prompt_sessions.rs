@@ -10,6 +10,7 @@ use std::time::Duration;
 use framecast_replica::config::PromptSettings;
 use framecast_replica::prompt::{PromptEnhancer, PromptService};
 use serde_json::{Value, json};
+use support::classifier::{BENIGN, Classifier, UNSAFE};
 use support::fake_llm::{self, FakeLlm, Reply, system_text, user_text};
 use support::transcript::{Transcript, connect, read_to_close, read_until, read_until_match, send};
 use support::{Server, counter, small_config, start};
@@ -449,4 +450,105 @@ async fn system_prompts_are_written_on_the_admin_listener_and_used_at_once() {
         systems.contains(&"Continue the saga.".to_string()),
         "{systems:?}"
     );
+}
+
+#[tokio::test]
+async fn the_safety_filter_refuses_unsafe_prompts_at_init_and_mid_session() {
+    let classifier = Classifier::train();
+    let llm = echoing_llm(Duration::ZERO).await;
+    let prompts = service(&[&llm], Duration::from_secs(5), None).with_safety(classifier.filter());
+    let server = start(small_config(), prompts).await;
+    let blocked_init = "framecast_prompts_blocked_total{stage=\"init\"}";
+    let before = counter(blocked_init);
+
+    // Dreamverse: a blocked opening prompt ends the session with 1008 `Prompt blocked`.
+    let mut client = dreamverse(
+        &server,
+        json!({"type": "session_init_v2", "curated_prompts": [BENIGN, UNSAFE]}),
+    )
+    .await;
+    let mut t = Transcript::default();
+    read_to_close(&mut client, &mut t, LIMIT).await;
+    assert!(
+        t.first("error")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Prompt safety filter blocked initial prompt 2."),
+        "{:?}",
+        t.first("error")
+    );
+    assert_eq!(t.close, Some((1008, "Prompt blocked".into())));
+    assert!(t.all("gpu_assigned").is_empty(), "no worker was taken");
+
+    // /v1/stream: the same at init, as an `error {code: prompt_blocked}`.
+    let mut v1 = connect(&server.ws_url("/v1/stream")).await;
+    send(
+        &mut v1,
+        json!({"type": "session_init_v2", "curated_prompts": [UNSAFE]}),
+    )
+    .await;
+    let mut t = Transcript::default();
+    read_to_close(&mut v1, &mut t, LIMIT).await;
+    assert_eq!(t.first("error")["code"], "prompt_blocked");
+    assert_eq!(t.close.as_ref().map(|c| c.0), Some(1008));
+    assert!(counter(blocked_init) >= before + 2.0);
+
+    // Mid-session on /ws: typed and enhanced prompts are screened; nothing blocked starts.
+    let mut client = dreamverse(
+        &server,
+        json!({"type": "session_init_v2", "curated_prompts": [BENIGN]}),
+    )
+    .await;
+    let mut t = Transcript::default();
+    read_until(&mut client, &mut t, "ltx2_segment_complete", LIMIT).await;
+    send(
+        &mut client,
+        json!({"type": "append_prompt", "prompt": UNSAFE, "prompt_id": "bad"}),
+    )
+    .await;
+    read_until(&mut client, &mut t, "error", LIMIT).await;
+    assert!(
+        t.first("error")["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad")
+    );
+    send(
+        &mut client,
+        json!({"type": "append_prompt", "prompt": "a calm lake", "prompt_id": "ok"}),
+    )
+    .await;
+    read_until_match(&mut client, &mut t, LIMIT, "segment 2", |m| {
+        m["type"] == "ltx2_segment_start" && m["segment_idx"] == 2
+    })
+    .await;
+    assert_eq!(segment_starts(&t)[1].1, "ENHANCED(a calm lake)");
+    assert!(
+        t.all("prompt_enhancing")
+            .iter()
+            .all(|m| m["prompt_id"] == "ok")
+    );
+    drop(client);
+
+    // Mid-session on /v1/stream: an error frame, the session goes on with the next prompt.
+    let mut v1 = connect(&server.ws_url("/v1/stream")).await;
+    send(&mut v1, json!({"type": "session_init_v2"})).await;
+    send(
+        &mut v1,
+        json!({"type": "segment_prompt_source", "prompt": UNSAFE}),
+    )
+    .await;
+    send(
+        &mut v1,
+        json!({"type": "segment_prompt_source", "prompt": BENIGN}),
+    )
+    .await;
+    let mut t = Transcript::default();
+    read_until(&mut v1, &mut t, "ltx2_segment_start", LIMIT).await;
+    let error = t.first("error");
+    assert_eq!(
+        (error["code"].as_str(), error["retryable"].as_bool()),
+        (Some("prompt_blocked"), Some(false))
+    );
+    assert_eq!(t.first("ltx2_segment_start")["prompt"], BENIGN);
 }

@@ -6,6 +6,7 @@
 //! Each test binary uses part of it.
 #![allow(dead_code)]
 
+pub mod classifier;
 pub mod fake_llm;
 pub mod transcript;
 

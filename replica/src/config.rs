@@ -32,8 +32,8 @@ pub struct ReplicaConfig {
     pub media: MediaSettings,
     /// Where continuation states and blobs are kept.
     pub store: StoreSettings,
-    /// LLM providers for prompt enhancement, auto-extension and rewrites (not yet used by
-    /// sessions; see `crate::prompt`).
+    /// LLM providers for prompt enhancement, auto-extension and rewrites, used by sessions
+    /// of both protocols (see `crate::prompt`).
     pub prompt: PromptSettings,
     /// The prompt safety filter (a fastText classifier); off unless enabled.
     pub safety: SafetySettings,

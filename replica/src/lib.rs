@@ -11,7 +11,7 @@
 //! generate, media          generators (Wan2.1 in tch, the mock); the GStreamer fMP4 encoder
 //! config, device, store,   settings, the libtorch device probe, continuation-state stores,
 //! status, observability,   what /status reports, metric names and recorders, the LLM
-//! prompt                   prompt pipeline (not yet used by sessions)
+//! prompt                   prompt pipeline (LLM providers, operations, safety filter)
 //! ```
 
 pub mod config;

@@ -797,6 +797,20 @@ const REPLICA_FIELDS: &[&str] = &[
     "blob_capacity_bytes",
     "max_blob_bytes_per_session",
     "state_secret",
+    "prompt",
+    "safety",
+    "enabled",
+    "providers",
+    "timeout_ms",
+    "operation_timeout_ms",
+    "temperature",
+    "max_tokens",
+    "system_prompt_dir",
+    "block_threshold",
+    "unsafe_label",
+    "dreamverse",
+    "session_lifetime_seconds",
+    "web_root",
 ];
 
 const SHIPPED_REPLICA: &str = include_str!("../../config/replica.yaml");

@@ -180,6 +180,10 @@ async fn a_retryable_failure_falls_back_to_the_next_provider() {
     let limited = fake_llm::start(|_| Reply::Status(429)).await;
     let backup = echoing_llm(Duration::ZERO).await;
     let before = counter("framecast_prompt_fallbacks_total{operation=\"enhance\"}");
+    let limited_series = "framecast_prompt_errors_total{provider=\"llm0\",operation=\"enhance\",class=\"rate_limited\"}";
+    let timed_series =
+        "framecast_prompt_request_seconds_count{provider=\"llm1\",operation=\"enhance\"}";
+    let (limited_before, timed_before) = (counter(limited_series), counter(timed_series));
     let server = start(
         small_config(),
         service(&[&limited, &backup], Duration::from_secs(5), None),
@@ -201,6 +205,8 @@ async fn a_retryable_failure_falls_back_to_the_next_provider() {
     assert_eq!(t.first("prompt_ready")["prompt"], "ENHANCED(rain)");
     assert_eq!((limited.requests().len(), backup.requests().len()), (1, 1));
     assert!(counter("framecast_prompt_fallbacks_total{operation=\"enhance\"}") > before);
+    assert!(counter(limited_series) > limited_before);
+    assert!(counter(timed_series) > timed_before, "{}", support::metrics().render());
     // The monitor reports who answered, as Dreamverse does.
     let monitor: Value = reqwest::get(format!("{}/internal/monitor/sessions", server.admin))
         .await

@@ -1091,3 +1091,60 @@ async fn draining_completes_the_stream_after_its_segment_and_closes_with_1001() 
     assert_eq!(t.count("ltx2_segment_complete"), starts.len());
     assert_eq!(t.count("error"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_segment_generates_while_the_previous_ones_media_goes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.streaming.session_log_dir = Some(dir.path().to_path_buf());
+    let (_server, mut client) = open(
+        config,
+        json!({"type": "session_init_v2", "curated_prompts": ["a", "b", "c"]}),
+    )
+    .await;
+    let t = read_until_nth(&mut client, "ltx2_segment_complete", 3, LONG).await;
+    // The announcements still come in Dreamverse's order, one segment after the other.
+    for idx in [2u64, 3] {
+        let previous_done = t
+            .position(|m| m["type"] == "ltx2_segment_complete" && m["segment_idx"] == idx - 1)
+            .unwrap();
+        let source = t
+            .position(|m| m["type"] == "segment_prompt_source" && m["segment_idx"] == idx)
+            .unwrap();
+        assert!(previous_done < source, "{:?}", t.types());
+    }
+    send(&mut client, json!({"type": "leave"})).await;
+    let _ = read_for(&mut client, LONG).await;
+    // The session log shows when the server started each segment: before the previous
+    // one's media was out.
+    let events = || -> Vec<Value> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    };
+    let since = Instant::now();
+    let mut log = events();
+    while !log.iter().any(|e| e["event"] == "state") || log.len() < 8 {
+        assert!(since.elapsed() < LONG, "no session log: {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = events();
+    }
+    let at = |event: &str, segment: u64| {
+        log.iter()
+            .position(|e| e["event"] == event && e["pipeline_segment"] == segment)
+            .unwrap_or_else(|| panic!("no {event} {segment} in {log:?}"))
+    };
+    for k in [0u64, 1] {
+        assert!(
+            at("segment_start", k + 1) < at("segment_complete", k),
+            "segment {} waited for segment {k}'s media: {log:?}",
+            k + 1
+        );
+    }
+}

@@ -206,7 +206,11 @@ async fn a_retryable_failure_falls_back_to_the_next_provider() {
     assert_eq!((limited.requests().len(), backup.requests().len()), (1, 1));
     assert!(counter("framecast_prompt_fallbacks_total{operation=\"enhance\"}") > before);
     assert!(counter(limited_series) > limited_before);
-    assert!(counter(timed_series) > timed_before, "{}", support::metrics().render());
+    assert!(
+        counter(timed_series) > timed_before,
+        "{}",
+        support::metrics().render()
+    );
     // The monitor reports who answered, as Dreamverse does.
     let monitor: Value = reqwest::get(format!("{}/internal/monitor/sessions", server.admin))
         .await

@@ -216,10 +216,11 @@ impl DreamverseSession {
 
     async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
         match ev {
-            // The next segment waits for this one's media (see the policy).
+            // The next segment is generated while this one's media goes out (see the policy).
             PipelineEvent::Generated { segment_idx, .. } => {
                 tracing::debug!(session = %self.id, segment_idx, "segment generated");
-                Flow::Continue
+                self.policy.generated();
+                self.advance().await
             }
             PipelineEvent::MediaDone { segment_idx } => {
                 self.log.event(
@@ -314,8 +315,15 @@ impl DreamverseSession {
         }
     }
 
-    /// Translates one pipeline frame and queues the result for the client.
+    /// Translates one pipeline frame and queues the result for the client; the first frame
+    /// of a segment's media lets the segment's held announcement go out before it.
     async fn forward(&mut self, frame: Outgoing) -> Flow {
+        if let Some(begins) = self.translator.begins_segment(&frame) {
+            self.policy.release_held(begins);
+            if !self.flush_policy().await {
+                return Flow::End;
+            }
+        }
         for item in self.translator.translate(frame) {
             if !self.send(item).await {
                 return Flow::End;

@@ -11,13 +11,16 @@
 //! (`loop_restarted`); with auto-extension, a prompt the prompt pipeline invents; else
 //! `prompt_sources_blocked` and wait.
 //!
-//! Segments are strictly sequential, as in Dreamverse's controller: the next one is chosen
-//! once the previous one's last frame went out, so each segment's frames arrive in the
-//! documented order (`segment_prompt_source` … `ltx2_segment_complete`) and a prompt typed
-//! during a segment is used for the very next one. The price is that generating segment
-//! k+1 does not overlap encoding segment k, as it does on `/v1/stream`. Anything that starts
-//! a new stream (a reset, the end of a project, the cap) likewise waits for the segment in
-//! flight.
+//! Generation of segment k+1 overlaps the encoding and sending of segment k, as on
+//! `/v1/stream` (and as Dreamverse does since it decoupled streaming from generation): the
+//! next segment is chosen once segment k is generated ([`PromptPolicy::generated`]). Its
+//! announcement (`segment_prompt_source`, `ltx2_segment_start`, and any
+//! `prompt_sources_blocked` / `_resumed`) is held until segment k's media is out
+//! ([`PromptPolicy::media_done`], or [`PromptPolicy::release_held`] when k+1's media begins
+//! first), so each segment's frames still arrive in the documented order
+//! (`segment_prompt_source` … `ltx2_segment_complete`). The price: a prompt typed while
+//! segment k's media goes out is used for k+2. Anything that starts a new stream (a reset,
+//! the end of a project, the cap) waits for every segment in flight.
 //!
 //! The prompt pipeline's LLM steps are asynchronous jobs the policy asks for
 //! ([`PromptPolicy::take_jobs`]) and the session runs, handing each result back
@@ -221,8 +224,18 @@ pub struct PromptPolicy {
     /// Single-clip mode: the clip is made; waiting for the next request.
     clip_done: bool,
 
-    /// A segment started and its media has not all gone out yet.
-    in_flight: bool,
+    /// A segment is being generated.
+    generating: bool,
+    /// Segments started whose media has not all gone out (at most 2: one streaming, the
+    /// next generating).
+    unfinished_media: u32,
+    /// Frames about the next segment, each held until the media of the segments started
+    /// before it is out: (segments started before it, frame).
+    held: Vec<(u32, ServerMessage)>,
+    /// Segments started since the session began (the pipeline numbers them the same way).
+    started_total: u32,
+    /// Segments whose media is all out.
+    media_done_total: u32,
 }
 
 impl std::fmt::Debug for PromptPolicy {
@@ -231,7 +244,8 @@ impl std::fmt::Debug for PromptPolicy {
             .field("active", &self.active)
             .field("segment_idx", &self.segment_idx)
             .field("loop_iteration", &self.loop_iteration)
-            .field("in_flight", &self.in_flight)
+            .field("generating", &self.generating)
+            .field("unfinished_media", &self.unfinished_media)
             .finish_non_exhaustive()
     }
 }
@@ -286,7 +300,11 @@ impl PromptPolicy {
             waiting_for_rewrite: false,
             initial_rollout_pending: false,
             clip_done: false,
-            in_flight: false,
+            generating: false,
+            unfinished_media: 0,
+            held: Vec::new(),
+            started_total: 0,
+            media_done_total: 0,
         }
     }
 
@@ -421,7 +439,7 @@ impl PromptPolicy {
                 } else {
                     self.generated = 0;
                     self.waiting_for_rewrite = false;
-                    self.pending_reset = Some(Reset::Seeds(if self.in_flight {
+                    self.pending_reset = Some(Reset::Seeds(if self.in_flight() {
                         ResetReason::RewriteDuringGeneration
                     } else {
                         ResetReason::RewriteRollout
@@ -439,7 +457,27 @@ impl PromptPolicy {
 
     /// Whether a segment is being generated or its media is still going out.
     pub fn in_flight(&self) -> bool {
-        self.in_flight
+        self.generating || self.unfinished_media > 0
+    }
+
+    /// The segment under way was generated: the next may be chosen and generated while its
+    /// media goes out.
+    pub fn generated(&mut self) {
+        self.generating = false;
+    }
+
+    /// The media of pipeline segment `begins` (0-based, in start order) is about to go
+    /// out, so every segment before it is out: what was held for it goes out now.
+    pub fn release_held(&mut self, begins: u32) {
+        self.release(begins);
+    }
+
+    fn release(&mut self, media_out: u32) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(after, _)| *after <= media_out);
+        self.outbox.extend(due.into_iter().map(|(_, m)| m));
+        self.held = later;
     }
 
     /// Whether a stream is open (its `ltx2_stream_complete` still due).
@@ -665,10 +703,12 @@ impl PromptPolicy {
         }
     }
 
-    /// The segment under way has all its media out: the next may start.
+    /// A segment's media is all out: the next one's announcement goes out.
     pub fn media_done(&mut self) {
-        self.in_flight = false;
-        if self.single_clip && self.clip_done {
+        self.unfinished_media = self.unfinished_media.saturating_sub(1);
+        self.media_done_total += 1;
+        self.release(self.media_done_total);
+        if self.single_clip && self.clip_done && !self.in_flight() {
             // One clip per request: its stream ends with it.
             self.complete_stream();
         }
@@ -707,7 +747,8 @@ impl PromptPolicy {
             if self.waiting_for_rewrite
                 || self.initial_rollout_pending
                 || self.paused
-                || self.in_flight()
+                || self.generating
+                || self.unfinished_media > 1
                 || (self.single_clip && self.clip_done)
             {
                 return None;
@@ -743,8 +784,7 @@ impl PromptPolicy {
                     }
                 } else if !self.single_clip && !self.blocked_reported {
                     self.blocked_reported = true;
-                    self.outbox
-                        .push(ServerMessage::PromptSourcesBlocked { segment_idx: next });
+                    self.announce(ServerMessage::PromptSourcesBlocked { segment_idx: next });
                 }
                 return None;
             };
@@ -796,7 +836,7 @@ impl PromptPolicy {
 
     fn start_segment(&mut self, s: Selected) -> SegmentPlan {
         if std::mem::take(&mut self.blocked_reported) {
-            self.outbox.push(ServerMessage::PromptSourcesResumed {
+            self.announce(ServerMessage::PromptSourcesResumed {
                 segment_idx: self.segment_idx + 1,
                 source: s.source,
                 prompt_id: s.prompt_id.clone(),
@@ -807,7 +847,6 @@ impl PromptPolicy {
             self.auto_failed_at = None;
         }
         self.generated += 1;
-        self.in_flight = true;
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
@@ -824,7 +863,7 @@ impl PromptPolicy {
             seed_prompt_index: s.seed_prompt_index,
             loop_iteration: self.loop_iteration,
         };
-        self.outbox.push(ServerMessage::SegmentPromptSource {
+        self.announce(ServerMessage::SegmentPromptSource {
             segment_idx: plan.segment_idx,
             source: plan.source,
             prompt_id: plan.prompt_id.clone(),
@@ -832,7 +871,7 @@ impl PromptPolicy {
             seed_prompt_index: plan.seed_prompt_index,
             loop_iteration: plan.loop_iteration,
         });
-        self.outbox.push(ServerMessage::Ltx2SegmentStart {
+        self.announce(ServerMessage::Ltx2SegmentStart {
             segment_idx: plan.segment_idx,
             total_segments: plan.total_segments,
             prompt: plan.prompt.clone(),
@@ -840,7 +879,20 @@ impl PromptPolicy {
             seed_prompt_index: plan.seed_prompt_index,
             loop_iteration: plan.loop_iteration,
         });
+        self.generating = true;
+        self.unfinished_media += 1;
+        self.started_total += 1;
         plan
+    }
+
+    /// Queues a frame about the next segment, held while the previous segment's media is
+    /// still going out.
+    fn announce(&mut self, message: ServerMessage) {
+        if self.unfinished_media > 0 {
+            self.held.push((self.started_total, message));
+        } else {
+            self.outbox.push(message);
+        }
     }
 
     fn select(&mut self) -> Option<Selected> {
@@ -1331,6 +1383,7 @@ mod tests {
 
     /// Generates and streams the planned segment, as the pipeline would.
     fn finish(p: &mut PromptPolicy) {
+        p.generated();
         p.media_done();
     }
 
@@ -1385,10 +1438,21 @@ mod tests {
             types(&sent(&mut p)),
             ["segment_prompt_source", "ltx2_segment_start"]
         );
-        assert!(p.poll().is_none(), "one segment at a time, media included");
-        p.media_done();
+        assert!(p.poll().is_none(), "one segment generates at a time");
+        p.generated();
+        // Segment 2 generates while segment 1's media goes out; it is announced after it.
         let plan = p.poll().unwrap();
         assert_eq!((plan.segment_idx, plan.total_segments), (2, 2));
+        assert!(
+            sent(&mut p).is_empty(),
+            "held until segment 1's media is out"
+        );
+        assert!(p.poll().is_none(), "at most one segment ahead");
+        p.media_done();
+        assert_eq!(
+            types(&sent(&mut p)),
+            ["segment_prompt_source", "ltx2_segment_start"]
+        );
         finish(&mut p);
         assert!(p.poll().is_none());
         assert_eq!(
@@ -1497,6 +1561,7 @@ mod tests {
         let mut p = policy(1);
         p.start_session(settings(&["a", "b"]));
         p.poll().unwrap();
+        p.generated();
         assert!(p.poll().is_none());
         assert!(!types(&sent(&mut p)).contains(&"ltx2_stream_complete".to_string()));
         p.media_done();

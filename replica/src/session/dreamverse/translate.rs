@@ -68,6 +68,22 @@ impl Translator {
         self.labels.insert(pipeline_idx, label);
     }
 
+    /// The pipeline segment whose media `frame` starts, if it starts one (its `media_init`
+    /// goes out before it).
+    pub fn begins_segment(&self, frame: &Outgoing) -> Option<u32> {
+        if self.media.is_some() {
+            return None;
+        }
+        match frame {
+            Outgoing::Binary(_) => Some(self.next_media),
+            Outgoing::Text(text) => match serde_json::from_str::<PipelineMessage>(text) {
+                Ok(PipelineMessage::MediaSegmentComplete { segment_idx, .. }) => Some(segment_idx),
+                _ => None,
+            },
+            Outgoing::Close(..) | Outgoing::Ping => None,
+        }
+    }
+
     /// The Dreamverse frames for one pipeline frame (none, one or several).
     pub fn translate(&mut self, frame: Outgoing) -> Vec<Outgoing> {
         match frame {

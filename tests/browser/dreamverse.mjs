@@ -15,7 +15,8 @@
 // backend in between).
 //
 // Prints one JSON object on stdout. Everything is collected from the page: the WebSocket's
-// frames (by `type`, binary frames and bytes), the video's currentTime over time (sampled
+// frames (by `type`, binary frames and bytes, each segment's prompt and each seed-list
+// update), the video's currentTime over time (sampled
 // every 100 ms), `error` events of <video> and SourceBuffers, appendBuffer exceptions,
 // console errors and page errors.
 import fs from 'node:fs';
@@ -105,7 +106,10 @@ try {
     console.error(`[page error] ${e.message}`);
   });
   page.on('websocket', (socket) => {
-    const ws = { url: socket.url(), sent: [], received: {}, binaryFrames: 0, binaryBytes: 0, errors: [], closed: false };
+    const ws = {
+      url: socket.url(), sent: [], received: {}, binaryFrames: 0, binaryBytes: 0, errors: [],
+      closed: false, segmentPrompts: [], seedUpdates: [],
+    };
     result.ws.push(ws);
     socket.on('framesent', (f) => {
       try { ws.sent.push(JSON.parse(f.payload).type); } catch { ws.sent.push('?'); }
@@ -119,6 +123,10 @@ try {
       const msg = JSON.parse(f.payload);
       ws.received[msg.type] = (ws.received[msg.type] || 0) + 1;
       if (msg.type === 'error') ws.errors.push(msg.message);
+      if (msg.type === 'ltx2_segment_start') ws.segmentPrompts.push(msg.prompt);
+      if (msg.type === 'seed_prompts_updated') {
+        ws.seedUpdates.push({ reason: msg.reason, fallbackUsed: msg.fallback_used ?? null, prompts: msg.prompts });
+      }
     });
     socket.on('socketerror', (e) => ws.errors.push(`socket: ${e}`));
     socket.on('close', () => { ws.closed = true; });

@@ -233,6 +233,11 @@ static ADMIN_BASES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::
 /// settings applied last; returns at once with the client base URL (`http://127.0.0.1:N`).
 /// [`admin_base`] gives its admin listener (`/status`, `/metrics`).
 pub fn spawn_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+    spawn_replica_with_args(&[], extra)
+}
+
+/// [`spawn_replica`] with command-line arguments (e.g. `--config <file>`).
+pub fn spawn_replica_with_args(args: &[&str], extra: &[(&str, &str)]) -> (ChildGuard, String) {
     let port = free_port().to_string();
     let admin_port = free_port().to_string();
     let mut env = vec![
@@ -242,7 +247,7 @@ pub fn spawn_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
     ];
     // Later entries win: `Command::env` keeps the last value of a variable.
     env.extend_from_slice(extra);
-    let replica = ChildGuard::spawn("framecast-replica", &[], &env);
+    let replica = ChildGuard::spawn("framecast-replica", args, &env);
     let base = format!("http://127.0.0.1:{port}");
     ADMIN_BASES
         .lock()
@@ -267,6 +272,14 @@ pub fn admin_base(base: &str) -> String {
 /// The real replica binary with the mock generator on one in-process worker (small frames,
 /// 50 ms segments), `extra` settings applied last; returns once `/readyz` answers 200.
 pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) {
+    start_mock_replica_with_args(&[], extra).await
+}
+
+/// [`start_mock_replica`] with command-line arguments (e.g. `--config <file>`).
+pub async fn start_mock_replica_with_args(
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (ChildGuard, String) {
     let mut env = vec![
         ("FRAMECAST_REPLICA__POOL__MODE", "in_process"),
         ("FRAMECAST_REPLICA__POOL__WARMUP", "false"),
@@ -277,7 +290,7 @@ pub async fn start_mock_replica(extra: &[(&str, &str)]) -> (ChildGuard, String) 
         ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "50"),
     ];
     env.extend_from_slice(extra);
-    let (replica, base) = spawn_replica(&env);
+    let (replica, base) = spawn_replica_with_args(args, &env);
     wait_for_status(&format!("{base}/readyz"), 200, Duration::from_secs(60)).await;
     (replica, base)
 }

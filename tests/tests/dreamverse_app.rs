@@ -5,8 +5,10 @@
 //! project from the sidebar with one of the app's preset stories and watch three segments;
 //! and a refused session shows the app's notice.
 //!
-//! Without a prompt pipeline (issue 15) no LLM turns a typed prompt into a story: `/ws`
-//! shows the prompt itself for the whole capped rollout.
+//! Without a prompt pipeline no LLM turns a typed prompt into a story: `/ws` shows the
+//! prompt itself for the whole capped rollout. With one (a real local HTTP server imitating
+//! an OpenAI-compatible provider), the typed prompt becomes an LLM-written story whose
+//! prompts are what the segments generate.
 //!
 //! The replica runs the mock generator (`generator.kind: mock`), not Wan2.1, so the test is
 //! about serving, the protocol and playback, and takes seconds.
@@ -278,4 +280,112 @@ async fn hold_a_session(base: &str) -> tokio::task::JoinHandle<()> {
         }
     }
     tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} })
+}
+
+/// A local HTTP server imitating an OpenAI-compatible provider: a rewrite (what the app's
+/// typed prompt starts) is answered with a numbered six-scene story about it; every request
+/// body is kept.
+async fn story_llm() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                let story: Vec<String> = (1..=6)
+                    .map(|i| format!("{i}. Scene {i}: the lighthouse keeper's night, part {i}"))
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": story.join("\n")}}]
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), requests)
+}
+
+#[tokio::test]
+async fn with_a_prompt_pipeline_the_typed_prompt_becomes_an_llm_written_story() {
+    let Some(web) = web_out() else { return };
+    let (llm, requests) = story_llm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("replica.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "prompt:\n  enabled: true\n  providers:\n    - {{name: local, base_url: \"{llm}\", model: story-model, allow_no_key: true}}\n"
+        ),
+    )
+    .unwrap();
+    let (_replica, base) = replica_with_config(&web, &config).await;
+    let router = start_router(std::slice::from_ref(&base), &[]).await;
+    let out = out_dir("story");
+    let report = drive(
+        "play",
+        &format!("{}/", router.base),
+        &out,
+        Duration::from_secs(90),
+        &[],
+    )
+    .await;
+    no_media_errors(&report);
+    let typed = &report["typedProject"];
+    assert_eq!(typed["timedOut"], false, "{report}");
+    assert!(typed["segmentsComplete"].as_u64().unwrap() >= 3, "{report}");
+    // The LLM was asked to write the rollout from what was typed ...
+    let asked = requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|r| r["messages"][1]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a lighthouse in a storm")),
+        "{asked:?}"
+    );
+    // ... and its scenes, not the typed prompt, are what the segments generated.
+    let ws = &report["ws"][0];
+    let rewrite = ws["seedUpdates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["reason"] == "rewrite")
+        .unwrap_or_else(|| panic!("no rewrite: {report}"));
+    assert_eq!(rewrite["fallbackUsed"], false, "{report}");
+    let prompts: Vec<&str> = ws["segmentPrompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &prompts[..3],
+        [
+            "Scene 1: the lighthouse keeper's night, part 1",
+            "Scene 2: the lighthouse keeper's night, part 2",
+            "Scene 3: the lighthouse keeper's night, part 3",
+        ],
+        "{report}"
+    );
+}
+
+/// The mock replica serving the app with the settings in `config` on top.
+async fn replica_with_config(web: &Path, config: &Path) -> (framecast_e2e::ChildGuard, String) {
+    framecast_e2e::start_mock_replica_with_args(
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("FRAMECAST_REPLICA__SERVER__WEB_ROOT", web.to_str().unwrap()),
+            ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
+            ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
+            ("FRAMECAST_REPLICA__GENERATOR__FPS", "24"),
+            ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "48"),
+            ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "100"),
+            ("FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS", "1"),
+        ],
+    )
+    .await
 }

@@ -220,7 +220,7 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
         }
     });
     let draining = state.clone();
-    axum::serve(listener, app)
+    axum::serve(server::without_nagle(listener), app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             draining.drain().await;

@@ -91,6 +91,7 @@ pub async fn start(config: ReplicaConfig, prompts: PromptService) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = server::router(state.clone());
+    let listener = server::without_nagle(listener);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", admin_listener.local_addr().unwrap());

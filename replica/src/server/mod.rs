@@ -158,6 +158,23 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([http::Method::GET])
 }
 
+/// The client listener with TCP_NODELAY on every accepted socket: frames go out as they are
+/// written. With Nagle's algorithm a small frame written right after another (such as
+/// `prompt_ready` after `prompt_enhancing`) waits for the client's delayed ACK, ~40 ms
+/// (measured by `benches/prompt.rs`).
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
+}
+
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,22 +308,5 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _) = get(admin_router(state), "/v1/stream").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-    }
-}
-
-/// The client listener with TCP_NODELAY on every accepted socket: frames go out as they are
-/// written. With Nagle's algorithm a small frame written right after another (such as
-/// `prompt_ready` after `prompt_enhancing`) waits for the client's delayed ACK, ~40 ms
-/// (measured by `benches/prompt.rs`).
-pub fn without_nagle(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
-}
-
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY not set");
     }
 }

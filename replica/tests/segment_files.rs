@@ -286,16 +286,20 @@ async fn each_audio_video_segment_is_a_playable_fmp4_file() {
     for segment in &segments {
         let path = save(dir.path(), segment);
         let streams = probe(&path);
-        // Both tracks in every file. (Not every segment's own frames: the muxer closes a
-        // fragment only once the audio encoder's tail reaches its end, which happens with
-        // the next segment's audio, so a segment's last fragment travels with the next one.)
-        for track in ["video", "audio"] {
-            assert!(
-                streams.iter().any(|(kind, n)| kind == track && *n > 0),
-                "segment {}: {streams:?}",
-                segment.idx
-            );
-        }
+        // Both tracks in every file, and all of the segment's own frames: its last fragment
+        // is out before `media_segment_complete`, not with the next segment's audio.
+        assert!(
+            streams
+                .iter()
+                .any(|(kind, n)| kind == "video" && *n == u64::from(FRAMES)),
+            "segment {}: {streams:?}",
+            segment.idx
+        );
+        assert!(
+            streams.iter().any(|(kind, n)| kind == "audio" && *n > 0),
+            "segment {}: {streams:?}",
+            segment.idx
+        );
         decodes_cleanly(&path);
     }
 }

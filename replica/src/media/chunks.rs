@@ -1,9 +1,9 @@
-//! The muxer side: typed chunks, which segment each fragment belongs to, and the appsink
-//! handler that frames the muxer's bytes and hands chunks to the encoder's owner.
+//! The muxer side: typed chunks and the appsink handler that frames a segment muxer's bytes
+//! and hands chunks to the encoder's owner.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -19,7 +19,10 @@ const POLL: Duration = Duration::from_millis(2);
 pub struct MediaChunk {
     /// Init segment (`ftyp`+`moov`) or fragment (`moof`+`mdat`).
     pub kind: ChunkKind,
-    /// Segment the chunk belongs to (the init segment: the first segment).
+    /// Segment the chunk belongs to (the init segment: the first segment). A segment's
+    /// sound may start a little before its video: the end of the previous segment's sound
+    /// that the audio encoder still held when that segment ended (less than one audio
+    /// frame, plus the encoder's own delay).
     pub segment_idx: u32,
     /// 0-based fragment number within its segment (0 for the init segment).
     pub fragment_idx: u32,
@@ -47,47 +50,26 @@ pub(super) enum Output {
     Failed(MediaError),
 }
 
-/// Maps fragment start times to the segment they belong to.
-#[derive(Debug, Default)]
-pub(super) struct Timeline {
-    /// `(start time in ns, segment index)` of segments begun and not yet fully emitted.
-    pub(super) segments: VecDeque<(u64, u32)>,
-    current: Option<(u32, u32)>, // (segment, next fragment index)
-}
-
-impl Timeline {
-    fn locate(&mut self, start_ns: u64) -> (u32, u32) {
-        while self.segments.len() > 1 && self.segments[1].0 <= start_ns {
-            self.segments.pop_front();
-        }
-        let segment = self.segments.front().map_or(0, |s| s.1);
-        let fragment = match self.current {
-            Some((s, next)) if s == segment => next,
-            _ => 0,
-        };
-        self.current = Some((segment, fragment + 1));
-        (segment, fragment)
-    }
-}
-
-/// Splits the muxer output into chunks and forwards them; runs on the streaming thread.
+/// Splits one segment muxer's output into chunks and forwards them; runs on that muxer's
+/// streaming thread.
 pub(super) struct ChunkSink {
     splitter: ChunkSplitter,
-    open_start: Option<u64>,
+    segment_idx: u32,
+    next_fragment: u32,
+    /// Media time of the fragment being received, from its header buffer.
     open_duration: u64,
-    timeline: Arc<Mutex<Timeline>>,
+    /// Whether the stream's init segment went out: every segment's muxer writes one, and
+    /// only the first is passed on (later ones differ only in their creation time).
+    init_sent: Arc<AtomicBool>,
     tx: SyncSender<Output>,
 }
 
 impl ChunkSink {
     pub(super) fn on_buffer(&mut self, buffer: &gst::BufferRef) -> Result<(), gst::FlowError> {
-        let is_header = buffer.flags().contains(gst::BufferFlags::HEADER);
-        if !is_header && self.open_start.is_none() {
-            self.open_start = buffer.pts().map(gst::ClockTime::nseconds);
-            self.open_duration = 0;
-        }
-        if !is_header {
-            self.open_duration += buffer.duration().map_or(0, gst::ClockTime::nseconds);
+        let flags = buffer.flags();
+        // The fragment header (`moof`) is HEADER; the init segment is HEADER | DISCONT.
+        if flags.contains(gst::BufferFlags::HEADER) && !flags.contains(gst::BufferFlags::DISCONT) {
+            self.open_duration = buffer.duration().map_or(0, gst::ClockTime::nseconds);
         }
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
         let chunks = match self.splitter.push(map.as_slice()) {
@@ -101,31 +83,24 @@ impl ChunkSink {
             }
         };
         for chunk in chunks {
-            let (segment_idx, fragment_idx, duration) = match chunk.kind {
-                ChunkKind::Init => (
-                    self.timeline
-                        .lock()
-                        .map_or(0, |t| t.segments.front().map_or(0, |s| s.1)),
-                    0,
-                    Duration::ZERO,
-                ),
+            let (fragment_idx, duration) = match chunk.kind {
+                ChunkKind::Init => {
+                    if self.init_sent.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    (0, Duration::ZERO)
+                }
                 ChunkKind::Fragment => {
-                    let start = self.open_start.take().unwrap_or(0);
-                    let (s, f) = self
-                        .timeline
-                        .lock()
-                        .map_err(|_| gst::FlowError::Error)?
-                        .locate(start);
+                    self.next_fragment += 1;
                     (
-                        s,
-                        f,
+                        self.next_fragment - 1,
                         Duration::from_nanos(std::mem::take(&mut self.open_duration)),
                     )
                 }
             };
             self.send(Output::Chunk(MediaChunk {
                 kind: chunk.kind,
-                segment_idx,
+                segment_idx: self.segment_idx,
                 fragment_idx,
                 duration,
                 bytes: chunk.bytes,
@@ -153,13 +128,18 @@ impl ChunkSink {
 }
 
 impl ChunkSink {
-    /// A handler at the start of a stream that sends chunks on `tx`.
-    pub(super) fn new(timeline: Arc<Mutex<Timeline>>, tx: SyncSender<Output>) -> Self {
+    /// A handler for segment `segment_idx`'s muxer that sends chunks on `tx`.
+    pub(super) fn new(
+        segment_idx: u32,
+        init_sent: Arc<AtomicBool>,
+        tx: SyncSender<Output>,
+    ) -> Self {
         Self {
             splitter: ChunkSplitter::new(),
-            open_start: None,
+            segment_idx,
+            next_fragment: 0,
             open_duration: 0,
-            timeline,
+            init_sent,
             tx,
         }
     }

@@ -1,16 +1,21 @@
-//! One long-lived GStreamer pipeline per session (built by [`super::pipeline`]) that turns
-//! RGB frames and optional PCM audio into fragmented MP4 chunks.
+//! RGB frames and optional PCM audio in, fragmented MP4 chunks out, one segment at a time.
 //!
-//! The pipeline stays up across segments: segment k+1 continues segment k's timeline, so
-//! one init segment serves the whole stream. Each segment starts on a forced keyframe and
-//! ends with a GAP event, which lets the muxer close the segment's last fragment at once
-//! instead of waiting for the next segment's first frame.
+//! Two kinds of GStreamer pipeline (built by [`super::pipeline`]): one long-lived encoding
+//! pipeline per session, whose H.264 and audio encoders run on one timeline across
+//! segments, and one short muxing pipeline per segment. Each segment starts on a forced
+//! keyframe; [`Fmp4Encoder::end_segment`] hands the segment's muxer everything the encoders
+//! produced for it and ends that muxer's stream, so every fragment of the segment, its last
+//! partial one and its audio included, is out when it returns. The fragments' decode times
+//! are running times, so they run on across segments, and the stream's one init segment
+//! (from the first segment's muxer) describes every segment's fragments.
 //!
 //! Every wait is bounded, bus errors become [`MediaError::Element`] naming the element, and
-//! dropping the encoder takes the pipeline to `Null`, which joins its threads.
+//! dropping the encoder takes the pipelines to `Null`, which joins their threads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,34 +23,116 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::chunks::{ChunkSink, MediaChunk, Output, Timeline};
+use super::chunks::{ChunkSink, MediaChunk, Output};
 use super::codec::{self, AudioCodec};
-use super::pipeline::{self, Graph};
+use super::pipeline::{self, Graph, MuxGraph};
 use super::settings::EncoderSettings;
 use super::{MediaError, elements};
 
 /// Chunks waiting for the consumer; when full the muxer thread waits (backpressure).
 const CHUNK_QUEUE: usize = 256;
-/// Polling step while waiting for room in an `appsrc` queue.
+/// Polling step while waiting for the pipelines.
 const POLL: Duration = Duration::from_millis(2);
+/// Name of the marker sent after a segment's audio (see [`Fmp4Encoder::end_segment`]).
+const AUDIO_SYNC: &str = "framecast-audio-sync";
 
 /// A live RGB (+PCM) to fragmented-MP4 encoder.
 pub struct Fmp4Encoder {
     settings: EncoderSettings,
+    /// The encoding pipeline.
     pipeline: gst::Pipeline,
     video_src: gst_app::AppSrc,
     audio_src: Option<gst_app::AppSrc>,
-    mux: gst::Element,
-    /// The muxer's video input, where segment-closing GAP events are sent.
-    mux_video_pad: gst::Pad,
-    /// Encoded frames that have reached the muxer (counted by a pad probe).
-    frames_at_mux: Arc<AtomicU64>,
+    video_sink: gst_app::AppSink,
+    audio_sink: Option<gst_app::AppSink>,
+    shared: Arc<Shared>,
+    /// The open segment's muxing pipeline.
+    mux: Option<MuxGraph>,
+    tx: SyncSender<Output>,
     chunks: Receiver<Output>,
-    timeline: Arc<Mutex<Timeline>>,
+    /// Chunks taken off the queue while waiting for the muxer (see `pump`).
+    backlog: RefCell<VecDeque<Output>>,
     frames_pushed: u64,
     audio_samples_pushed: u64,
+    audio_syncs_sent: u64,
+    /// The open segment.
     segment: Option<u32>,
+    /// The segment opened last (what a tail flushed by `finish` belongs to).
+    last_segment: u32,
     encoder_name: String,
+}
+
+/// State the encoding pipeline's streaming threads share with the encoder.
+#[derive(Default)]
+struct Shared {
+    route: Mutex<Route>,
+    /// Encoded frames handed on (to a muxer, or held).
+    frames_out: AtomicU64,
+    /// The last audio sync marker seen at the audio encoder's input.
+    audio_synced: AtomicU64,
+    /// Whether the stream's init segment went out.
+    init_sent: Arc<AtomicBool>,
+}
+
+/// Where encoded buffers go: the open segment's muxer inputs, or a hold until one opens.
+#[derive(Default)]
+struct Route {
+    video: Option<gst_app::AppSrc>,
+    audio: Option<gst_app::AppSrc>,
+    held: Vec<(Track, gst::Sample)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    Video,
+    Audio,
+}
+
+impl Shared {
+    /// Hands one encoded buffer to the open muxer (or holds it); runs on a streaming thread.
+    fn deliver(&self, track: Track, sample: gst::Sample) -> Result<(), gst::FlowError> {
+        let src = {
+            let mut route = self.route.lock().map_err(|_| gst::FlowError::Error)?;
+            let src = match track {
+                Track::Video => route.video.clone(),
+                Track::Audio => route.audio.clone(),
+            };
+            match src {
+                Some(src) => src,
+                None => {
+                    route.held.push((track, sample));
+                    return Ok(());
+                }
+            }
+        };
+        // Pushed without the lock: a full muxer input blocks here (backpressure).
+        forward(&src, &sample)
+    }
+}
+
+/// Pushes `sample`'s buffer into a muxer input, timestamped in running time.
+fn forward(src: &gst_app::AppSrc, sample: &gst::Sample) -> Result<(), gst::FlowError> {
+    let mut buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+    if let Some(segment) = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+    {
+        let b = buffer.make_mut();
+        let pts = b.pts().and_then(|pts| segment.to_running_time(pts));
+        let dts = b.dts().and_then(|dts| {
+            segment
+                .to_running_time_full(dts)
+                .map(|t| t.positive().unwrap_or(gst::ClockTime::ZERO))
+        });
+        b.set_pts(pts);
+        b.set_dts(dts);
+    }
+    if let Some(caps) = sample.caps()
+        && src.caps().as_ref().map(|c| c.as_ref()) != Some(caps)
+    {
+        src.set_caps(Some(&caps.to_owned()));
+    }
+    src.push_buffer(buffer).map(|_| ())
 }
 
 impl std::fmt::Debug for Fmp4Encoder {
@@ -60,7 +147,8 @@ impl std::fmt::Debug for Fmp4Encoder {
 }
 
 impl Fmp4Encoder {
-    /// Builds the pipeline and starts it; the first chunk appears once frames are pushed.
+    /// Builds the encoding pipeline and starts it; the first chunk appears once frames are
+    /// pushed.
     pub fn new(settings: EncoderSettings) -> Result<Self, MediaError> {
         settings.validate()?;
         elements::init()?;
@@ -68,51 +156,74 @@ impl Fmp4Encoder {
             pipeline,
             video_src,
             audio_src,
-            mux,
-            mux_video_pad,
-            sink,
+            video_sink,
+            audio_sink,
+            audio_encoder_sink_pad,
             encoder_name,
         } = pipeline::build(&settings)?;
-        let frames_at_mux = Arc::new(AtomicU64::new(0));
-        let counter = frames_at_mux.clone();
-        mux_video_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            counter.fetch_add(1, Ordering::Release);
-            gst::PadProbeReturn::Ok
-        });
+        let shared = Arc::new(Shared::default());
 
-        let (tx, chunks) = sync_channel(CHUNK_QUEUE);
-        let timeline = Arc::new(Mutex::new(Timeline::default()));
-        let sink_state = Mutex::new(ChunkSink::new(timeline.clone(), tx));
-        sink.set_callbacks(
+        let state = shared.clone();
+        video_sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |appsink| {
-                    let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let mut state = sink_state.lock().map_err(|_| gst::FlowError::Error)?;
-                    if let Some(list) = sample.buffer_list() {
-                        for buffer in list.iter() {
-                            state.on_buffer(buffer)?;
-                        }
-                    } else if let Some(buffer) = sample.buffer() {
-                        state.on_buffer(buffer)?;
-                    }
-                    Ok(gst::FlowSuccess::Ok)
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let delivered = state.deliver(Track::Video, sample);
+                    state.frames_out.fetch_add(1, Ordering::AcqRel);
+                    delivered.map(|()| gst::FlowSuccess::Ok)
                 })
                 .build(),
         );
+        if let Some(sink) = &audio_sink {
+            let state = shared.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        state
+                            .deliver(Track::Audio, sample)
+                            .map(|()| gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        if let Some(pad) = audio_encoder_sink_pad {
+            // The audio encoder pushes what it encodes on the thread that hands it input, so
+            // once a marker sent after some audio reaches its input, everything the encoder
+            // could make of that audio has been delivered.
+            let state = shared.clone();
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(event)) = &info.data
+                    && let Some(s) = event.structure()
+                    && s.name() == AUDIO_SYNC
+                {
+                    if let Ok(seq) = s.get::<u64>("seq") {
+                        state.audio_synced.fetch_max(seq, Ordering::AcqRel);
+                    }
+                    return gst::PadProbeReturn::Drop;
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
 
+        let (tx, chunks) = sync_channel(CHUNK_QUEUE);
         let encoder = Self {
             settings,
             pipeline,
             video_src,
             audio_src,
-            mux,
-            mux_video_pad,
-            frames_at_mux,
+            video_sink,
+            audio_sink,
+            shared,
+            mux: None,
+            tx,
             chunks,
-            timeline,
+            backlog: RefCell::new(VecDeque::new()),
             frames_pushed: 0,
             audio_samples_pushed: 0,
+            audio_syncs_sent: 0,
             segment: None,
+            last_segment: 0,
             encoder_name,
         };
         encoder
@@ -137,14 +248,16 @@ impl Fmp4Encoder {
         &self.encoder_name
     }
 
-    /// Starts segment `segment_idx`: its first frame becomes a keyframe and a new fragment.
+    /// Starts segment `segment_idx` (ending the open one first, if any): its first frame
+    /// becomes a keyframe, and its chunks come from a muxer of its own.
     pub fn begin_segment(&mut self, segment_idx: u32) -> Result<(), MediaError> {
         self.check_bus()?;
-        let start = self.frames_pushed * self.settings.frame_duration_ns();
-        if let Ok(mut t) = self.timeline.lock() {
-            t.segments.push_back((start, segment_idx));
+        if self.segment.is_some() {
+            self.end_segment()?;
         }
+        self.open_mux(segment_idx)?;
         if self.frames_pushed > 0 {
+            let start = self.settings.frame_pts_ns(self.frames_pushed);
             let event = gstreamer_video::DownstreamForceKeyUnitEvent::builder()
                 .timestamp(gst::ClockTime::from_nseconds(start))
                 .all_headers(true)
@@ -152,6 +265,69 @@ impl Fmp4Encoder {
             self.video_src.send_event(event);
         }
         self.segment = Some(segment_idx);
+        Ok(())
+    }
+
+    /// Builds and starts segment `segment_idx`'s muxer, routes the encoders' output to it
+    /// and hands it whatever was held since the previous segment ended.
+    fn open_mux(&mut self, segment_idx: u32) -> Result<(), MediaError> {
+        let graph = pipeline::build_mux(&self.settings)?;
+        let sink_state = Mutex::new(ChunkSink::new(
+            segment_idx,
+            self.shared.init_sent.clone(),
+            self.tx.clone(),
+        ));
+        graph.sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |appsink| {
+                    let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let mut state = sink_state.lock().map_err(|_| gst::FlowError::Error)?;
+                    if let Some(list) = sample.buffer_list() {
+                        for buffer in list.iter() {
+                            state.on_buffer(buffer)?;
+                        }
+                    } else if let Some(buffer) = sample.buffer() {
+                        state.on_buffer(buffer)?;
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        // Known caps up front: a muxer input that ends without any buffer still has its
+        // track, so track ids stay those of the stream's init segment.
+        graph
+            .video_src
+            .set_caps(sink_caps(&self.video_sink).as_ref());
+        if let (Some(src), Some(sink)) = (&graph.audio_src, &self.audio_sink) {
+            src.set_caps(sink_caps(sink).as_ref());
+        }
+        if graph.pipeline.set_state(gst::State::Playing).is_err() {
+            let err = pipeline_error(&graph.pipeline).unwrap_or_else(|| MediaError::Element {
+                element: "fmp4-segment-mux".into(),
+                message: "failed to start".into(),
+            });
+            let _ = graph.pipeline.set_state(gst::State::Null);
+            return Err(err);
+        }
+        // Owned from here on, so `Drop` stops it whatever happens next.
+        let graph = self.mux.insert(graph);
+        self.last_segment = segment_idx;
+        // Under the lock, so what was held goes in before anything delivered from now on.
+        let mut route = self.shared.route.lock().expect("route lock");
+        for (track, sample) in std::mem::take(&mut route.held) {
+            let src = match track {
+                Track::Video => Some(&graph.video_src),
+                Track::Audio => graph.audio_src.as_ref(),
+            };
+            if let Some(src) = src {
+                forward(src, &sample).map_err(|flow| MediaError::Element {
+                    element: src.name().to_string(),
+                    message: format!("push refused: {flow:?}"),
+                })?;
+            }
+        }
+        route.video = Some(graph.video_src.clone());
+        route.audio = graph.audio_src.clone();
         Ok(())
     }
 
@@ -169,12 +345,13 @@ impl Fmp4Encoder {
                 height: self.settings.height,
             });
         }
-        let frame_ns = self.settings.frame_duration_ns();
+        let pts = self.settings.frame_pts_ns(self.frames_pushed);
+        let end = self.settings.frame_pts_ns(self.frames_pushed + 1);
         let mut buffer = gst::Buffer::from_mut_slice(frame);
         {
             let b = buffer.get_mut().expect("new buffer is writable");
-            b.set_pts(gst::ClockTime::from_nseconds(self.frames_pushed * frame_ns));
-            b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_duration(gst::ClockTime::from_nseconds(end - pts));
         }
         let src = self.video_src.clone();
         self.push_bounded(&src, buffer)?;
@@ -194,6 +371,9 @@ impl Fmp4Encoder {
                 channels: audio.channels,
             });
         }
+        if self.segment.is_none() {
+            self.begin_segment(0)?;
+        }
         let frames = (samples.len() / channels) as u64;
         let rate = u64::from(audio.sample_rate);
         let pts = self.audio_samples_pushed * 1_000_000_000 / rate;
@@ -210,49 +390,129 @@ impl Fmp4Encoder {
         Ok(())
     }
 
-    /// Ends the current segment: the muxer closes its last fragment without waiting for the
-    /// next segment's first frame.
+    /// Ends the current segment. When this returns, every chunk of the segment has been
+    /// produced (take them with [`Self::drain_ready`]): all its frames, its last partial
+    /// fragment included, and all of its audio the audio encoder has encoded.
     ///
-    /// isofmp4mux finalises an H.264 GOP only once the GOP after next has begun, so once every
-    /// encoded frame has reached the muxer we hand its video input two zero-length GAP events
-    /// at the segment's end time; each becomes an empty GAP "keyframe" that the muxer drops
-    /// when writing. (An audio track's tail still waits for the next segment's audio.)
+    /// isofmp4mux finalises a fragment only once every input has data past its end, which
+    /// at a segment's end would be the next segment's frames and sound. So once every
+    /// encoded frame and all the audio the encoder has released (a marker sent after the
+    /// segment's audio has reached the encoder's input) are in the segment's muxer, its
+    /// inputs are ended and the muxer writes out everything. An audio encoder works in
+    /// whole frames and may keep a little more (AAC's one-frame delay, Opus's 6.5 ms
+    /// lookahead), so the last part of a segment's sound that does not fill a frame goes
+    /// out at the start of the next segment's audio, where it belongs on the timeline.
     pub fn end_segment(&mut self) -> Result<(), MediaError> {
+        if self.segment.is_none() && self.mux.is_none() {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.settings.wait_timeout;
-        while self.frames_at_mux.load(Ordering::Acquire) < self.frames_pushed {
+        let frames_pushed = self.frames_pushed;
+        let shared = self.shared.clone();
+        self.wait_until(deadline, "the segment's last frame to be encoded", || {
+            shared.frames_out.load(Ordering::Acquire) >= frames_pushed
+        })?;
+        if let Some(src) = self.audio_src.clone() {
+            self.audio_syncs_sent += 1;
+            let seq = self.audio_syncs_sent;
+            let marker = gst::Structure::builder(AUDIO_SYNC)
+                .field("seq", seq)
+                .build();
+            src.send_event(gst::event::CustomDownstream::new(marker));
+            self.wait_until(deadline, "the segment's audio to be encoded", || {
+                shared.audio_synced.load(Ordering::Acquire) >= seq
+            })?;
+        }
+        self.segment = None;
+        self.close_mux(deadline)
+    }
+
+    /// Ends the open muxer's inputs and waits until it has written everything out.
+    fn close_mux(&mut self, deadline: Instant) -> Result<(), MediaError> {
+        let Some(graph) = self.mux.take() else {
+            return Ok(());
+        };
+        if let Ok(mut route) = self.shared.route.lock() {
+            route.video = None;
+            route.audio = None;
+        }
+        let _ = graph.video_src.end_of_stream();
+        if let Some(src) = &graph.audio_src {
+            let _ = src.end_of_stream();
+        }
+        let bus = graph.pipeline.bus().expect("pipelines have a bus");
+        let result = loop {
+            self.pump();
+            if let Some(e) = self.bus_error() {
+                break Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(MediaError::Timeout {
+                    what: "the segment's muxer to write its last fragment".into(),
+                    after: self.settings.wait_timeout,
+                });
+            }
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            let msg = bus.timed_pop_filtered(
+                gst::ClockTime::from_nseconds(wait.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+            match msg.as_ref().map(|m| m.view()) {
+                Some(gst::MessageView::Eos(_)) => break Ok(()),
+                Some(gst::MessageView::Error(err)) => break Err(element_error(err)),
+                _ => {}
+            }
+        };
+        // Null joins the muxer's threads; its appsink handed on every chunk before the EOS.
+        let _ = graph.pipeline.set_state(gst::State::Null);
+        result?;
+        self.pump();
+        Ok(())
+    }
+
+    /// Polls `done` until it holds, taking chunks off the queue meanwhile so a full queue
+    /// cannot stall the muxer this waits for.
+    fn wait_until(
+        &self,
+        deadline: Instant,
+        what: &str,
+        done: impl Fn() -> bool,
+    ) -> Result<(), MediaError> {
+        while !done() {
             self.check_bus()?;
+            self.pump();
             if Instant::now() >= deadline {
                 return Err(MediaError::Timeout {
-                    what: format!("{} to encode the segment's last frame", self.encoder_name),
+                    what: format!("{what} ({})", self.encoder_name),
                     after: self.settings.wait_timeout,
                 });
             }
             std::thread::sleep(POLL);
         }
-        // Our timestamps are running times; the encoder may shift its output segment (x264enc
-        // adds 1000 hours so DTS stays positive), so translate into the muxer input's segment.
-        let running_end =
-            gst::ClockTime::from_nseconds(self.frames_pushed * self.settings.frame_duration_ns());
-        let end = self
-            .mux_video_pad
-            .sticky_event::<gst::event::Segment>(0)
-            .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().cloned())
-            .and_then(|seg| seg.position_from_running_time(running_end))
-            .unwrap_or(running_end);
-        for _ in 0..2 {
-            let gap = gst::event::Gap::builder(end)
-                .duration(gst::ClockTime::ZERO)
-                .build();
-            if !self.mux_video_pad.send_event(gap) {
-                self.check_bus()?;
-            }
-        }
-        self.segment = None;
         Ok(())
+    }
+
+    /// Moves what is in the chunk queue to the backlog.
+    fn pump(&self) {
+        let mut backlog = self.backlog.borrow_mut();
+        while let Ok(item) = self.chunks.try_recv() {
+            backlog.push_back(item);
+        }
+    }
+
+    fn take_backlog(&self) -> Option<Result<MediaChunk, MediaError>> {
+        match self.backlog.borrow_mut().pop_front()? {
+            Output::Chunk(c) => Some(Ok(c)),
+            Output::Failed(e) => Some(Err(e)),
+        }
     }
 
     /// The next chunk, waiting up to `timeout`; `Ok(None)` when none arrived in time.
     pub fn next_chunk(&self, timeout: Duration) -> Result<Option<MediaChunk>, MediaError> {
+        if let Some(item) = self.take_backlog() {
+            return item.map(Some);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             self.check_bus()?;
@@ -272,53 +532,38 @@ impl Fmp4Encoder {
     /// Every chunk already produced, without waiting.
     pub fn drain_ready(&self) -> Result<Vec<MediaChunk>, MediaError> {
         self.check_bus()?;
+        self.pump();
         let mut out = Vec::new();
-        while let Ok(item) = self.chunks.try_recv() {
-            match item {
-                Output::Chunk(c) => out.push(c),
-                Output::Failed(e) => return Err(e),
-            }
+        while let Some(item) = self.take_backlog() {
+            out.push(item?);
         }
         Ok(out)
     }
 
     /// The MSE mime type, known once the encoders negotiated (after the first frame).
     pub fn mime(&self) -> Option<String> {
-        let video = codec::video_codec_from_caps(&*self.mux_input_caps("video/")?)?;
-        let audio: Option<AudioCodec> = match self.audio_src {
-            Some(_) => Some(codec::audio_codec_from_caps(
-                &*self.mux_input_caps("audio/")?,
-            )?),
+        let video = codec::video_codec_from_caps(&*sink_caps(&self.video_sink)?)?;
+        let audio: Option<AudioCodec> = match &self.audio_sink {
+            Some(sink) => Some(codec::audio_codec_from_caps(&*sink_caps(sink)?)?),
             None => None,
         };
         Some(codec::mse_mime(&video, audio))
     }
 
-    /// Negotiated caps on the muxer input whose media type starts with `prefix`.
-    fn mux_input_caps(&self, prefix: &str) -> Option<gst::Caps> {
-        self.mux.sink_pads().into_iter().find_map(|pad| {
-            let caps = pad.current_caps()?;
-            let is_match = caps.structure(0)?.name().starts_with(prefix);
-            is_match.then_some(caps)
-        })
-    }
-
-    /// Ends the stream, waits (up to `timeout`) for the muxer to drain, and returns the
-    /// chunks not yet taken. The pipeline is stopped whatever happens.
-    pub fn finish(self, timeout: Duration) -> Result<Vec<MediaChunk>, MediaError> {
+    /// Ends the stream: the encoders flush what they still hold (the end of the sound),
+    /// which goes out with the last segment; waits (up to `timeout`) and returns the chunks
+    /// not yet taken. The pipelines are stopped whatever happens.
+    pub fn finish(mut self, timeout: Duration) -> Result<Vec<MediaChunk>, MediaError> {
+        let deadline = Instant::now() + timeout;
         let _ = self.video_src.end_of_stream();
         if let Some(src) = &self.audio_src {
             let _ = src.end_of_stream();
         }
         let bus = self.pipeline.bus().expect("pipelines have a bus");
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
         loop {
-            while let Ok(item) = self.chunks.try_recv() {
-                match item {
-                    Output::Chunk(c) => out.push(c),
-                    Output::Failed(e) => return Err(e),
-                }
+            self.pump();
+            if let Some(e) = self.mux.as_ref().and_then(|m| pipeline_error(&m.pipeline)) {
+                return Err(e);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -338,13 +583,14 @@ impl Fmp4Encoder {
                 _ => {}
             }
         }
-        while let Ok(item) = self.chunks.try_recv() {
-            match item {
-                Output::Chunk(c) => out.push(c),
-                Output::Failed(e) => return Err(e),
-            }
+        // Everything the encoders made is now in the open muxer, or held for a new one.
+        let held = self.shared.route.lock().map_or(0, |r| r.held.len());
+        if self.mux.is_none() && held > 0 {
+            self.open_mux(self.last_segment)?;
         }
-        Ok(out)
+        self.segment = None;
+        self.close_mux(deadline)?;
+        self.drain_ready()
     }
 
     fn push_bounded(&self, src: &gst_app::AppSrc, buffer: gst::Buffer) -> Result<(), MediaError> {
@@ -379,13 +625,24 @@ impl Fmp4Encoder {
         }
     }
 
+    /// An error from the encoding pipeline or the open segment's muxer.
     fn bus_error(&self) -> Option<MediaError> {
-        let bus = self.pipeline.bus()?;
-        let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
-        match msg.view() {
-            gst::MessageView::Error(err) => Some(element_error(err)),
-            _ => None,
-        }
+        pipeline_error(&self.pipeline)
+            .or_else(|| self.mux.as_ref().and_then(|m| pipeline_error(&m.pipeline)))
+    }
+}
+
+/// The caps an appsink negotiated.
+fn sink_caps(sink: &gst_app::AppSink) -> Option<gst::Caps> {
+    sink.static_pad("sink")?.current_caps()
+}
+
+fn pipeline_error(pipeline: &gst::Pipeline) -> Option<MediaError> {
+    let bus = pipeline.bus()?;
+    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(err) => Some(element_error(err)),
+        _ => None,
     }
 }
 
@@ -405,10 +662,14 @@ fn element_error(err: &gst::message::Error) -> MediaError {
 impl Drop for Fmp4Encoder {
     fn drop(&mut self) {
         // Disconnect the chunk queue first: a muxer thread waiting for room in it then gives
-        // up at once instead of holding up the state change below for its whole timeout.
+        // up at once instead of holding up the state changes below for its whole timeout.
         let (_, disconnected) = sync_channel(1);
         drop(std::mem::replace(&mut self.chunks, disconnected));
-        // Null joins the streaming threads and frees every buffer the pipeline holds.
+        // Null joins the streaming threads and frees every buffer the pipelines hold; the
+        // muxer first, which unblocks an encoder thread waiting for room in its inputs.
+        if let Some(graph) = self.mux.take() {
+            let _ = graph.pipeline.set_state(gst::State::Null);
+        }
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }

@@ -1,9 +1,10 @@
 //! Frames to fragmented MP4 with GStreamer.
 //!
-//! [`Fmp4Encoder`] owns one pipeline per session: `pipeline` builds its graph from
-//! [`EncoderSettings`], `chunks` turns the muxer's bytes into [`MediaChunk`]s, [`boxes`] cuts
-//! on box boundaries, [`codec`] builds the MSE codec string from what was produced, and
-//! [`elements`] initialises GStreamer and names the package behind a missing element.
+//! [`Fmp4Encoder`] owns one encoding pipeline per session and one muxing pipeline per
+//! segment: `pipeline` builds both from [`EncoderSettings`], `chunks` turns a muxer's bytes
+//! into [`MediaChunk`]s, [`boxes`] cuts on box boundaries, [`codec`] builds the MSE codec
+//! string from what was produced, and [`elements`] initialises GStreamer and names the
+//! package behind a missing element.
 
 pub mod boxes;
 mod chunks;

@@ -1,10 +1,21 @@
-//! Builds the GStreamer graph of an encoder:
+//! Builds the GStreamer graphs of an encoder: one long-lived encoding pipeline per session
 //!
 //! ```text
-//! appsrc (RGB) ─ videoconvert ─ x264enc | nvh264enc ─ capsfilter ─ h264parse ─┐
-//!                                                                              ├─ isofmp4mux ─ appsink
-//! appsrc (F32 PCM) ─ audioconvert ─ audioresample ─ opusenc | avenc_aac ───────┘
+//! appsrc (RGB) ─ videoconvert ─ x264enc | nvh264enc ─ capsfilter ─ h264parse ─ appsink (H.264)
+//! appsrc (F32 PCM) ─ audioconvert ─ audioresample ─ opusenc | avenc_aac ─ appsink (Opus | AAC)
 //! ```
+//!
+//! and one short muxing pipeline per segment, fed with what the encoders produced:
+//!
+//! ```text
+//! appsrc (H.264) ─┐
+//!                 ├─ isofmp4mux ─ appsink (fMP4)
+//! appsrc (audio) ─┘
+//! ```
+//!
+//! The encoders stay up across segments (one timeline, no re-initialisation); the muxer is
+//! ended at each segment's end, which is the only way to make isofmp4mux write out
+//! everything it holds: it finalises a fragment only once every input has data past it.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -14,23 +25,26 @@ use super::settings::EncoderSettings;
 use super::{MediaError, elements};
 use crate::config::{AudioEncoderKind, H264Profile, VideoEncoderKind};
 
-/// The elements an encoder talks to after building.
+/// The encoding pipeline's elements the encoder talks to after building.
 pub(super) struct Graph {
     pub pipeline: gst::Pipeline,
     pub video_src: gst_app::AppSrc,
     pub audio_src: Option<gst_app::AppSrc>,
-    pub mux: gst::Element,
-    /// The muxer's video input.
-    pub mux_video_pad: gst::Pad,
-    pub sink: gst_app::AppSink,
+    /// Receives the encoded H.264 access units.
+    pub video_sink: gst_app::AppSink,
+    /// Receives the encoded audio frames.
+    pub audio_sink: Option<gst_app::AppSink>,
+    /// The audio encoder's input, where audio sync markers are seen.
+    pub audio_encoder_sink_pad: Option<gst::Pad>,
     /// `x264enc` or `nvh264enc`.
     pub encoder_name: String,
 }
 
-/// Creates and links every element for `settings` (not started).
+/// Creates and links every element of the encoding pipeline for `settings` (not started).
 pub(super) fn build(settings: &EncoderSettings) -> Result<Graph, MediaError> {
     let pipeline = gst::Pipeline::with_name("fmp4-encoder");
-    let ns_per_fragment = settings.frame_duration_ns() * u64::from(settings.frames_per_fragment);
+    // What isofmp4mux accepts, so the encoders negotiate exactly as if linked to it.
+    let mux_caps = mux_sink_caps()?;
 
     // Video branch.
     let video_src = gst_app::AppSrc::builder()
@@ -76,14 +90,7 @@ pub(super) fn build(settings: &EncoderSettings) -> Result<Graph, MediaError> {
             .build(),
     );
     let parse = make_named("h264parse", "h264parse")?;
-
-    let mux = make_named("isofmp4mux", "isofmp4mux")?;
-    mux.set_property("fragment-duration", ns_per_fragment);
-    let sink = gst_app::AppSink::builder()
-        .name("fmp4_sink")
-        .sync(false)
-        .build();
-
+    let video_sink = encoded_sink("video_es", &mux_caps);
     add_chain(
         &pipeline,
         &[
@@ -92,21 +99,13 @@ pub(super) fn build(settings: &EncoderSettings) -> Result<Graph, MediaError> {
             &encoder,
             &profile_filter,
             &parse,
-            &mux,
-            sink.upcast_ref(),
+            video_sink.upcast_ref(),
         ],
     )?;
-    let mux_video_pad = parse
-        .static_pad("src")
-        .and_then(|p| p.peer())
-        .ok_or_else(|| MediaError::Element {
-            element: "isofmp4mux".into(),
-            message: "video input pad missing after linking".into(),
-        })?;
 
     // Audio branch.
-    let audio_src = match settings.audio {
-        None => None,
+    let (audio_src, audio_sink, audio_encoder_sink_pad) = match settings.audio {
+        None => (None, None, None),
         Some(audio) => {
             let src = gst_app::AppSrc::builder()
                 .name("audio_src")
@@ -122,20 +121,119 @@ pub(super) fn build(settings: &EncoderSettings) -> Result<Graph, MediaError> {
                 AudioEncoderKind::Opus => make_named("opusenc", "opusenc")?,
                 AudioEncoderKind::Aac => make_named("avenc_aac", "avenc_aac")?,
             };
-            add_chain(&pipeline, &[src.upcast_ref(), &aconvert, &resample, &aenc])?;
-            link(&[&aenc, &mux])?;
-            Some(src)
+            let sink = encoded_sink("audio_es", &mux_caps);
+            add_chain(
+                &pipeline,
+                &[
+                    src.upcast_ref(),
+                    &aconvert,
+                    &resample,
+                    &aenc,
+                    sink.upcast_ref(),
+                ],
+            )?;
+            let pad = aenc.static_pad("sink").ok_or_else(|| MediaError::Element {
+                element: aenc.name().to_string(),
+                message: "no sink pad".into(),
+            })?;
+            (Some(src), Some(sink), Some(pad))
         }
     };
     Ok(Graph {
         pipeline,
         video_src,
         audio_src,
-        mux,
-        mux_video_pad,
-        sink,
+        video_sink,
+        audio_sink,
+        audio_encoder_sink_pad,
         encoder_name,
     })
+}
+
+/// One segment's muxing pipeline.
+pub(super) struct MuxGraph {
+    pub pipeline: gst::Pipeline,
+    pub video_src: gst_app::AppSrc,
+    pub audio_src: Option<gst_app::AppSrc>,
+    pub sink: gst_app::AppSink,
+}
+
+/// Creates and links a muxing pipeline for `settings` (not started). Its inputs take encoded
+/// buffers timestamped in running time, and block when they hold about two fragments, so a
+/// consumer that stops reading slows the encoders down.
+pub(super) fn build_mux(settings: &EncoderSettings) -> Result<MuxGraph, MediaError> {
+    let pipeline = gst::Pipeline::with_name("fmp4-segment-mux");
+    let ns_per_fragment = settings.frame_duration_ns() * u64::from(settings.frames_per_fragment);
+    let input = |name: &str| {
+        let src = gst_app::AppSrc::builder()
+            .name(name)
+            .format(gst::Format::Time)
+            .is_live(false)
+            .block(true)
+            .max_bytes(0)
+            .build();
+        src.set_property("max-time", 2 * ns_per_fragment);
+        src
+    };
+    let video_src = input("video_in");
+    let mux = make_named("isofmp4mux", "isofmp4mux")?;
+    mux.set_property("fragment-duration", ns_per_fragment);
+    // Keyframes come from the encoder's GOP length and each segment's forced keyframe; the
+    // inputs here are appsrcs, which could not act on the muxer's requests anyway.
+    mux.set_property("send-force-keyunit", false);
+    let sink = gst_app::AppSink::builder()
+        .name("fmp4_sink")
+        .sync(false)
+        .build();
+    add_chain(
+        &pipeline,
+        &[video_src.upcast_ref(), &mux, sink.upcast_ref()],
+    )?;
+    let audio_src = match settings.audio {
+        None => None,
+        Some(_) => {
+            let src = input("audio_in");
+            pipeline.add(&src).map_err(|e| MediaError::Element {
+                element: "pipeline".into(),
+                message: format!("adding elements failed: {e}"),
+            })?;
+            link(&[src.upcast_ref(), &mux])?;
+            Some(src)
+        }
+    };
+    Ok(MuxGraph {
+        pipeline,
+        video_src,
+        audio_src,
+        sink,
+    })
+}
+
+/// The caps isofmp4mux's sink pads accept.
+fn mux_sink_caps() -> Result<gst::Caps, MediaError> {
+    elements::init()?;
+    let missing = || MediaError::MissingElement {
+        element: "isofmp4mux".into(),
+        provider: "the gst-plugin-fmp4 crate (registered statically)",
+    };
+    let factory = gst::ElementFactory::find("isofmp4mux").ok_or_else(missing)?;
+    factory
+        .static_pad_templates()
+        .into_iter()
+        .find(|t| t.direction() == gst::PadDirection::Sink)
+        .map(|t| t.caps())
+        .ok_or_else(missing)
+}
+
+/// An appsink for encoded buffers that accepts what the muxer accepts.
+fn encoded_sink(name: &str, caps: &gst::Caps) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder()
+        .name(name)
+        .caps(caps)
+        .sync(false)
+        .build();
+    sink.set_property("enable-last-sample", false);
+    sink
 }
 
 fn make_named(factory: &str, name: &str) -> Result<gst::Element, MediaError> {

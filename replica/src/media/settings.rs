@@ -79,6 +79,13 @@ impl EncoderSettings {
         1_000_000_000 / u64::from(self.fps)
     }
 
+    /// Presentation time of frame `n` in ns. Computed from `n`, not summed per frame, so
+    /// rounding errors do not add up; rounded up, so the muxer (which rounds down into a
+    /// track timescale that is a multiple of the frame rate) gets frame `n` exactly.
+    pub(super) fn frame_pts_ns(&self, n: u64) -> u64 {
+        (n * 1_000_000_000).div_ceil(u64::from(self.fps))
+    }
+
     pub(super) fn validate(&self) -> Result<(), MediaError> {
         let bad = |reason: String| Err(MediaError::InvalidSettings(reason));
         if self.width == 0

@@ -2,11 +2,13 @@
 //! queues the chunks for the client as soon as each fragment exists.
 //!
 //! Every segment's bytes start with the stream's init segment (`ftyp`+`moov`), announced by
-//! its own `media_init`: a client that saves each segment as a file gets a playable fMP4,
-//! as FastVideo's segments are. The encoder keeps one timeline, so the fragments' decode
-//! times run on across segments, and a Media Source player appending everything to one
-//! SourceBuffer (in `segments` or `sequence` mode) sees the same init segment again, which
-//! MSE allows, and continuous media.
+//! its own `media_init`, and hold all of the segment's frames and sound (the encoder ends
+//! each segment's muxer before `media_segment_complete`): a client that saves each segment
+//! as a file gets a playable fMP4 of the whole segment, as FastVideo's segments are. The
+//! encoder keeps one timeline, so the fragments' decode times run on across segments, and
+//! a Media Source player appending everything to one SourceBuffer (in `segments` or
+//! `sequence` mode) sees the same init segment again, which MSE allows, and continuous
+//! media.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -19,9 +21,6 @@ use super::{Outgoing, PipelineEvent, PipelineOutputs};
 use crate::generate::GeneratedSegment;
 use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaChunk, MediaError};
 use crate::observability;
-
-/// How long the media thread waits for a segment's last fragment before moving on.
-const FRAGMENT_WAIT: Duration = Duration::from_secs(5);
 
 /// A generated segment on its way to the encoder.
 #[derive(Debug)]
@@ -89,12 +88,10 @@ impl MediaStream {
         outputs: &PipelineOutputs,
         cancel: &AtomicBool,
     ) -> Result<bool, MediaError> {
-        let frames_per_fragment = self.encoder.settings().frames_per_fragment;
         let fps = self.encoder.settings().fps;
         let encoder = &mut self.encoder;
         let idx = job.segment_idx;
         let frame_count = job.segment.frames.len() as u32;
-        let expected_fragments = frame_count.div_ceil(frames_per_fragment);
         let encode_started = Instant::now();
         let mut sender = ChunkSender {
             session_started: outputs.started,
@@ -103,7 +100,6 @@ impl MediaStream {
             init: &mut self.init,
             first_media_sent: &mut self.first_media_sent,
             segment_started: false,
-            fragments: 0,
             chunks: 0,
             out: &outputs.out,
         };
@@ -122,17 +118,12 @@ impl MediaStream {
                 return Ok(false);
             }
         }
+        // Returns once the segment's muxer has written everything of it out: its last
+        // (possibly partial) fragment and its sound are among the ready chunks, before
+        // `media_segment_complete` and before the next segment's `media_init`.
         encoder.end_segment()?;
-        while sender.fragments < expected_fragments {
-            match encoder.next_chunk(FRAGMENT_WAIT)? {
-                Some(chunk) => {
-                    if !sender.send(encoder, vec![chunk]) {
-                        return Ok(false);
-                    }
-                }
-                // An audio track's tail can wait for the next segment's audio; go on.
-                None => break,
-            }
+        if !sender.send(encoder, encoder.drain_ready()?) {
+            return Ok(false);
         }
         let duration_ms = u64::from(frame_count) * 1000 / u64::from(fps);
         observability::segment_encoded(
@@ -177,7 +168,6 @@ struct ChunkSender<'a> {
     first_media_sent: &'a mut bool,
     /// Whether this segment's `media_init` and first bytes went out.
     segment_started: bool,
-    fragments: u32,
     chunks: u32,
     out: &'a mpsc::Sender<Outgoing>,
 }
@@ -211,9 +201,6 @@ impl ChunkSender<'_> {
                 }
             }
             observability::media_bytes(bytes.len());
-            if chunk.kind == ChunkKind::Fragment {
-                self.fragments += 1;
-            }
             self.chunks += 1;
             if self.out.blocking_send(Outgoing::Binary(bytes)).is_err() {
                 return false;

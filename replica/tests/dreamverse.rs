@@ -3,101 +3,31 @@
 //! GStreamer encoder producing fMP4. What is checked is what FastVideo's Dreamverse web app
 //! reads (`shared/protocols/dreamverse-ws.md`, 1B).
 
-use std::sync::{Arc, OnceLock};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use framecast_replica::config::ReplicaConfig;
-use framecast_replica::generate;
-use framecast_replica::pool::WorkerPool;
-use framecast_replica::pool::in_process::InProcessPool;
-use framecast_replica::server::{self, AppState};
-use framecast_replica::session::SessionContext;
+use framecast_replica::prompt::PromptService;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::{Server, counter, small_config};
 use tokio_tungstenite::tungstenite::Message;
 
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Server {
-    url: String,
-    pool: Arc<InProcessPool>,
-    state: AppState,
-}
-
-impl Server {
-    /// Waits until the worker is free again, failing with `what` after `limit`.
-    async fn wait_for_free_worker(&self, limit: Duration, what: &str) {
-        let since = Instant::now();
-        while self.pool.status().available_gpus == 0 {
-            assert!(since.elapsed() < limit, "{what} (after {limit:?})");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
 fn test_config() -> ReplicaConfig {
-    let mut c = ReplicaConfig::default();
-    c.generator.width = 128;
-    c.generator.height = 72;
-    c.generator.fps = 24;
-    c.generator.frames_per_segment = 12;
-    c.generator.num_inference_steps = 3;
-    c.generator.mock_latency_ms = 60;
-    c.media.fragment_duration_ms = 250;
-    c.streaming.max_sessions = 2;
-    c.streaming.max_message_bytes = 64 * 1024;
-    c.streaming.session_log_dir = None;
-    c
+    small_config()
 }
 
-/// The metrics this test process records (`framecast_errors_total`, ...).
-fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = framecast_common::metrics::standalone_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).expect("the only recorder of this test process");
-        handle
-    })
-}
-
-/// The value of one counter series (`name{labels}`) as `/metrics` renders it.
-fn counter(series: &str) -> f64 {
-    metrics()
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
+/// A replica without a prompt pipeline (each LLM step takes its documented failure path).
 async fn start(config: ReplicaConfig) -> Server {
-    framecast_replica::media::elements::init().unwrap();
-    framecast_common::logging::init("framecast_replica=debug");
-    let config = Arc::new(config);
-    let blobs: Arc<dyn framecast_replica::store::BlobStore> = Arc::new(
-        framecast_replica::store::memory::MemoryBlobStore::new(64 << 20, Duration::from_secs(600)),
-    );
-    let generators = (0..config.pool.num_workers)
-        .map(|_| generate::build(&config.generator, blobs.clone()).unwrap())
-        .collect();
-    let pool = Arc::new(InProcessPool::new(generators, false));
-    let sessions = SessionContext::new(pool.clone(), config);
-    let state = AppState::new("cpu".into(), metrics().clone(), sessions);
-    state.mark_ready();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = server::router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server {
-        url: format!("ws://{addr}/ws"),
-        pool,
-        state,
-    }
+    support::start(config, PromptService::disabled()).await
 }
 
 async fn connect(server: &Server) -> Client {
-    tokio_tungstenite::connect_async(&server.url)
+    tokio_tungstenite::connect_async(server.ws_url("/ws"))
         .await
         .unwrap()
         .0

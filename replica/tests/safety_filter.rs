@@ -2,8 +2,9 @@
 //! small classifiers with the fastText wheel in the repository's `.venv` on data it makes up,
 //! and prints fastText's own predictions, which the Rust reader must reproduce.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::path::PathBuf;
 
 use framecast_replica::config::SafetySettings;
 use framecast_replica::prompt::safety::{MAX_SCORED_CHARS, SAFETY_CHECKS_TOTAL, describe_metrics};
@@ -34,31 +35,8 @@ struct Classifiers {
 
 impl Classifiers {
     fn train() -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join("../.venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run scripts/setup (it installs fasttext-wheel into .venv)",
-            python.display()
-        );
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/fixtures/train_safety_classifier.py"))
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        serde_json::to_writer(child.stdin.take().unwrap(), PROBES).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "training the classifiers failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+        let report = support::classifier::train_into(dir.path(), PROBES);
         Self { _dir: dir, report }
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use framecast_e2e::{browser_dir, start_mock_replica, start_router, wait_for_status};
+use framecast_e2e::{browser_dir, start_router, wait_for_status};
 use serde_json::Value;
 
 /// Segments of 48 frames at 24 fps: two seconds each. (The app starts playing once 1 s is
@@ -90,15 +90,23 @@ async fn drive(
 
 /// The mock replica serving the app, capacity one session.
 async fn replica(web: &Path) -> (framecast_e2e::ChildGuard, String) {
-    start_mock_replica(&[
-        ("FRAMECAST_REPLICA__SERVER__WEB_ROOT", web.to_str().unwrap()),
-        ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
-        ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
-        ("FRAMECAST_REPLICA__GENERATOR__FPS", "24"),
-        ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "48"),
-        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "100"),
-        ("FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS", "1"),
-    ])
+    replica_with_args(web, &[]).await
+}
+
+/// [`replica`] with command-line arguments (`--config <file>` for settings on top).
+async fn replica_with_args(web: &Path, args: &[&str]) -> (framecast_e2e::ChildGuard, String) {
+    framecast_e2e::start_mock_replica_with_args(
+        args,
+        &[
+            ("FRAMECAST_REPLICA__SERVER__WEB_ROOT", web.to_str().unwrap()),
+            ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
+            ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
+            ("FRAMECAST_REPLICA__GENERATOR__FPS", "24"),
+            ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "48"),
+            ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "100"),
+            ("FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS", "1"),
+        ],
+    )
     .await
 }
 
@@ -323,7 +331,7 @@ async fn with_a_prompt_pipeline_the_typed_prompt_becomes_an_llm_written_story() 
         ),
     )
     .unwrap();
-    let (_replica, base) = replica_with_config(&web, &config).await;
+    let (_replica, base) = replica_with_args(&web, &["--config", config.to_str().unwrap()]).await;
     let router = start_router(std::slice::from_ref(&base), &[]).await;
     let out = out_dir("story");
     let report = drive(
@@ -371,21 +379,4 @@ async fn with_a_prompt_pipeline_the_typed_prompt_becomes_an_llm_written_story() 
         ],
         "{report}"
     );
-}
-
-/// The mock replica serving the app with the settings in `config` on top.
-async fn replica_with_config(web: &Path, config: &Path) -> (framecast_e2e::ChildGuard, String) {
-    framecast_e2e::start_mock_replica_with_args(
-        &["--config", config.to_str().unwrap()],
-        &[
-            ("FRAMECAST_REPLICA__SERVER__WEB_ROOT", web.to_str().unwrap()),
-            ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
-            ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
-            ("FRAMECAST_REPLICA__GENERATOR__FPS", "24"),
-            ("FRAMECAST_REPLICA__GENERATOR__FRAMES_PER_SEGMENT", "48"),
-            ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "100"),
-            ("FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS", "1"),
-        ],
-    )
-    .await
 }

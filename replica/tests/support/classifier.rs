@@ -18,34 +18,39 @@ pub struct Classifier {
     pub path: PathBuf,
 }
 
+/// Trains the classifiers into `dir` and returns the script's report: the model paths and
+/// fastText's own top-1 prediction of each model for each of `probes`.
+pub fn train_into(dir: &Path, probes: &[&str]) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup (it installs fasttext-wheel into .venv)",
+        python.display()
+    );
+    let mut child = Command::new(&python)
+        .arg(root.join("tests/fixtures/train_safety_classifier.py"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    serde_json::to_writer(child.stdin.take().unwrap(), probes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "training the classifiers failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
 impl Classifier {
     pub fn train() -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join("../.venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run scripts/setup (it installs fasttext-wheel into .venv)",
-            python.display()
-        );
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/fixtures/train_safety_classifier.py"))
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"[]").unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "training the classifier failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+        let report = train_into(dir.path(), &[]);
         let path = report["models"]["softmax"]
             .as_str()
             .map(PathBuf::from)

@@ -34,6 +34,16 @@ impl Server {
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
+
+    /// Waits until the worker is free again, failing with `what` after `limit`.
+    pub async fn wait_for_free_worker(&self, limit: Duration, what: &str) {
+        use framecast_replica::pool::WorkerPool;
+        let since = std::time::Instant::now();
+        while self.pool.status().available_gpus == 0 {
+            assert!(since.elapsed() < limit, "{what} (after {limit:?})");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// The metrics this test process records.

@@ -683,14 +683,20 @@ impl Default for MediaSettings {
     }
 }
 
-/// Bounds of the in-memory session and blob stores, and the key continuation states are
-/// signed with.
+/// Where the session and blob stores live (in memory, or in Redis shared by replicas), their
+/// bounds, and the key continuation states are signed with.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Continuation states kept at most (oldest evicted first).
+    /// `memory` (this process only; the default) or `redis` (`store.redis`).
+    pub backend: StoreBackend,
+    /// The Redis server, when `backend` is `redis`.
+    pub redis: RedisSettings,
+    /// Continuation states kept at most (oldest evicted first); with Redis, how many saves
+    /// may wait for the server at once (one per session).
     pub max_sessions: usize,
-    /// Bytes of blobs (tensors) kept at most (oldest evicted first).
+    /// Bytes of blobs (tensors) kept at most (oldest evicted first); with Redis, the largest
+    /// single blob (the server's `maxmemory` bounds the total).
     pub blob_capacity_bytes: usize,
     /// Bytes of blobs one owner (one session's exported states) may hold at once: its own
     /// oldest go first to make room, and a single blob larger than this is refused, so one
@@ -717,6 +723,8 @@ fn redacted<S: serde::Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Memory,
+            redis: RedisSettings::default(),
             max_sessions: 1024,
             blob_capacity_bytes: 256 << 20,
             max_blob_bytes_per_session: 64 << 20,
@@ -733,6 +741,8 @@ impl std::fmt::Debug for StoreSettings {
     // By hand, so the secret never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreSettings")
+            .field("backend", &self.backend)
+            .field("redis", &self.redis)
             .field("max_sessions", &self.max_sessions)
             .field("blob_capacity_bytes", &self.blob_capacity_bytes)
             .field(
@@ -746,6 +756,87 @@ impl std::fmt::Debug for StoreSettings {
             )
             .finish()
     }
+}
+
+/// Which implementation holds the session and blob stores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// In this process: bounded, lost with it, invisible to other replicas.
+    #[default]
+    Memory,
+    /// A Redis server (`store.redis`) several replicas can share; an outage loses what would
+    /// have been stored (no resume), never a session.
+    Redis,
+}
+
+/// The Redis server the stores use when `store.backend` is `redis`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user[:password]@]host[:port][/db]` (or `redis+unix:///path`). A password in
+    /// it is shown as `<redacted>` by `--check-config` and in debug output; set it through
+    /// `FRAMECAST_REPLICA__STORE__REDIS__URL` from a secret store.
+    #[serde(serialize_with = "redacted_url")]
+    pub url: String,
+    /// Prepended to every key, so several deployments (or tests) can share one server.
+    pub key_prefix: String,
+    /// The longest one command may take, and one connection attempt, in milliseconds; raise
+    /// it for large snapshot blobs over a slow link.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "framecast:".into(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    // By hand, so a password in the URL never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// `url` with its credentials (user info, and a query that names a password) replaced by
+/// `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) if query.to_ascii_lowercase().contains("pass") => {
+            (rest, Some("<redacted>"))
+        }
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("<redacted>{}", &rest[at..]),
+        None => rest.to_string(),
+    };
+    let mut shown = if scheme.is_empty() {
+        rest
+    } else {
+        format!("{scheme}://{rest}")
+    };
+    if let Some(query) = query {
+        shown.push('?');
+        shown.push_str(query);
+    }
+    shown
+}
+
+fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
 }
 
 /// x264's `speed-preset` names, fastest first.
@@ -884,6 +975,31 @@ impl Validate for ReplicaConfig {
             "store.max_blob_bytes_per_session",
             self.store.max_blob_bytes_per_session,
         )?;
+        if self.store.backend == StoreBackend::Redis {
+            let r = &self.store.redis;
+            if let Err(e) = ::redis::Client::open(r.url.as_str()) {
+                return Err(FieldError::new(
+                    "store.redis.url",
+                    format!(
+                        "`{}` is not a Redis URL such as redis://127.0.0.1:6379/0 ({e})",
+                        redact_url(&r.url),
+                    ),
+                ));
+            }
+            if r.key_prefix.is_empty()
+                || r.key_prefix.len() > 128
+                || r.key_prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(FieldError::new(
+                    "store.redis.key_prefix",
+                    "must be 1 to 128 bytes without spaces or control characters \
+                     (e.g. `framecast:`)",
+                ));
+            }
+            in_range("store.redis.timeout_ms", r.timeout_ms, 1, 600_000)?;
+        }
         if let Some(secret) = &self.store.state_secret
             && secret.chars().count() < MIN_STATE_SECRET_CHARS
         {
@@ -1240,5 +1356,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("store.max_blob_bytes_per_session"), "{err}");
+    }
+
+    #[test]
+    fn the_redis_store_settings_load_are_checked_and_hide_the_password() {
+        let defaults = StoreSettings::default();
+        assert_eq!(defaults.backend, StoreBackend::Memory);
+        assert_eq!(defaults.redis.key_prefix, "framecast:");
+        let url = "redis://app:hunter2-secret@redis.internal:6380/2";
+        let c = load_with_env(&[
+            ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
+            ("FRAMECAST_REPLICA__STORE__REDIS__URL", url),
+            ("FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX", "fc-test:"),
+        ])
+        .unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Redis);
+        assert_eq!(c.store.redis.url, url);
+        assert_eq!(c.store.redis.key_prefix, "fc-test:");
+        assert!(!format!("{c:?}").contains("hunter2"), "not in Debug output");
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            shown["store"]["redis"]["url"], "redis://<redacted>@redis.internal:6380/2",
+            "nor in --check-config"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?<redacted>"
+        );
+
+        let backend = "store: {backend: redis, redis: ";
+        for (yaml, field) in [
+            ("{url: 'http://x'}}", "`store.redis.url`"),
+            ("{url: 'redis://:hunter2@'}}", "`store.redis.url`"),
+            ("{key_prefix: ''}}", "`store.redis.key_prefix`"),
+            ("{key_prefix: 'a b'}}", "`store.redis.key_prefix`"),
+            ("{timeout_ms: 0}}", "`store.redis.timeout_ms`"),
+        ] {
+            let err = load_yaml(&format!("{backend}{yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{yaml}: {err}");
+            assert!(!err.contains("hunter2"), "{yaml}: {err}");
+        }
+        // Unchecked while the backend is memory.
+        load_yaml("store: {redis: {url: 'http://x'}}\n").unwrap();
+        let err = load_yaml("store: {backend: mongo}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend"), "{err}");
     }
 }

@@ -142,8 +142,13 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
     .context("start-up checks failed")?;
 
     let config = Arc::new(config);
-    let blobs: Arc<dyn framecast_replica::store::BlobStore> =
-        Arc::new(framecast_replica::store::memory::MemoryBlobStore::from_config(&config));
+    // In memory or in Redis (`store.backend`); a Redis store connects on first use, so the
+    // replica starts, and serves sessions without resume, while Redis is down.
+    let blobs = framecast_replica::store::blob_store(&config.store)
+        .context("cannot build the blob store (the `store` section)")?;
+    let states = framecast_replica::store::session_store(&config.store)
+        .context("cannot build the session store (the `store` section)")?;
+    tracing::info!(backend = ?config.store.backend, "session and blob stores");
     let devices: Vec<DeviceKind> = (0..config.pool.num_workers as usize)
         .map(|i| config.pool.device_of(i, config.generator.device))
         .collect();
@@ -195,7 +200,7 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
             Arc::new(pool)
         }
     };
-    let mut sessions = SessionContext::with_blobs(pool, config.clone(), blobs);
+    let mut sessions = SessionContext::with_stores(pool, config.clone(), states, blobs);
     sessions.prompts = PromptService::from_config(&config)
         .context("cannot build the prompt pipeline (the `prompt` section)")?;
     if sessions.prompts.llm_available() {

@@ -44,6 +44,10 @@ pub const PROMPT_OPERATION_FAILURES_TOTAL: &str = "framecast_prompt_operation_fa
 /// Prompts the safety filter kept from generation, by where they came from.
 pub const PROMPTS_BLOCKED_TOTAL: &str = "framecast_prompts_blocked_total";
 
+/// Failed session- and blob-store operations (the Redis backend), by store (session, blob)
+/// and operation (save, load, remove, put, get, drop_owner).
+pub const STORE_ERRORS_TOTAL: &str = "framecast_store_errors_total";
+
 /// Registers help texts; call once after installing the recorder.
 pub fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Sessions past their opening frame.");
@@ -104,6 +108,10 @@ pub fn describe() {
     describe_counter!(
         PROMPTS_BLOCKED_TOTAL,
         "Prompts the safety filter kept from generation, by stage."
+    );
+    describe_counter!(
+        STORE_ERRORS_TOTAL,
+        "Failed store operations (state or blob not stored or not read), by store and operation."
     );
     crate::prompt::safety::describe_metrics();
     // Zero series from the start, so alerts and rate() see them before the first error.

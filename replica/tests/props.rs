@@ -811,6 +811,10 @@ const REPLICA_FIELDS: &[&str] = &[
     "dreamverse",
     "session_lifetime_seconds",
     "web_root",
+    "backend",
+    "redis",
+    "url",
+    "key_prefix",
 ];
 
 const SHIPPED_REPLICA: &str = include_str!("../../config/replica.yaml");

@@ -9,9 +9,8 @@ use super::Drain;
 use crate::config::ReplicaConfig;
 use crate::pool::WorkerPool;
 use crate::prompt::PromptService;
-use crate::store::memory::{MemoryBlobStore, MemorySessionStore};
 use crate::store::signing::StateSigner;
-use crate::store::{BlobStore, SessionStore};
+use crate::store::{self, BlobStore, SessionStore};
 
 /// What every session shares; cheap to clone.
 #[derive(Clone)]
@@ -35,21 +34,40 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    /// A context with in-memory stores bounded as `config.store` says.
+    /// A context with the stores `config.store` asks for (in memory, or in Redis).
+    ///
+    /// # Panics
+    ///
+    /// When `config.store.redis.url` is not a Redis URL (a validated config has one).
     pub fn new(pool: Arc<dyn WorkerPool>, config: Arc<ReplicaConfig>) -> Self {
-        let blobs = Arc::new(MemoryBlobStore::from_config(&config));
+        let blobs = store::blob_store(&config.store).unwrap_or_else(|e| panic!("{e}"));
         Self::with_blobs(pool, config, blobs)
     }
 
-    /// A context sharing `blobs` with the pool's generators (they keep stream states there).
+    /// A context sharing `blobs` with the pool's generators (they keep stream states there),
+    /// with the session store `config.store` asks for.
+    ///
+    /// # Panics
+    ///
+    /// When `config.store.redis.url` is not a Redis URL (a validated config has one).
     pub fn with_blobs(
         pool: Arc<dyn WorkerPool>,
         config: Arc<ReplicaConfig>,
         blobs: Arc<dyn BlobStore>,
     ) -> Self {
-        let ttl = Duration::from_secs(config.store.ttl_seconds);
+        let states = store::session_store(&config.store).unwrap_or_else(|e| panic!("{e}"));
+        Self::with_stores(pool, config, states, blobs)
+    }
+
+    /// A context with these stores (`blobs` shared with the pool's generators).
+    pub fn with_stores(
+        pool: Arc<dyn WorkerPool>,
+        config: Arc<ReplicaConfig>,
+        states: Arc<dyn SessionStore>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Self {
         Self {
-            states: Arc::new(MemorySessionStore::new(config.store.max_sessions, ttl)),
+            states,
             blobs,
             signer: Arc::new(StateSigner::from_settings(&config.store)),
             pool,

@@ -234,11 +234,16 @@ pub struct MemoryBlobStore {
 impl MemoryBlobStore {
     /// The store `config.store` describes.
     pub fn from_config(config: &crate::config::ReplicaConfig) -> Self {
+        Self::from_settings(&config.store)
+    }
+
+    /// The store `store` describes.
+    pub fn from_settings(store: &crate::config::StoreSettings) -> Self {
         Self::new(
-            config.store.blob_capacity_bytes,
-            Duration::from_secs(config.store.ttl_seconds),
+            store.blob_capacity_bytes,
+            Duration::from_secs(store.ttl_seconds),
         )
-        .with_owner_quota(config.store.max_blob_bytes_per_session)
+        .with_owner_quota(store.max_blob_bytes_per_session)
     }
 
     /// A store of `capacity_bytes` whose payloads expire `ttl` after they were stored; one

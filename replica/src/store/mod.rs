@@ -2,9 +2,16 @@
 //! and large binary payloads such as tensors, referenced by id (`BlobStore`); and how the
 //! states handed to clients are signed ([`signing`]).
 //!
-//! Both stores are traits so another backend (one shared by several replicas) can stand in;
-//! today [`memory`] holds the only implementations, in-process and bounded in size and age so
-//! an abandoned session cannot grow the replica's memory without limit.
+//! Both stores are traits with two backends, chosen by `store.backend`: [`memory`] (the
+//! default), in-process and bounded in size and age so an abandoned session cannot grow the
+//! replica's memory without limit; and [`redis`], a Redis server several replicas can share,
+//! where an outage loses what would have been stored (no resume), never a session.
+//!
+//! Who may wait on the network: `SessionStore::save`/`remove` and `BlobStore::drop_owner`
+//! are called from the session loops on the async runtime, so no implementation may block in
+//! them (Redis queues them). `SessionStore::load` and `BlobStore::put`/`get` may block: the
+//! generators call them from their own threads; async code calls them through
+//! `tokio::task::spawn_blocking`.
 //!
 //! Every blob has an owner, and what a session owns goes one of two ways:
 //!
@@ -22,11 +29,14 @@
 //! its signature, so no client can name another session's blob or live stream.
 
 pub mod memory;
+pub mod redis;
 pub mod signing;
 
 use std::sync::Arc;
 
 use framecast_common::protocol::ContinuationState;
+
+use crate::config::StoreBackend;
 
 /// A store refused or lost data. (Serializable: a worker process gets it over its socket.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -57,12 +67,34 @@ pub enum StoreError {
 
 /// Continuation states by session id.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    /// Saves (replaces) the session's state.
+    /// Saves (replaces) the session's state. Never waits on the network: a remote backend
+    /// queues the write and reports its failure itself (metric and log).
     fn save(&self, session_id: &str, state: &ContinuationState) -> Result<(), StoreError>;
-    /// The session's state, unless it expired or was evicted.
+    /// The session's state, unless it expired or was evicted. May block on the network.
     fn load(&self, session_id: &str) -> Result<Option<ContinuationState>, StoreError>;
-    /// Forgets the session.
+    /// Forgets the session. Never waits on the network.
     fn remove(&self, session_id: &str);
+}
+
+/// The session store `store` asks for (`store.backend`).
+pub fn session_store(
+    store: &crate::config::StoreSettings,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match store.backend {
+        StoreBackend::Memory => Arc::new(memory::MemorySessionStore::new(
+            store.max_sessions,
+            std::time::Duration::from_secs(store.ttl_seconds),
+        )),
+        StoreBackend::Redis => Arc::new(self::redis::RedisSessionStore::from_settings(store)?),
+    })
+}
+
+/// The blob store `store` asks for (`store.backend`).
+pub fn blob_store(store: &crate::config::StoreSettings) -> Result<Arc<dyn BlobStore>, StoreError> {
+    Ok(match store.backend {
+        StoreBackend::Memory => Arc::new(memory::MemoryBlobStore::from_settings(store)),
+        StoreBackend::Redis => Arc::new(self::redis::RedisBlobStore::from_settings(store)?),
+    })
 }
 
 /// The owner a session's exported blobs are stored under: not the session id, so they
@@ -81,10 +113,10 @@ pub fn random_token() -> String {
 
 /// Opaque byte payloads by id, each owned by a session.
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
-    /// Stores `data` for `owner`; returns its id (unguessable).
+    /// Stores `data` for `owner`; returns its id (unguessable). May block on the network.
     fn put(&self, owner: &str, data: Vec<u8>) -> Result<String, StoreError>;
-    /// The payload, unless it expired or was evicted.
+    /// The payload, unless it expired or was evicted. May block on the network.
     fn get(&self, id: &str) -> Result<Option<Arc<Vec<u8>>>, StoreError>;
-    /// Drops every payload `owner` stored.
+    /// Drops every payload `owner` stored. Never waits on the network.
     fn drop_owner(&self, owner: &str);
 }

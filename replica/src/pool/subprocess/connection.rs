@@ -302,7 +302,7 @@ async fn read_loop(
 }
 
 async fn dispatch(
-    conn: &WorkerConnection,
+    conn: &Arc<WorkerConnection>,
     Frame { header, body }: Frame<FromWorker>,
     blobs: &Arc<dyn BlobStore>,
     lifecycle: &mpsc::UnboundedSender<FromWorker>,
@@ -339,20 +339,28 @@ async fn dispatch(
                 let _ = waiter.send(result);
             }
         }
+        // The store may wait on the network (Redis): answered from a blocking thread, so
+        // this loop (and the runtime) go on meanwhile; the worker matches answers by call.
         FromWorker::BlobPut { call, owner } => {
-            let result = blobs.put(&owner, body);
-            conn.send(Frame::new(ToWorker::BlobStored { call, result }));
+            let (conn, blobs) = (conn.clone(), blobs.clone());
+            tokio::task::spawn_blocking(move || {
+                let result = blobs.put(&owner, body);
+                conn.send(Frame::new(ToWorker::BlobStored { call, result }));
+            });
         }
         FromWorker::BlobGet { call, id } => {
-            let (result, body) = match blobs.get(&id) {
-                Ok(Some(data)) => (Ok(true), data.as_ref().clone()),
-                Ok(None) => (Ok(false), Vec::new()),
-                Err(e) => (Err(e.to_string()), Vec::new()),
-            };
-            conn.send(Frame::with_body(
-                ToWorker::BlobLoaded { call, result },
-                body,
-            ));
+            let (conn, blobs) = (conn.clone(), blobs.clone());
+            tokio::task::spawn_blocking(move || {
+                let (result, body) = match blobs.get(&id) {
+                    Ok(Some(data)) => (Ok(true), data.as_ref().clone()),
+                    Ok(None) => (Ok(false), Vec::new()),
+                    Err(e) => (Err(e.to_string()), Vec::new()),
+                };
+                conn.send(Frame::with_body(
+                    ToWorker::BlobLoaded { call, result },
+                    body,
+                ));
+            });
         }
         FromWorker::BlobDropOwner { owner } => blobs.drop_owner(&owner),
         FromWorker::Metric { name, labels, op } => apply_metric(name, labels, op),

@@ -45,6 +45,16 @@ pub struct Timed<T> {
     pub latency_ms: f64,
 }
 
+impl Timed<Completion> {
+    /// The answer's text (or why there is none, for logs and frames) and the latency.
+    pub fn into_text(self) -> (Result<String, String>, f64) {
+        (
+            self.result.map(|c| c.text).map_err(|e| e.to_string()),
+            self.latency_ms,
+        )
+    }
+}
+
 /// Where a prompt being screened comes from, for the blocked-prompt metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

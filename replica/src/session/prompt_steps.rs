@@ -8,9 +8,7 @@ use framecast_common::protocol::{ErrorCode, PromptSource, SegmentPrompt};
 
 use super::controller::{Session, error};
 use crate::prompt::Stage;
-
-/// How many previous prompts auto-extension is shown.
-const HISTORY: usize = 16;
+use crate::prompt::operations::MAX_WINDOW_PROMPTS;
 
 /// A finished LLM step, for [`Session::on_prompt_step`].
 #[derive(Debug)]
@@ -64,7 +62,7 @@ impl PromptSteps {
 
     /// Remembers a generated prompt as auto-extension's context.
     pub(super) fn generated(&mut self, prompt: &str) {
-        if self.history.len() == HISTORY {
+        if self.history.len() == MAX_WINDOW_PROMPTS {
             self.history.pop_front();
         }
         self.history.push_back(prompt.to_string());
@@ -112,11 +110,11 @@ impl Session {
         self.steps.enhancing = true;
         let service = self.ctx.prompts.clone();
         self.steps.jobs.spawn(async move {
-            let t = service.enhance(&prompt.prompt).await;
+            let (result, latency_ms) = service.enhance(&prompt.prompt).await.into_text();
             StepDone::Enhanced {
                 prompt,
-                result: t.result.map(|c| c.text).map_err(|e| e.to_string()),
-                latency_ms: t.latency_ms,
+                result,
+                latency_ms,
             }
         });
     }
@@ -145,11 +143,11 @@ impl Session {
         self.steps.auto_pending = Some(ticket);
         let service = self.ctx.prompts.clone();
         self.steps.jobs.spawn(async move {
-            let t = service.auto_extend(&previous).await;
+            let (result, latency_ms) = service.auto_extend(&previous).await.into_text();
             StepDone::AutoExtended {
                 ticket,
-                result: t.result.map(|c| c.text).map_err(|e| e.to_string()),
-                latency_ms: t.latency_ms,
+                result,
+                latency_ms,
             }
         });
     }

@@ -48,12 +48,11 @@ use framecast_common::dreamverse::{
 
 use crate::config::ClientLimits;
 use crate::prompt::Stage;
+use crate::prompt::operations::MAX_WINDOW_PROMPTS;
 use crate::session::limits;
 
 /// The error every prompt-pipeline step reports when no provider is configured.
 pub const NO_PROMPT_PIPELINE: &str = "prompt pipeline not configured";
-/// Most prompts auto-extension is shown as the story so far.
-const HISTORY: usize = 16;
 /// Dreamverse's answer to prompt messages while no project is active.
 pub const NO_PROJECT: &str = "Start a new project before sending prompts.";
 /// Dreamverse's answer to `project_init_v1` while a project is active or ending.
@@ -847,7 +846,7 @@ impl PromptPolicy {
             self.auto_failed_at = None;
         }
         self.generated += 1;
-        if self.history.len() == HISTORY {
+        if self.history.len() == MAX_WINDOW_PROMPTS {
             self.history.pop_front();
         }
         self.history.push_back(s.prompt.clone());

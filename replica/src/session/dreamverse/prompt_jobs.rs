@@ -35,19 +35,19 @@ impl DreamverseSession {
             self.jobs.spawn(async move {
                 let done = match job {
                     PromptJob::Enhance { ticket, prompt } => {
-                        let t = service.enhance(&prompt).await;
+                        let (result, latency_ms) = service.enhance(&prompt).await.into_text();
                         JobDone::Enhanced {
                             ticket,
-                            result: t.result.map(|c| c.text).map_err(|e| e.to_string()),
-                            latency_ms: t.latency_ms,
+                            result,
+                            latency_ms,
                         }
                     }
                     PromptJob::AutoExtend { ticket, previous } => {
-                        let t = service.auto_extend(&previous).await;
+                        let (result, latency_ms) = service.auto_extend(&previous).await.into_text();
                         JobDone::AutoExtended {
                             ticket,
-                            result: t.result.map(|c| c.text).map_err(|e| e.to_string()),
-                            latency_ms: t.latency_ms,
+                            result,
+                            latency_ms,
                         }
                     }
                     PromptJob::Rewrite {

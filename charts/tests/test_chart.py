@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -28,6 +31,23 @@ OVERLAYS = {
     "default": MINIMAL,
     "dev-cpu": yaml.safe_load((CHART / "ci" / "dev-cpu-values.yaml").read_text()),
     "prod-multigpu": yaml.safe_load((CHART / "ci" / "prod-multigpu-values.yaml").read_text()),
+}
+# The replicas' continuation states in Redis: the chart's own (without and with a password, on
+# a volume) or an external one (URL in values, or whole in a Secret).
+REDIS_VARIANTS = {
+    "redis": {**MINIMAL, "redis": {"enabled": True}},
+    "redis-password": {**MINIMAL, "redis": {"enabled": True, "auth": {"existingSecret": "framecast-redis"}}},
+    "redis-persistent": {
+        **MINIMAL,
+        "redis": {
+            "enabled": True,
+            "save": "3600 1 300 100",
+            "appendonly": True,
+            "persistence": {"enabled": True, "size": "5Gi", "storageClassName": "fast-ssd"},
+        },
+    },
+    "external-url": {**MINIMAL, "externalRedis": {"url": "redis://redis.shared.svc:6379/3"}},
+    "external-secret": {**MINIMAL, "externalRedis": {"existingSecret": "shared-redis", "key": "url"}},
 }
 NAMESPACE = "video"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
@@ -86,6 +106,9 @@ def check_config(binary: str, config_text: str, extra_env: dict[str, str] | None
 # Stand-ins for what the pods get from Secrets.
 DUMMY_SECRET = "s" * 48
 DUMMY_API_KEY = "test-api-key-0123456789"
+# What a Secret holding a whole Redis URL (externalRedis.existingSecret) gives the replica.
+DUMMY_REDIS_URL = f"redis://framecast:{DUMMY_SECRET}@redis.example.com:6380/2"
+STAND_INS = {"FRAMECAST_REPLICA__STORE__REDIS__URL": DUMMY_REDIS_URL}
 COMPONENTS = {
     # component: (workload kind, config key, env prefix, path of the auth section in the config)
     "router": ("Deployment", "router.yaml", "FRAMECAST_ROUTER", ("router", "auth")),
@@ -100,7 +123,32 @@ def named(docs: list[dict], kind: str, name: str) -> dict:
 
 
 def container(docs: list[dict], component: str) -> dict:
-    return one(docs, COMPONENTS[component][0], component)["spec"]["template"]["spec"]["containers"][0]
+    kind = COMPONENTS[component][0] if component in COMPONENTS else "StatefulSet"
+    return one(docs, kind, component)["spec"]["template"]["spec"]["containers"][0]
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) substitution in env values, command and args: a variable defined
+    (earlier) is replaced, an unknown reference kept as is, $$ is a literal $."""
+    return re.sub(
+        r"\$\$|\$\(([-._a-zA-Z0-9]+)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        text,
+    )
+
+
+def pod_env(c: dict) -> dict[str, str]:
+    """A container's environment as Kubernetes builds it: a stand-in for each value from a
+    Secret (STAND_INS, else DUMMY_SECRET), $(VAR) references substituted in order."""
+    env: dict[str, str] = {}
+    for var in c.get("env", []):
+        if "value" in var:
+            env[var["name"]] = expand(var["value"], env)
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            assert ref["name"] and ref["key"], var
+            env[var["name"]] = STAND_INS.get(var["name"], DUMMY_SECRET)
+    return env
 
 
 def mounted_from(docs: list[dict], component: str, path: str) -> tuple[str, str, str]:
@@ -132,15 +180,12 @@ def rsa_public_key_pem() -> str:
 
 def load_in_binary(docs: list[dict], component: str) -> dict:
     """Loads `component`'s rendered config in its real binary as the pod would: the container's
-    FRAMECAST_* environment (a stand-in value for each secretKeyRef) and, for each file the
+    FRAMECAST_* environment (a stand-in value for each secretKeyRef, $(VAR) substituted) and, for each file the
     auth section names, a stand-in file at a path given by environment override (after
     checking that the pod mounts that path from a Secret or ConfigMap)."""
     kind, key, prefix, auth_path = COMPONENTS[component]
     text = one(docs, "ConfigMap", component)["data"][key]
-    env = {}
-    for var in container(docs, component).get("env", []):
-        if var["name"].startswith("FRAMECAST_"):
-            env[var["name"]] = var["value"] if "value" in var else DUMMY_SECRET
+    env = {k: v for k, v in pod_env(container(docs, component)).items() if k.startswith("FRAMECAST_")}
     auth = yaml.safe_load(text)[auth_path[0]].get("auth", {})
     section = "__".join(p.upper() for p in auth_path)
     tmp = tempfile.mkdtemp()
@@ -171,7 +216,7 @@ class ChartRenders(unittest.TestCase):
     def test_every_manifest_passes_kubernetes_validate_strict(self) -> None:
         validator = shutil.which("kubernetes-validate", path=str(ROOT / ".venv" / "bin"))
         self.assertIsNotNone(validator, "kubernetes-validate is missing: run scripts/setup")
-        for name, values in OVERLAYS.items():
+        for name, values in {**OVERLAYS, **REDIS_VARIANTS}.items():
             with tempfile.TemporaryDirectory() as tmp:
                 paths = []
                 for i, doc in enumerate(render(values)):
@@ -186,12 +231,12 @@ class ChartRenders(unittest.TestCase):
                     text=True,
                 )
                 self.assertEqual(out.returncode, 0, f"{name}:\n{out.stdout}\n{out.stderr}")
-                self.assertGreaterEqual(len(paths), 7, name)
+                self.assertGreaterEqual(len(paths), 9 if values.get("redis", {}).get("enabled") else 7, name)
 
     def test_router_lists_every_replica_by_stable_dns_name(self) -> None:
         for name, values in OVERLAYS.items():
             docs = render(values)
-            sts = one(docs, "StatefulSet")
+            sts = one(docs, "StatefulSet", "replica")
             count = sts["spec"]["replicas"]
             headless = one(docs, "Service", "replica")
             self.assertEqual(headless["spec"]["clusterIP"], "None")
@@ -217,7 +262,7 @@ class ChartRenders(unittest.TestCase):
             router_cfg = load_in_binary(docs, "router")["router"]
             replica_cfg = load_in_binary(docs, "replica")
             router = one(docs, "Deployment")["spec"]["template"]["spec"]
-            replica = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+            replica = one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]
             rc, pc = router["containers"][0], replica["containers"][0]
             rports = {p["name"]: p["containerPort"] for p in rc["ports"]}
             pports = {p["name"]: p["containerPort"] for p in pc["ports"]}
@@ -242,6 +287,9 @@ class ChartRenders(unittest.TestCase):
             )
             # The continuation-state key reaches every replica (redacted in the output).
             self.assertEqual(replica_cfg["store"]["state_secret"], "<redacted>", name)
+            # Shared in the chart's Redis where the overlay runs one, else in each replica's memory.
+            with_redis = values.get("redis", {}).get("enabled", False)
+            self.assertEqual(replica_cfg["store"]["backend"], "redis" if with_redis else "memory", name)
             # Kubernetes waits for preStop + the router's drain before killing it.
             grace = router["terminationGracePeriodSeconds"]
             pre_stop = rc["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -254,13 +302,13 @@ class ChartRenders(unittest.TestCase):
             self.assertEqual(replica_cfg["pool"].get("devices"), expected, name)
 
     def test_gpus_volumes_and_monitoring_follow_the_values(self) -> None:
-        default = one(render(MINIMAL), "StatefulSet")
+        default = one(render(MINIMAL), "StatefulSet", "replica")
         limits = default["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         self.assertEqual(limits["nvidia.com/gpu"], 1)
         self.assertEqual(default["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "model")
 
         dev = render(OVERLAYS["dev-cpu"])
-        sts = one(dev, "StatefulSet")
+        sts = one(dev, "StatefulSet", "replica")
         self.assertNotIn("nvidia.com/gpu", json.dumps(sts))
         self.assertNotIn("volumeClaimTemplates", sts["spec"])
         self.assertEqual(
@@ -272,7 +320,7 @@ class ChartRenders(unittest.TestCase):
         self.assertGreaterEqual(len(panels), 8)
 
         prod = render(OVERLAYS["prod-multigpu"])
-        sts = one(prod, "StatefulSet")
+        sts = one(prod, "StatefulSet", "replica")
         spec = sts["spec"]["template"]["spec"]
         self.assertEqual(spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 2)
         self.assertEqual(spec["volumes"][1]["persistentVolumeClaim"]["claimName"], "wan21-weights")
@@ -520,6 +568,317 @@ class ChartRenders(unittest.TestCase):
             os.unlink(f.name)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn(f"{len(alerts)} rules found", out.stdout)
+
+
+def replica_store(docs: list[dict]) -> dict:
+    """The `store` section of the rendered replica config."""
+    return yaml.safe_load(one(docs, "ConfigMap", "replica")["data"]["replica.yaml"])["store"]
+
+
+def redis_objects(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"]
+
+
+def redis_options(c: dict) -> dict[str, str]:
+    """The Redis container's `--option value` arguments as a dict."""
+    assert c["command"] == ["redis-server"] and len(c["args"]) % 2 == 0, c
+    assert all(a.startswith("--") for a in c["args"][::2]), c["args"]
+    return dict(zip(c["args"][::2], c["args"][1::2]))
+
+
+def selects(service: dict, workload: dict) -> bool:
+    """Whether `service`'s selector matches the pods of `workload`."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return service["spec"]["selector"].items() <= labels.items()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisStore(unittest.TestCase):
+    """store.backend redis: the chart's Redis (redis.*) or an external one (externalRedis.*)."""
+
+    def test_default_store_is_memory_and_renders_no_redis(self) -> None:
+        for name in ("default", "dev-cpu"):
+            docs = render(OVERLAYS[name])
+            self.assertEqual(redis_objects(docs), [], name)
+            self.assertEqual(replica_store(docs), {"backend": "memory", "ttl_seconds": 3600}, name)
+            self.assertNotIn("REDIS", json.dumps(container(docs, "replica")["env"]), name)
+        # Several replicas without Redis: NOTES say a session cannot move; one replica: nothing.
+        warning = "WARNING: replica.count=2 with the memory store"
+        text = notes(MINIMAL)
+        self.assertIn(warning, text)
+        self.assertIn("cannot be resumed on another replica", text)
+        self.assertNotIn("WARNING: replica.count", notes(OVERLAYS["dev-cpu"]))
+        for name, values in REDIS_VARIANTS.items():
+            text = notes(values)
+            self.assertNotIn("WARNING: replica.count", text, name)
+            self.assertIn("shared by every replica in Redis", text, name)
+        self.assertIn("service fc-framecast-redis", notes(REDIS_VARIANTS["redis"]))
+
+    def test_in_cluster_redis_is_a_hardened_statefulset_behind_a_service(self) -> None:
+        docs = render(REDIS_VARIANTS["redis"])
+        self.assertEqual(len(redis_objects(docs)), 2)
+        sts = one(docs, "StatefulSet", "redis")
+        svc = one(docs, "Service", "redis")
+        pod = sts["spec"]["template"]["spec"]
+        c = container(docs, "redis")
+        self.assertEqual(sts["spec"]["replicas"], 1)
+        self.assertEqual(sts["spec"]["serviceName"], svc["metadata"]["name"])
+        self.assertEqual(svc["spec"]["type"], "ClusterIP")
+        # The Service reaches the Redis pod and no other; the replicas' Services not the Redis pod.
+        self.assertTrue(selects(svc, sts))
+        for workload in (one(docs, "StatefulSet", "replica"), one(docs, "Deployment")):
+            self.assertFalse(selects(svc, workload))
+        for other in (d for d in docs if d["kind"] == "Service" and d is not svc):
+            self.assertFalse(selects(other, sts), other["metadata"]["name"])
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        self.assertEqual([(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]], [(6379, "redis")])
+        self.assertEqual(ports, {"redis": 6379})
+        self.assertEqual(c["image"], "docker.io/library/redis:7.4-alpine")
+        # A cache: bounded memory, LRU eviction, nothing written to disk.
+        options = redis_options(c)
+        self.assertEqual(options["--port"], "6379")
+        self.assertEqual(options["--maxmemory"], "768mb")
+        self.assertEqual(options["--maxmemory-policy"], "allkeys-lru")
+        self.assertEqual(options["--save"], "")
+        self.assertEqual(options["--appendonly"], "no")
+        self.assertNotIn("--requirepass", options)
+        self.assertNotIn("env", c)
+        self.assertEqual(c["resources"], {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}})
+        # Non-root, no privileges, read-only root with /data on an emptyDir.
+        self.assertTrue(pod["securityContext"]["runAsNonRoot"])
+        self.assertNotEqual(pod["securityContext"]["runAsUser"], 0)
+        self.assertEqual(pod["securityContext"]["seccompProfile"], {"type": "RuntimeDefault"})
+        self.assertFalse(pod["automountServiceAccountToken"])
+        self.assertEqual(
+            c["securityContext"],
+            {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        )
+        self.assertEqual(c["volumeMounts"], [{"name": "data", "mountPath": options["--dir"]}])
+        self.assertEqual(options["--dir"], "/data")
+        self.assertEqual(pod["volumes"], [{"name": "data", "emptyDir": {}}])
+        self.assertNotIn("volumeClaimTemplates", sts["spec"])
+        for probe in ("livenessProbe", "readinessProbe"):
+            command = " ".join(c[probe]["exec"]["command"])
+            self.assertIn("redis-cli -p 6379 ping", command, probe)
+            self.assertIn("PONG", command, probe)
+        # The replicas use it, keys prefixed per release; the URL names the Service and its port.
+        self.assertEqual(
+            replica_store(docs),
+            {
+                "backend": "redis",
+                "ttl_seconds": 3600,
+                "redis": {
+                    "url": f"redis://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}/0",
+                    "key_prefix": "fc-framecast:",
+                    "timeout_ms": 2000,
+                },
+            },
+        )
+        self.assertEqual(svc["metadata"]["name"], "fc-framecast-redis")
+        self.assertNotIn("REDIS", json.dumps(container(docs, "replica")["env"]))
+        # Values reach Redis's command line and the replica config; a digest pins the image.
+        digest = "sha256:" + "ab" * 32
+        docs = render(
+            {
+                **MINIMAL,
+                "redis": {
+                    "enabled": True,
+                    "maxmemory": "2gb",
+                    "maxmemoryPolicy": "volatile-lru",
+                    "image": {"digest": digest},
+                    "tolerations": [{"key": "redis", "operator": "Exists", "effect": "NoSchedule"}],
+                },
+                "replica": {"store": {"ttlSeconds": 600, "redis": {"keyPrefix": "video-a:", "timeoutMs": 500}}},
+            }
+        )
+        c = container(docs, "redis")
+        options = redis_options(c)
+        self.assertEqual((options["--maxmemory"], options["--maxmemory-policy"]), ("2gb", "volatile-lru"))
+        self.assertEqual(c["image"], f"docker.io/library/redis:7.4-alpine@{digest}")
+        self.assertEqual(one(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["tolerations"][0]["key"], "redis")
+        store = replica_store(docs)
+        self.assertEqual((store["ttl_seconds"], store["redis"]["key_prefix"], store["redis"]["timeout_ms"]), (600, "video-a:", 500))
+        # A Redis config change rolls the replicas (their config checksum changes).
+        checksum = lambda d: one(d, "StatefulSet", "replica")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        self.assertNotEqual(checksum(render(MINIMAL)), checksum(render(REDIS_VARIANTS["redis"])))
+
+    def test_redis_password_comes_from_a_secret_and_never_reaches_a_configmap(self) -> None:
+        docs = render(REDIS_VARIANTS["redis-password"])
+        ref = {"name": "framecast-redis", "key": "redis-password"}
+        redis_env = {e["name"]: e for e in container(docs, "redis")["env"]}
+        self.assertEqual(redis_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"], ref)
+        options = redis_options(container(docs, "redis"))
+        self.assertEqual(options["--requirepass"], "$(REDIS_PASSWORD)")
+        # The probes' redis-cli authenticates with it.
+        self.assertEqual(pod_env(container(docs, "redis"))["REDISCLI_AUTH"], DUMMY_SECRET)
+        # The replica composes its URL from the same Secret (Kubernetes substitutes $(VAR)).
+        env = container(docs, "replica")["env"]
+        names = [e["name"] for e in env]
+        self.assertLess(names.index("REDIS_PASSWORD"), names.index("FRAMECAST_REPLICA__STORE__REDIS__URL"))
+        self.assertEqual(env[names.index("REDIS_PASSWORD")]["valueFrom"]["secretKeyRef"], ref)
+        self.assertEqual(
+            pod_env(container(docs, "replica"))["FRAMECAST_REPLICA__STORE__REDIS__URL"],
+            f"redis://default:{DUMMY_SECRET}@fc-framecast-redis:6379/0",
+        )
+        # No password, nor a reference to one, in a ConfigMap; the chart makes no Secret for it.
+        self.assertEqual(replica_store(docs)["redis"]["url"], "redis://fc-framecast-redis:6379/0")
+        for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+            self.assertNotIn("REDIS_PASSWORD", json.dumps(cm), cm["metadata"]["name"])
+        self.assertEqual([d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "framecast-redis"], [])
+        docs = render({**MINIMAL, "redis": {"enabled": True, "auth": {"existingSecret": "kv", "key": "pw"}}})
+        for component in ("redis", "replica"):
+            redis_env = {e["name"]: e for e in container(docs, component)["env"]}
+            self.assertEqual(redis_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"], {"name": "kv", "key": "pw"})
+
+    def test_redis_persistence_is_a_volume_claim_when_asked_for(self) -> None:
+        docs = render(REDIS_VARIANTS["redis-persistent"])
+        sts = one(docs, "StatefulSet", "redis")
+        options = redis_options(container(docs, "redis"))
+        self.assertEqual((options["--save"], options["--appendonly"]), ("3600 1 300 100", "yes"))
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        self.assertEqual(claim["metadata"]["name"], "data")
+        self.assertEqual(claim["spec"]["resources"]["requests"]["storage"], "5Gi")
+        self.assertEqual(claim["spec"]["storageClassName"], "fast-ssd")
+        self.assertEqual(claim["spec"]["accessModes"], ["ReadWriteOnce"])
+        self.assertNotIn("volumes", sts["spec"]["template"]["spec"])
+        self.assertEqual(container(docs, "redis")["volumeMounts"], [{"name": "data", "mountPath": "/data"}])
+
+    def test_external_redis_from_values_or_from_a_secret(self) -> None:
+        docs = render(REDIS_VARIANTS["external-url"])
+        self.assertEqual(redis_objects(docs), [])
+        store = replica_store(docs)
+        self.assertEqual((store["backend"], store["redis"]["url"]), ("redis", "redis://redis.shared.svc:6379/3"))
+        self.assertNotIn("REDIS", json.dumps(container(docs, "replica")["env"]))
+        docs = render(REDIS_VARIANTS["external-secret"])
+        self.assertEqual(redis_objects(docs), [])
+        store = replica_store(docs)
+        self.assertEqual(store["backend"], "redis")
+        self.assertNotIn("url", store["redis"])
+        env = {e["name"]: e for e in container(docs, "replica")["env"]}
+        self.assertEqual(
+            env["FRAMECAST_REPLICA__STORE__REDIS__URL"]["valueFrom"]["secretKeyRef"], {"name": "shared-redis", "key": "url"}
+        )
+        self.assertNotIn("REDIS_PASSWORD", env)
+        self.assertIn("in Redis (external)", notes(REDIS_VARIANTS["external-secret"]))
+
+    def test_contradictory_or_bad_redis_values_are_refused(self) -> None:
+        for external in ({"url": "redis://elsewhere:6379/0"}, {"existingSecret": "shared-redis"}):
+            with self.assertRaises(helm.HelmError, msg=str(external)) as caught:
+                render({**MINIMAL, "redis": {"enabled": True}, "externalRedis": external})
+            self.assertIn("redis.enabled and externalRedis are both set", str(caught.exception))
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "externalRedis": {"url": "redis://elsewhere:6379/0", "existingSecret": "shared-redis"}})
+        self.assertIn("externalRedis.url and externalRedis.existingSecret are both set", str(caught.exception))
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "redis": {"enabled": True, "persistence": {"enabled": True}}})
+        self.assertIn("redis.persistence.enabled", str(caught.exception))
+        bad = [
+            {"redis": {"enabled": "yes"}},
+            {"redis": {"typo": 1}},
+            {"redis": {"maxmemory": "0"}},
+            {"redis": {"maxmemory": "lots"}},
+            {"redis": {"maxmemoryPolicy": "lru"}},
+            {"redis": {"save": "hourly"}},
+            {"redis": {"appendonly": "no"}},
+            {"redis": {"image": {"tag": ""}}},
+            {"redis": {"image": {"digest": "latest"}}},
+            {"redis": {"auth": {"existingSecret": "Not_A_Name"}}},
+            {"redis": {"auth": {"password": "inline secrets are not supported"}}},
+            {"redis": {"persistence": {"accessModes": []}}},
+            {"externalRedis": {"url": "redis://:hunter2@redis.example.com:6379/0"}},
+            {"externalRedis": {"url": "http://redis.example.com"}},
+            {"externalRedis": {"typo": 1}},
+            {"replica": {"store": {"backend": "redis"}}},
+            {"replica": {"store": {"ttlSeconds": 0}}},
+            {"replica": {"store": {"redis": {"keyPrefix": "has space"}}}},
+            {"replica": {"store": {"redis": {"keyPrefix": "x" * 129}}}},
+            {"replica": {"store": {"redis": {"timeoutMs": 0}}}},
+        ]
+        with helm.Chart.load(str(CHART)) as chart:
+            for values in REDIS_VARIANTS.values():
+                chart.validate_schema(values)
+            for values in bad:
+                with self.assertRaises(helm.HelmValuesError, msg=str(values)):
+                    chart.validate_schema(values)
+
+    def test_redis_store_settings_load_in_the_real_replica(self) -> None:
+        expected_url = {
+            "redis": "redis://fc-framecast-redis:6379/0",
+            "redis-password": "redis://<redacted>@fc-framecast-redis:6379/0",
+            "redis-persistent": "redis://fc-framecast-redis:6379/0",
+            "external-url": "redis://redis.shared.svc:6379/3",
+            "external-secret": "redis://<redacted>@redis.example.com:6380/2",
+        }
+        for name, values in REDIS_VARIANTS.items():
+            store = load_in_binary(render(values), "replica")["store"]
+            self.assertEqual(store["backend"], "redis", name)
+            self.assertEqual(store["redis"]["url"], expected_url[name], name)
+            self.assertEqual(store["redis"]["key_prefix"], "fc-framecast:", name)
+            self.assertEqual(store["ttl_seconds"], 3600, name)
+        self.assertEqual(load_in_binary(render(MINIMAL), "replica")["store"]["backend"], "memory")
+
+    def test_rendered_redis_runs_and_the_replica_url_authenticates(self) -> None:
+        """The rendered command line, probes and replica URL against a real redis-server."""
+        server = shutil.which("redis-server")
+        self.assertIsNotNone(server, "redis-server is missing (Debian package redis-server)")
+        docs = render(REDIS_VARIANTS["redis-password"])
+        c = container(docs, "redis")
+        env = pod_env(c)
+        argv = [expand(a, env) for a in c["command"] + c["args"]]
+        self.assertEqual(argv[argv.index("--requirepass") + 1], DUMMY_SECRET)
+        port = free_port()
+        with tempfile.TemporaryDirectory() as data:
+            # The pod's port and /data, moved to a free port and a temporary directory.
+            argv[argv.index("--port") + 1] = str(port)
+            argv[argv.index("--dir") + 1] = data
+            argv[0] = server
+            base_env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS")}
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=base_env)
+            try:
+                probe = [a.replace("-p 6379", f"-p {port}") for a in c["readinessProbe"]["exec"]["command"]]
+                self.assertNotEqual(probe, c["readinessProbe"]["exec"]["command"])
+                deadline = time.monotonic() + 15
+                while True:
+                    ok = subprocess.run(probe, env={**base_env, **env}, capture_output=True).returncode == 0
+                    if ok or time.monotonic() > deadline or proc.poll() is not None:
+                        break
+                    time.sleep(0.1)
+                if proc.poll() is not None:
+                    self.fail(f"redis-server exited: {proc.stdout.read()}")
+                self.assertTrue(ok, "the readiness probe never passed")
+                # Without the password the probe fails (redis-cli itself exits 0 on NOAUTH).
+                self.assertNotEqual(subprocess.run(probe, env=base_env, capture_output=True).returncode, 0)
+
+                def cli(*args: str, url: str | None = None) -> str:
+                    target = ["-u", url] if url else ["-p", str(port)]
+                    out = subprocess.run(
+                        ["redis-cli", *target, "--no-auth-warning", *args],
+                        env={**base_env, "REDISCLI_AUTH": env["REDISCLI_AUTH"]} if not url else base_env,
+                        capture_output=True,
+                        text=True,
+                        timeout=10,
+                    )
+                    return out.stdout.strip()
+
+                self.assertEqual(cli("config", "get", "maxmemory").split(), ["maxmemory", str(768 << 20)])
+                self.assertEqual(cli("config", "get", "maxmemory-policy").split(), ["maxmemory-policy", "allkeys-lru"])
+                self.assertEqual(cli("config", "get", "save").split(), ["save"])
+                self.assertEqual(cli("config", "get", "appendonly").split(), ["appendonly", "no"])
+                # The URL the replica gets (password composed in from the Secret) opens a session.
+                url = pod_env(container(docs, "replica"))["FRAMECAST_REPLICA__STORE__REDIS__URL"]
+                local = url.replace("@fc-framecast-redis:6379/", f"@127.0.0.1:{port}/")
+                self.assertNotEqual(local, url)
+                self.assertEqual(cli("ping", url=local), "PONG")
+                self.assertNotEqual(cli("ping", url=local.replace(DUMMY_SECRET, "wrong")), "PONG")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+                proc.stdout.close()
 
 
 if __name__ == "__main__":

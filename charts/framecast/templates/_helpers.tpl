@@ -94,7 +94,8 @@ devices:
   "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" "/tmp/framecast-sessions")
   "pool" (include "framecast.replica.pool" . | fromYaml)
   "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" $r.model.path "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
-  "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps)) -}}
+  "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps))
+  "store" (include "framecast.store.config" . | fromYaml) -}}
 {{- toYaml $config -}}
 {{- end -}}
 
@@ -229,4 +230,81 @@ devices:
 {{/* Marks the Services that carry the admin port (the ServiceMonitors select them). */}}
 {{- define "framecast.adminServiceLabel" -}}
 framecast.io/admin: "true"
+{{- end -}}
+
+{{/* ---- Where the replicas keep continuation states (store.*): their memory, the chart's
+     Redis (redis.*) or an external one (externalRedis.*) ---- */}}
+{{- define "framecast.redis.name" -}}{{ include "framecast.fullname" . }}-redis{{- end -}}
+{{- define "framecast.redis.port" -}}6379{{- end -}}
+
+{{- define "framecast.redis.image" -}}
+{{- $i := .Values.redis.image -}}
+{{- printf "%s:%s" $i.repository $i.tag -}}{{- with $i.digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
+{{/* Fails rendering on contradictory Redis settings. */}}
+{{- define "framecast.store.validate" -}}
+{{- $x := .Values.externalRedis -}}
+{{- if and .Values.redis.enabled (or $x.url $x.existingSecret) -}}
+{{- fail "redis.enabled and externalRedis are both set: the replicas share one Redis, either the chart's own (redis.enabled=true) or an external one (externalRedis.url or externalRedis.existingSecret), not both" -}}
+{{- end -}}
+{{- if and $x.url $x.existingSecret -}}
+{{- fail "externalRedis.url and externalRedis.existingSecret are both set: give the external Redis URL either in values (without credentials) or whole in an existing Secret, not both" -}}
+{{- end -}}
+{{- $p := .Values.redis -}}
+{{- if and $p.enabled $p.persistence.enabled (not $p.save) (not $p.appendonly) -}}
+{{- fail "redis.persistence.enabled is true but Redis writes nothing to /data with redis.save \"\" and redis.appendonly false: set redis.save (e.g. \"3600 1\") or redis.appendonly=true, or leave redis.persistence off (the data is a cache)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the replicas keep continuation states in Redis. */}}
+{{- define "framecast.store.usesRedis" -}}
+{{- if or .Values.redis.enabled .Values.externalRedis.url .Values.externalRedis.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/* The chart's Redis as a URL; pass (dict "ctx" $ "password" "$(REDIS_PASSWORD)" or ""). The
+     password as Redis's `default` user (AUTH default <password>, Redis 6 and later). */}}
+{{- define "framecast.redis.url" -}}
+redis://{{ with .password }}default:{{ . }}@{{ end }}{{ include "framecast.redis.name" .ctx }}:{{ include "framecast.redis.port" .ctx }}/0
+{{- end -}}
+
+{{/* The `store` section of the replica's config. A URL with a password never goes here: it
+     reaches the pod as FRAMECAST_REPLICA__STORE__REDIS__URL (framecast.store.env). */}}
+{{- define "framecast.store.config" -}}
+{{- include "framecast.store.validate" . -}}
+{{- $s := .Values.replica.store -}}
+{{- $config := dict "backend" "memory" "ttl_seconds" (int $s.ttlSeconds) -}}
+{{- if include "framecast.store.usesRedis" . -}}
+{{- $redis := dict "key_prefix" (default (printf "%s:" (include "framecast.fullname" .)) $s.redis.keyPrefix) "timeout_ms" (int $s.redis.timeoutMs) -}}
+{{- if .Values.redis.enabled -}}
+{{- $_ := set $redis "url" (include "framecast.redis.url" (dict "ctx" . "password" "")) -}}
+{{- else if .Values.externalRedis.url -}}
+{{- $_ := set $redis "url" .Values.externalRedis.url -}}
+{{- end -}}
+{{- $_ := set $config "backend" "redis" -}}
+{{- $_ := set $config "redis" $redis -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The replica container's Redis environment: the password of the chart's Redis composed into
+     the URL by Kubernetes ($(VAR) substitution), or an external URL from a Secret. */}}
+{{- define "framecast.store.env" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.auth.existingSecret }}
+      key: {{ .Values.redis.auth.key }}
+# store.redis.url with the password (Kubernetes substitutes the variable above).
+- name: FRAMECAST_REPLICA__STORE__REDIS__URL
+  value: {{ include "framecast.redis.url" (dict "ctx" . "password" "$(REDIS_PASSWORD)") | quote }}
+{{- else if .Values.externalRedis.existingSecret }}
+# store.redis.url, credentials included, from the Secret.
+- name: FRAMECAST_REPLICA__STORE__REDIS__URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.key }}
+{{- end }}
 {{- end -}}

@@ -108,6 +108,23 @@ pub struct SessionInit {
     /// State exported earlier with `snapshot_state`, to continue from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continuation_state: Option<ContinuationState>,
+    /// Continue a session whose connection was lost (its replica died, the network dropped),
+    /// on whichever replica this connection reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeRequest>,
+}
+
+/// What a client sends to continue a lost session: the `session_resumable` it was given
+/// and where its media stopped. The server regenerates from that segment on, with the
+/// prompts and seeds the lost replica used, so no segment is lost or repeated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// From `session_resumable`.
+    pub session_id: String,
+    /// From the newest `session_resumable`: it proves the client owns the session.
+    pub token: String,
+    /// The first segment whose `media_segment_complete` the client did not receive.
+    pub next_segment_idx: u32,
 }
 
 /// A request for the next segment.
@@ -387,6 +404,25 @@ pub enum ServerMessage {
     },
     /// Answer to `snapshot_state`.
     ContinuationStateSnapshot { state: ContinuationState },
+    /// How to continue this session if the connection is lost: sent once the session is
+    /// active (again with a fresh token after a resume). Send both back in
+    /// `session_init_v2.resume`; the token is a secret.
+    SessionResumable {
+        /// The session's id, kept across resumes.
+        session_id: String,
+        /// 128 random bits as hex, bound to the session; replaced on every resume.
+        token: String,
+        /// How many segments back a resume may start (older ones are forgotten).
+        window_segments: u32,
+    },
+    /// A resume was accepted: the stream continues at `segment_idx`, on the same fMP4
+    /// timeline (the media of segment k starts at k × `num_frames` frames).
+    SessionResumed {
+        /// The session's id.
+        session_id: String,
+        /// The segment that comes next.
+        segment_idx: u32,
+    },
     /// Something went wrong.
     Error {
         code: ErrorCode,
@@ -585,6 +621,15 @@ mod tests {
             ServerMessage::GpuAssigned {
                 gpu_id: 0,
                 session_timeout: 120,
+            },
+            ServerMessage::SessionResumable {
+                session_id: "00ff00ff00ff00ff".into(),
+                token: "ab".repeat(16),
+                window_segments: 4,
+            },
+            ServerMessage::SessionResumed {
+                session_id: "00ff00ff00ff00ff".into(),
+                segment_idx: 3,
             },
             ServerMessage::Ltx2StreamStart {
                 preset: None,

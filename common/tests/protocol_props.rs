@@ -5,7 +5,7 @@
 
 use framecast_common::protocol::{
     CLIENT_MESSAGE_TYPES, ClientMessage, ContinuationState, Empty, InitialImage, PauseToggle,
-    PromptSource, ProtocolError, SeedPrompts, SegmentPrompt, SessionInit, Toggle,
+    PromptSource, ProtocolError, ResumeRequest, SeedPrompts, SegmentPrompt, SessionInit, Toggle,
     parse_client_message,
 };
 use proptest::prelude::*;
@@ -190,6 +190,7 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
         any::<[bool; 4]>(),
         opt_string(),
         prop::option::of(continuation_state()),
+        prop::option::of((any::<String>(), any::<String>(), any::<u32>())),
     )
         .prop_map(
             |(
@@ -199,6 +200,7 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
                 [enhancement, auto_extension, loop_generation, single_clip],
                 stream_mode,
                 continuation_state,
+                resume,
             )| SessionInit {
                 client_id,
                 preset,
@@ -211,6 +213,11 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
                 single_clip_mode: single_clip,
                 stream_mode,
                 continuation_state,
+                resume: resume.map(|(session_id, token, next_segment_idx)| ResumeRequest {
+                    session_id,
+                    token,
+                    next_segment_idx,
+                }),
             },
         )
 }

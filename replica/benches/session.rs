@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 fn request(idx: u32, steps: u32) -> SegmentRequest {
     SegmentRequest {
         fresh_stream: false,
+        checkpoint_max_bytes: None,
         segment_idx: idx,
         prompt: "bench".into(),
         negative_prompt: None,

@@ -64,6 +64,7 @@ fn framecast_segment_seconds(model: &Path) -> f64 {
     let mut g = WanGenerator::load(model, FORMAT, tch::Device::Cpu, blobs).expect("load model");
     let request = |segment_idx| SegmentRequest {
         fresh_stream: false,
+        checkpoint_max_bytes: None,
         segment_idx,
         prompt: "a red fox runs through a snowy forest at dawn".into(),
         negative_prompt: None,

@@ -710,6 +710,39 @@ pub struct StoreSettings {
     /// Shown as `<redacted>` by `--check-config` and in debug output.
     #[serde(serialize_with = "redacted")]
     pub state_secret: Option<String>,
+    /// Sessions a client can continue after losing its connection (`store.resume`).
+    pub resume: ResumeSettings,
+}
+
+/// Resumable sessions: after every segment a `/v1/stream` session writes a resume record
+/// (its recent segments' prompts and seeds, generator checkpoints, toggles) to the session
+/// store, so a client whose replica died continues on any replica sharing the stores
+/// (`backend: redis`; with `memory`, only on the same replica process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResumeSettings {
+    /// Write resume records and accept `session_init_v2.resume`.
+    pub enabled: bool,
+    /// How many of the newest segments a resume may start from (1 to 64): a client's media
+    /// can lag the generator by the segment being encoded, the one generated ahead and
+    /// whatever waits in the send queue. Each keeps a checkpoint in the blob store.
+    pub window_segments: u32,
+    /// A generator checkpoint holds the exact stream state (for Wan: the latent context and
+    /// the VAE decoder's caches) when it takes at most this many bytes, else the portable
+    /// form (the context alone, caches rebuilt on restore; a small seam). The Wan2.1 1.3B
+    /// decoder cache at 832x480 is 1.8 GiB in bf16, so it is never written per segment.
+    /// `window_segments` of them must fit in `max_blob_bytes_per_session`.
+    pub max_exact_state_bytes: u64,
+}
+
+impl Default for ResumeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_segments: 4,
+            max_exact_state_bytes: 16 << 20,
+        }
+    }
 }
 
 /// Serializes a secret as `<redacted>` (or `null` when unset).
@@ -730,6 +763,7 @@ impl Default for StoreSettings {
             max_blob_bytes_per_session: 64 << 20,
             ttl_seconds: 3600,
             state_secret: None,
+            resume: ResumeSettings::default(),
         }
     }
 }
@@ -754,6 +788,7 @@ impl std::fmt::Debug for StoreSettings {
                 "state_secret",
                 &self.state_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -975,6 +1010,26 @@ impl Validate for ReplicaConfig {
             "store.max_blob_bytes_per_session",
             self.store.max_blob_bytes_per_session,
         )?;
+        let resume = &self.store.resume;
+        in_range(
+            "store.resume.window_segments",
+            resume.window_segments,
+            1,
+            64,
+        )?;
+        let checkpoints = u64::from(resume.window_segments) * resume.max_exact_state_bytes;
+        if resume.enabled && checkpoints > self.store.max_blob_bytes_per_session as u64 {
+            return Err(FieldError::new(
+                "store.resume.max_exact_state_bytes",
+                format!(
+                    "window_segments ({}) checkpoints of up to {} bytes do not fit in \
+                     store.max_blob_bytes_per_session ({}); lower it or raise the quota",
+                    resume.window_segments,
+                    resume.max_exact_state_bytes,
+                    self.store.max_blob_bytes_per_session
+                ),
+            ));
+        }
         if self.store.backend == StoreBackend::Redis {
             let r = &self.store.redis;
             if let Err(e) = ::redis::Client::open(r.url.as_str()) {

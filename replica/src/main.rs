@@ -239,6 +239,7 @@ async fn serve(config: ReplicaConfig, config_path: Option<PathBuf>) -> anyhow::R
 fn warmup_request(config: &ReplicaConfig) -> SegmentRequest {
     SegmentRequest {
         fresh_stream: false,
+        checkpoint_max_bytes: None,
         segment_idx: 0,
         prompt: "warmup".into(),
         negative_prompt: None,

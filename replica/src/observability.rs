@@ -48,6 +48,9 @@ pub const PROMPTS_BLOCKED_TOTAL: &str = "framecast_prompts_blocked_total";
 /// and operation (save, load, remove, put, get, drop_owner).
 pub const STORE_ERRORS_TOTAL: &str = "framecast_store_errors_total";
 
+/// Attempts to resume a lost session, by outcome (resumed, or why it was refused).
+pub const SESSION_RESUMES_TOTAL: &str = "framecast_session_resumes_total";
+
 /// Registers help texts; call once after installing the recorder.
 pub fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Sessions past their opening frame.");
@@ -113,6 +116,13 @@ pub fn describe() {
         STORE_ERRORS_TOTAL,
         "Failed store operations (state or blob not stored or not read), by store and operation."
     );
+    describe_counter!(
+        SESSION_RESUMES_TOTAL,
+        "Attempts to resume a lost session, by outcome (resumed, or why it was refused)."
+    );
+    for outcome in crate::session::resume::RESUME_OUTCOMES {
+        counter!(SESSION_RESUMES_TOTAL, "outcome" => outcome).absolute(0);
+    }
     crate::prompt::safety::describe_metrics();
     // Zero series from the start, so alerts and rate() see them before the first error.
     for code in framecast_common::protocol::ErrorCode::ALL {
@@ -127,6 +137,11 @@ pub fn record_pool(status: &PoolStatus, active_sessions: u32) {
     for (gpu, worker) in &status.gpu_status {
         gauge!(WORKER_UP, "gpu" => gpu.clone()).set(if worker.ready { 1.0 } else { 0.0 });
     }
+}
+
+/// A session asked to resume a lost one; `outcome` is `resumed` or why it was refused.
+pub fn resume_attempt(outcome: &'static str) {
+    counter!(SESSION_RESUMES_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// A session ended in `outcome`.

@@ -516,12 +516,18 @@ fn generate_error() -> impl Strategy<Value = GenerateError> {
 
 fn pipeline_event() -> impl Strategy<Value = PipelineEvent> {
     prop_oneof![
-        (any::<u32>(), continuation_state()).prop_map(|(segment_idx, next_state)| {
-            PipelineEvent::Generated {
-                segment_idx,
-                next_state,
-            }
-        }),
+        (
+            any::<u32>(),
+            continuation_state(),
+            proptest::option::of(continuation_state())
+        )
+            .prop_map(|(segment_idx, next_state, checkpoint)| {
+                PipelineEvent::Generated {
+                    segment_idx,
+                    next_state,
+                    checkpoint,
+                }
+            }),
         any::<u32>().prop_map(|segment_idx| PipelineEvent::MediaDone { segment_idx }),
         continuation_state().prop_map(|state| PipelineEvent::Exported { state }),
         text().prop_map(|message| PipelineEvent::ExportFailed { message }),

@@ -43,6 +43,7 @@ fn generator(blobs: Arc<dyn BlobStore>) -> WanGenerator {
 fn request(segment_idx: u32) -> SegmentRequest {
     SegmentRequest {
         fresh_stream: false,
+        checkpoint_max_bytes: None,
         segment_idx,
         prompt: "a red fox runs through a snowy forest at dawn".into(),
         negative_prompt: None,
@@ -385,6 +386,7 @@ fn an_initial_image_conditions_the_first_segment() {
 
     let broken = SegmentRequest {
         fresh_stream: false,
+        checkpoint_max_bytes: None,
         initial_image: Some(Arc::new(framecast_replica::generate::RgbImage {
             width: 4,
             height: 4,

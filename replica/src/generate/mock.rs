@@ -220,6 +220,7 @@ mod tests {
     fn request(prompt: &str, seed: u64, segment_idx: u32) -> SegmentRequest {
         SegmentRequest {
             fresh_stream: false,
+            checkpoint_max_bytes: None,
             segment_idx,
             prompt: prompt.into(),
             negative_prompt: None,

@@ -68,6 +68,12 @@ pub struct SegmentRequest {
     /// new project and single clips). Segment 0 of a session is fresh anyway.
     #[serde(default)]
     pub fresh_stream: bool,
+    /// Write a resumable checkpoint of the state this segment ends in (the session's resume
+    /// record needs one per segment), holding the generator's exact state when it takes at
+    /// most this many bytes and a smaller portable one otherwise
+    /// ([`Generator::checkpoint_state`]). `None`: no checkpoint.
+    #[serde(default)]
+    pub checkpoint_max_bytes: Option<u64>,
     /// The session's initial image, on its first segment: a fresh stream starts from it.
     /// (Not serialized: worker processes receive the pixels as a frame body.)
     #[serde(skip)]
@@ -147,6 +153,23 @@ pub trait Generator: Send {
     ) -> Result<ContinuationState, GenerateError> {
         let _ = owner;
         Ok(state.clone())
+    }
+
+    /// A checkpoint of `state` (a `next_state` this generator returned) that any process
+    /// sharing the blob store can continue from, stored under `owner` (the session id, so
+    /// it goes with the session): the exact state when its bytes fit in `max_bytes`, else a
+    /// portable approximation that is never larger (for Wan: the clean latent context
+    /// without the decoder's caches, which are rebuilt on restore). A real model's exact
+    /// state can be gigabytes, and a checkpoint is written after every segment, so the
+    /// limit is what keeps it cheap. Generators whose state is small return the exact one.
+    fn checkpoint_state(
+        &mut self,
+        state: &ContinuationState,
+        owner: &str,
+        max_bytes: u64,
+    ) -> Result<ContinuationState, GenerateError> {
+        let _ = max_bytes;
+        self.export_state(state, owner)
     }
 
     /// Generates one segment, continuing from `state` (`None` for a fresh stream), calling

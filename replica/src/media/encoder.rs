@@ -53,6 +53,8 @@ pub struct Fmp4Encoder {
     /// Chunks taken off the queue while waiting for the muxer (see `pump`).
     backlog: RefCell<VecDeque<Output>>,
     frames_pushed: u64,
+    /// The stream-timeline index of the first frame pushed ([`Fmp4Encoder::start_timeline_at`]).
+    timeline_start: u64,
     audio_samples_pushed: u64,
     audio_syncs_sent: u64,
     /// The open segment.
@@ -220,6 +222,7 @@ impl Fmp4Encoder {
             chunks,
             backlog: RefCell::new(VecDeque::new()),
             frames_pushed: 0,
+            timeline_start: 0,
             audio_samples_pushed: 0,
             audio_syncs_sent: 0,
             segment: None,
@@ -248,6 +251,25 @@ impl Fmp4Encoder {
         &self.encoder_name
     }
 
+    /// Places the first frame at index `frame` of the stream's timeline instead of 0 (its
+    /// sound at the same time), so a stream resumed in a new encoder continues the fMP4
+    /// timeline of the one it replaces: fragment decode times run on from where the client's
+    /// media stopped. Only before anything was pushed.
+    pub fn start_timeline_at(&mut self, frame: u64) -> Result<(), MediaError> {
+        if self.frames_pushed > 0 || self.audio_samples_pushed > 0 {
+            return Err(MediaError::InvalidSettings(
+                "the timeline start is set before the first frame".into(),
+            ));
+        }
+        self.timeline_start = frame;
+        Ok(())
+    }
+
+    /// Presentation time of the `n`-th frame this encoder pushes.
+    fn frame_pts(&self, n: u64) -> u64 {
+        self.settings.frame_pts_ns(self.timeline_start + n)
+    }
+
     /// Starts segment `segment_idx` (ending the open one first, if any): its first frame
     /// becomes a keyframe, and its chunks come from a muxer of its own.
     pub fn begin_segment(&mut self, segment_idx: u32) -> Result<(), MediaError> {
@@ -257,7 +279,7 @@ impl Fmp4Encoder {
         }
         self.open_mux(segment_idx)?;
         if self.frames_pushed > 0 {
-            let start = self.settings.frame_pts_ns(self.frames_pushed);
+            let start = self.frame_pts(self.frames_pushed);
             let event = gstreamer_video::DownstreamForceKeyUnitEvent::builder()
                 .timestamp(gst::ClockTime::from_nseconds(start))
                 .all_headers(true)
@@ -345,8 +367,8 @@ impl Fmp4Encoder {
                 height: self.settings.height,
             });
         }
-        let pts = self.settings.frame_pts_ns(self.frames_pushed);
-        let end = self.settings.frame_pts_ns(self.frames_pushed + 1);
+        let pts = self.frame_pts(self.frames_pushed);
+        let end = self.frame_pts(self.frames_pushed + 1);
         let mut buffer = gst::Buffer::from_mut_slice(frame);
         {
             let b = buffer.get_mut().expect("new buffer is writable");
@@ -376,8 +398,9 @@ impl Fmp4Encoder {
         }
         let frames = (samples.len() / channels) as u64;
         let rate = u64::from(audio.sample_rate);
-        let pts = self.audio_samples_pushed * 1_000_000_000 / rate;
-        let end = (self.audio_samples_pushed + frames) * 1_000_000_000 / rate;
+        let offset = self.frame_pts(0);
+        let pts = offset + self.audio_samples_pushed * 1_000_000_000 / rate;
+        let end = offset + (self.audio_samples_pushed + frames) * 1_000_000_000 / rate;
         let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         let mut buffer = gst::Buffer::from_mut_slice(bytes);
         {

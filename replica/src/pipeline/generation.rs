@@ -11,6 +11,7 @@ use super::media::MediaJob;
 use super::{Outgoing, PipelineEvent, PipelineOutputs, SegmentJob};
 use crate::generate::{GenerateError, Generator};
 use crate::observability;
+use crate::store::export_owner;
 
 /// What the generation thread does next, in order.
 #[derive(Debug)]
@@ -20,17 +21,19 @@ pub(super) enum GenerationJob {
     Export,
 }
 
-/// `export_owner` owns the blobs an export writes (the session's export owner).
+/// `session_id` owns the blobs a checkpoint writes (they go with the session); an export's
+/// go to its [`export_owner`], which outlives it.
 pub(super) fn generation_loop(
     generator: &mut dyn Generator,
     mut state: Option<ContinuationState>,
-    export_owner: &str,
+    session_id: &str,
     jobs: Receiver<GenerationJob>,
     media: SyncSender<MediaJob>,
     cancel: &AtomicBool,
     outputs: &PipelineOutputs,
 ) {
     let send = |msg: ServerMessage| outputs.out.blocking_send(Outgoing::text(&msg)).is_ok();
+    let export_owner = export_owner(session_id);
     while let Ok(job) = jobs.recv() {
         if cancel.load(Ordering::Acquire) {
             break;
@@ -40,7 +43,7 @@ pub(super) fn generation_loop(
             GenerationJob::Export => {
                 let exported = state
                     .as_ref()
-                    .map(|s| generator.export_state(s, export_owner));
+                    .map(|s| generator.export_state(s, &export_owner));
                 let event = match exported {
                     Some(Ok(state)) => PipelineEvent::Exported { state },
                     Some(Err(e)) => PipelineEvent::ExportFailed {
@@ -99,9 +102,18 @@ pub(super) fn generation_loop(
             Ok(segment) => {
                 observability::segment_generated(started.elapsed());
                 state = Some(segment.next_state.clone());
+                let checkpoint = job.request.checkpoint_max_bytes.and_then(|max_bytes| {
+                    generator
+                        .checkpoint_state(&segment.next_state, session_id, max_bytes)
+                        .inspect_err(|e| {
+                            tracing::warn!(session = session_id, segment = idx, error = %e, "no checkpoint: this segment is no resume point");
+                        })
+                        .ok()
+                });
                 let _ = outputs.events.send(PipelineEvent::Generated {
                     segment_idx: idx,
                     next_state: segment.next_state.clone(),
+                    checkpoint,
                 });
                 let job = MediaJob {
                     segment_idx: idx,

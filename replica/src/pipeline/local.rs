@@ -11,7 +11,6 @@ use super::media::{MediaJob, media_loop};
 use super::{PipelineOutputs, SegmentJob, SegmentPipeline};
 use crate::generate::Generator;
 use crate::media::EncoderSettings;
-use crate::store::export_owner;
 
 /// Jobs the session may queue ahead of the generation thread: the next segment and a
 /// snapshot request, with room to spare.
@@ -28,7 +27,8 @@ impl LocalPipeline {
     /// Starts both threads. The generation thread owns `generator` until it stops, so
     /// whatever `G` gives back on drop (a pool's lease) goes back only once no segment is
     /// being generated any more. `stream_id` is the session id: it names the fMP4 stream, and
-    /// the blobs the session exports are stored under its [`export_owner`].
+    /// the blobs the session exports are stored under its
+    /// [`export_owner`](crate::store::export_owner).
     pub fn start<G>(
         generator: G,
         initial_state: Option<ContinuationState>,
@@ -44,7 +44,7 @@ impl LocalPipeline {
         let (media_tx, media_rx) = sync_channel::<MediaJob>(1);
         {
             let (cancel, outputs) = (cancel.clone(), outputs.clone());
-            let owner = export_owner(&stream_id);
+            let session_id = stream_id.clone();
             std::thread::Builder::new()
                 .name("fc-generate".into())
                 .spawn(move || {
@@ -52,7 +52,7 @@ impl LocalPipeline {
                     generation_loop(
                         generator.as_mut(),
                         initial_state,
-                        &owner,
+                        &session_id,
                         jobs_rx,
                         media_tx,
                         &cancel,
@@ -113,6 +113,7 @@ mod tests {
                 num_inference_steps: 1,
                 guidance_scale: 1.0,
                 fresh_stream,
+                checkpoint_max_bytes: None,
                 initial_image: None,
             },
             scheduled_at: std::time::Instant::now(),

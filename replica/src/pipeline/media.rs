@@ -5,7 +5,8 @@
 //! its own `media_init`, and hold all of the segment's frames and sound (the encoder ends
 //! each segment's muxer before `media_segment_complete`): a client that saves each segment
 //! as a file gets a playable fMP4 of the whole segment, as FastVideo's segments are. The
-//! encoder keeps one timeline, so the fragments' decode times run on across segments, and
+//! encoder keeps one timeline, so the fragments' decode times run on across segments (from
+//! the first segment's place on it: a resumed stream continues where the client stopped), and
 //! a Media Source player appending everything to one SourceBuffer (in `segments` or
 //! `sequence` mode) sees the same init segment again, which MSE allows, and continuous
 //! media.
@@ -55,9 +56,19 @@ pub(super) fn media_loop(
         first_media_sent: false,
         last_done: None,
     };
+    let mut first = true;
     while let Ok(job) = jobs.recv() {
         if cancel.load(Ordering::Acquire) {
             return;
+        }
+        if std::mem::take(&mut first) {
+            // Every segment has the same number of frames, so segment k's media starts at
+            // frame k × that on the stream's timeline: a stream resumed at segment k in this
+            // new encoder continues the timeline the client's player already holds.
+            let start = u64::from(job.segment_idx) * job.segment.frames.len() as u64;
+            if let Err(e) = media.encoder.start_timeline_at(start) {
+                return fail(e);
+            }
         }
         match media.encode_segment(job, outputs, cancel) {
             Ok(true) => {}

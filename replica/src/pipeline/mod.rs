@@ -69,6 +69,11 @@ pub enum PipelineEvent {
     Generated {
         segment_idx: u32,
         next_state: ContinuationState,
+        /// The checkpoint the request asked for (`checkpoint_max_bytes`): a state in the
+        /// shared stores another replica can continue from. `None` when none was asked for
+        /// or it could not be written (logged; that segment is then no resume point).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<ContinuationState>,
     },
     /// Every fragment of a segment is in the send queue.
     MediaDone { segment_idx: u32 },

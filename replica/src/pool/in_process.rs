@@ -110,6 +110,7 @@ mod tests {
     fn request() -> SegmentRequest {
         SegmentRequest {
             fresh_stream: false,
+            checkpoint_max_bytes: None,
             segment_idx: 0,
             prompt: "warmup".into(),
             negative_prompt: None,

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::controller::{ClientStream, Session, error};
+use super::resume::Start;
 use super::{Outgoing, SessionContext, SessionState, close_code};
 use crate::pipeline::{PipelineOutputs, encoder_settings};
 use crate::pool::{PoolError, QueuePosition, WorkerLease};
@@ -93,7 +94,23 @@ impl Session {
         self.become_(SessionState::GpuBinding);
         let format = lease.format();
         let mut initial_state = None;
-        if let Some(state) = self.init.continuation_state.take() {
+        let taken_over = self.taken_over.as_ref().map(|t| t.state.clone());
+        if let Some(Some(state)) = &taken_over {
+            // From this replica's own store (never from the client), so it needs no
+            // signature; the worker still checks it fits.
+            if let Err(e) = lease.validate_state(state).await {
+                let message = format!("the resumed session's checkpoint does not fit: {e}");
+                self.end_with(
+                    [error(ErrorCode::WorkerFailed, message, false, None)],
+                    SessionState::Error,
+                    close_code::INTERNAL,
+                    "resume failed",
+                )
+                .await;
+                return None;
+            }
+            initial_state = Some(state.clone());
+        } else if let Some(state) = self.init.continuation_state.take() {
             // Only a state this replica signed comes back in (its payload names blobs and
             // live streams); the worker gets it unsigned and needs no secret.
             let checked = match self.ctx.signer.verify(state) {
@@ -115,6 +132,13 @@ impl Session {
                 }
             }
         }
+        // The first segment starts from the resumed checkpoint or the client's state, if any.
+        let latest = match &initial_state {
+            Some(state) => Start::Checkpoint {
+                state: state.clone(),
+            },
+            None => Start::Fresh,
+        };
         self.last_state = initial_state.clone();
         let encoder = encoder_settings(&self.ctx.config.media, format);
         let gpu_id = lease.gpu_id();
@@ -145,6 +169,7 @@ impl Session {
             num_frames: format.frames_per_segment,
         }))
         .await;
+        self.announce_resume(latest).await;
         self.try_schedule();
         Some(buffered)
     }

@@ -19,6 +19,7 @@ use super::admission::ActiveGuard;
 use super::context::SessionContext;
 use super::log::{LogLimits, SessionLog};
 use super::prompt_steps::PromptSteps;
+use super::resume::{ResumeLog, TakenOver};
 use super::schedule::SegmentScheduler;
 use super::{Outgoing, SessionState, initial_image, writer};
 use crate::observability;
@@ -90,11 +91,23 @@ pub(super) struct Session {
     pub(super) active: Option<ActiveGuard>,
     /// Enhancement and auto-extension under way.
     pub(super) steps: PromptSteps,
+    /// The resume record this session writes after every segment (`store.resume`).
+    pub(super) resume: Option<ResumeLog>,
+    /// Set when this session continues a lost one, until its pipeline starts.
+    pub(super) taken_over: Option<TakenOver>,
+    /// Keep the resume record when the session ends: it ended without the client's
+    /// consent (connection lost, replica draining), so the client may come back for it.
+    pub(super) keep_record: bool,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Everything the session stored goes with it.
+        // Everything the session stored goes with it, unless the client may resume it; then
+        // the store's time to live ends it.
+        if self.keep_record && self.resume.is_some() {
+            tracing::info!(session = %self.id, "resume record kept for the client to come back");
+            return;
+        }
         self.ctx.states.remove(&self.id);
         self.ctx.blobs.drop_owner(&self.id);
     }
@@ -135,12 +148,18 @@ impl Session {
             log,
             active: None,
             steps: PromptSteps::default(),
+            resume: None,
+            taken_over: None,
+            keep_record: false,
         }
     }
 
     async fn run(&mut self, stream: &mut ClientStream) {
         if let Flow::End = self.admit(stream).await {
             return;
+        }
+        if let Some(request) = self.init.resume.take() {
+            self.take_over(request).await;
         }
         let Some(buffered) = self.bind_worker(stream).await else {
             return;

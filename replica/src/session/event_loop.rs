@@ -45,6 +45,8 @@ impl Session {
                     Some(Err(e)) => self.on_read_error(e).await,
                     None => {
                         tracing::info!(session = %self.id, "client went away");
+                        // No close frame: the connection was lost, so keep what a resume needs.
+                        self.keep_record = true;
                         self.become_(SessionState::Complete);
                         Flow::End
                     }
@@ -74,6 +76,7 @@ impl Session {
                 }
                 _ = sleep_until_some(pong_deadline), if pong_deadline.is_some() => {
                     tracing::info!(session = %self.id, ?pong_timeout, "client answered no ping; taken as gone");
+                    self.keep_record = true;
                     self.close(SessionState::Error, close_code::GOING_AWAY, "pong timeout").await;
                     Flow::End
                 }
@@ -119,6 +122,7 @@ impl Session {
                 .await
         } else {
             tracing::info!(session = %self.id, error = %text, "client connection failed");
+            self.keep_record = true;
             self.become_(SessionState::Complete);
             Flow::End
         }
@@ -249,9 +253,6 @@ impl Session {
     async fn on_event(&mut self, ev: PipelineEvent) -> Flow {
         match ev {
             PipelineEvent::Exported { state } => {
-                if let Err(e) = self.ctx.states.save(&self.id, &state) {
-                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
-                }
                 // Signed as it leaves the server: only this state, unchanged, resumes.
                 let state = self.ctx.signer.sign(state);
                 let msg = ServerMessage::ContinuationStateSnapshot { state };
@@ -269,13 +270,19 @@ impl Session {
                 .await;
                 Flow::Continue
             }
-            PipelineEvent::Generated { next_state, .. } => {
-                if let Err(e) = self.ctx.states.save(&self.id, &next_state) {
-                    tracing::warn!(session = %self.id, error = %e, "continuation state not stored");
+            PipelineEvent::Generated {
+                next_state,
+                checkpoint,
+                ..
+            } => {
+                if let Some(log) = &mut self.resume {
+                    log.generated(checkpoint);
                 }
                 self.last_state = Some(next_state);
                 self.schedule.generated();
                 self.try_schedule();
+                // After scheduling, so the record holds the segment just started too.
+                self.save_resume_record();
                 Flow::Continue
             }
             PipelineEvent::MediaDone { segment_idx } => {
@@ -329,9 +336,12 @@ impl Session {
             return;
         };
         self.steps.generated(&request.prompt);
-        if request.segment_idx == 0 {
+        if request.segment_idx == 0 && self.taken_over.is_none() {
             // A fresh stream starts from the image; a restored one ignores it.
             request.initial_image = self.initial_image.clone();
+        }
+        if let Some(log) = &mut self.resume {
+            log.started(&mut request);
         }
         let job = SegmentJob {
             request,
@@ -348,6 +358,8 @@ impl Session {
     /// Ends a live session for the drain: `ltx2_stream_complete {reason: draining}`, 1001.
     async fn end_draining(&mut self) -> Flow {
         tracing::info!(session = %self.id, "session ends: the replica is draining");
+        // The client can resume the stream on another replica.
+        self.keep_record = true;
         self.end_with(
             [stream_complete(StreamEndReason::Draining)],
             SessionState::Complete,

@@ -19,6 +19,7 @@ pub mod initial_image;
 pub mod limits;
 pub mod log;
 mod prompt_steps;
+pub mod resume;
 pub mod schedule;
 pub mod state;
 pub mod writer;

@@ -126,6 +126,7 @@ impl SegmentScheduler {
         let segment_idx = self.scheduled;
         let request = SegmentRequest {
             fresh_stream: false,
+            checkpoint_max_bytes: None,
             segment_idx,
             prompt: prompt.prompt.clone(),
             negative_prompt: prompt.negative_prompt.clone(),
@@ -140,6 +141,29 @@ impl SegmentScheduler {
         self.generating = true;
         self.scheduled += 1;
         Some(request)
+    }
+
+    /// Where the schedule stands, for a resume record.
+    pub fn snapshot(&self) -> ScheduleSnapshot {
+        ScheduleSnapshot {
+            scheduled: self.scheduled,
+            pending: self.pending.iter().cloned().collect(),
+            last_prompt: self.last_prompt.clone(),
+            paused: self.paused,
+            cap: self.cap,
+        }
+    }
+
+    /// Continues a lost session's schedule at segment `next`: first `replay` (the prompts,
+    /// seeds included, of the segments from `next` on that the lost replica had started),
+    /// then the prompts that were waiting there. The cap counts the segments before `next`.
+    pub fn resume_at(&mut self, next: u32, replay: Vec<SegmentPrompt>, snapshot: ScheduleSnapshot) {
+        self.scheduled = next;
+        self.media_done = next;
+        self.pending = replay.into_iter().chain(snapshot.pending).collect();
+        self.last_prompt = snapshot.last_prompt;
+        self.paused = snapshot.paused;
+        self.cap = self.cap.min(snapshot.cap);
     }
 
     fn next_prompt(&mut self, init: &SessionInit) -> Option<SegmentPrompt> {
@@ -162,6 +186,21 @@ impl SegmentScheduler {
         }
         None
     }
+}
+
+/// The part of a [`SegmentScheduler`] a resumed session takes over.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleSnapshot {
+    /// Segments started so far.
+    pub scheduled: u32,
+    /// Client prompts no segment has started yet.
+    pub pending: Vec<SegmentPrompt>,
+    /// The newest prompt generated (auto-extension repeats it).
+    pub last_prompt: Option<SegmentPrompt>,
+    /// Generation paused by the client.
+    pub paused: bool,
+    /// The segment cap in force (single-clip mode lowers it).
+    pub cap: u32,
 }
 
 fn plain(prompt: String) -> SegmentPrompt {

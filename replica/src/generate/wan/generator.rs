@@ -285,6 +285,15 @@ impl Generator for WanGenerator {
         self.streams.export(state, owner)
     }
 
+    fn checkpoint_state(
+        &mut self,
+        state: &ContinuationState,
+        owner: &str,
+        max_bytes: u64,
+    ) -> Result<ContinuationState, GenerateError> {
+        self.streams.checkpoint(state, owner, max_bytes)
+    }
+
     fn generate(
         &mut self,
         request: &SegmentRequest,
@@ -335,7 +344,18 @@ impl Generator for WanGenerator {
             progress,
         )?;
         let fresh = latents.narrow(2, k, new_frames);
-        let mut decoder = stream.map(|s| s.decoder).unwrap_or_default();
+        let mut decoder = match stream {
+            // Restored from a portable checkpoint: decoding the context (its frames were
+            // shown already; discarded here) rebuilds the causal caches the decoder needs to
+            // continue from it.
+            Some(s) if s.needs_cache_rebuild() => {
+                let mut decoder = DecoderState::default();
+                let _ = self.vae.decode(&s.context, &mut decoder);
+                decoder
+            }
+            Some(s) => s.decoder,
+            None => DecoderState::default(),
+        };
         let to_decode = if image.is_some() { &latents } else { &fresh };
         let mut video = self.vae.decode(to_decode, &mut decoder);
         if fresh_stream {

@@ -46,6 +46,11 @@ struct WanStatePayload {
     frames_decoded: u64,
     /// Latent grid (height, width) the tensors were made for.
     latent_hw: (i64, i64),
+    /// The blob holds the latent context only, without the decoder's caches: a resume
+    /// checkpoint of a stream whose exact state is over the size limit. Restoring it
+    /// rebuilds the caches by decoding the context ([`StreamState::needs_cache_rebuild`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    portable: bool,
 }
 
 /// The streams one generator can continue: the one it produced last, held live, and any
@@ -131,6 +136,13 @@ impl StreamStates {
         cache.sort_by_key(|(i, _)| *i);
         let context =
             context.ok_or_else(|| GenerateError::InvalidState("no `context` tensor".into()))?;
+        if payload.portable {
+            // No caches: the generator rebuilds them from the context before decoding.
+            return Ok(StreamState {
+                context,
+                decoder: DecoderState::default(),
+            });
+        }
         let cache = FeatureCache::restore(&payload.cache_slots, cache.into_iter().map(|(_, t)| t))
             .ok_or_else(|| {
                 GenerateError::InvalidState("cache slots do not match the tensors".into())
@@ -171,6 +183,7 @@ impl StreamStates {
             cache_slots: stream.decoder.cache.markers(),
             frames_decoded: stream.decoder.frames_decoded,
             latent_hw: self.latent_hw,
+            portable: false,
         };
         self.latest = Some((token, stream, None));
         ContinuationState::new(
@@ -203,7 +216,7 @@ impl StreamStates {
     /// Writes the live stream's tensors to the blob store under `owner` (once per segment at
     /// most).
     fn export_latest(&mut self, owner: &str) -> Result<ContinuationState, GenerateError> {
-        let Some((token, stream, exported)) = &mut self.latest else {
+        let Some((token, stream, exported)) = &self.latest else {
             return Err(GenerateError::InvalidState(
                 "no stream to export: nothing generated yet".into(),
             ));
@@ -211,18 +224,61 @@ impl StreamStates {
         if let Some(state) = exported {
             return Ok(state.clone());
         }
-        let tensors = stream.decoder.cache.tensors();
-        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
-        named.extend(
-            tensors
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
-        );
-        let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
         // Under the owner the session gave (its export owner, not its id), so the session's
         // end does not drop it and a later session can continue from it; the blob store's
         // time to live, capacity and per-session quota bound it (see the `store` module).
+        let state = self.write(token, stream, owner, false)?;
+        if let Some((_, _, exported)) = &mut self.latest {
+            *exported = Some(state.clone());
+        }
+        Ok(state)
+    }
+
+    /// A resume checkpoint of `state` under `owner` (the session id): the exact stream
+    /// when its tensors take at most `max_bytes`, else the portable form (the latent context
+    /// alone; the decoder's caches are rebuilt on restore). Not kept as the stream's export:
+    /// a snapshot the client asks for is stored under the export owner, which outlives the
+    /// session, and a checkpoint must not.
+    pub(super) fn checkpoint(
+        &mut self,
+        state: &ContinuationState,
+        owner: &str,
+        max_bytes: u64,
+    ) -> Result<ContinuationState, GenerateError> {
+        let payload = self.parse_payload(state)?;
+        match &self.latest {
+            Some((token, stream, _)) if *token == payload.stream => {
+                let portable = stream.exact_bytes() > max_bytes;
+                self.write(token, stream, owner, portable)
+            }
+            _ if payload.blob.is_some() => Ok(state.clone()),
+            _ => Err(GenerateError::InvalidState(format!(
+                "stream `{}` is no longer held by this worker",
+                payload.stream
+            ))),
+        }
+    }
+
+    /// Stores `stream`'s tensors (only the context when `portable`) as one safetensors blob
+    /// under `owner`, and names it in a continuation state.
+    fn write(
+        &self,
+        token: &str,
+        stream: &StreamState,
+        owner: &str,
+        portable: bool,
+    ) -> Result<ContinuationState, GenerateError> {
+        let tensors = stream.decoder.cache.tensors();
+        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
+        if !portable {
+            named.extend(
+                tensors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| t.map(|t| (format!("cache.{i:04}"), t))),
+            );
+        }
+        let bytes = tensor_bytes::to_bytes(&named).map_err(GenerateError::Failed)?;
         let blob = self.blobs.put(owner, bytes).map_err(|e| {
             let hint = match e {
                 StoreError::TooLarge { .. } => "; raise store.blob_capacity_bytes",
@@ -232,17 +288,42 @@ impl StreamStates {
             GenerateError::Failed(format!("cannot store the stream state ({e}){hint}"))
         })?;
         let payload = WanStatePayload {
-            stream: token.clone(),
+            stream: token.to_owned(),
             blob: Some(blob),
-            cache_slots: stream.decoder.cache.markers(),
+            cache_slots: if portable {
+                Vec::new()
+            } else {
+                stream.decoder.cache.markers()
+            },
             frames_decoded: stream.decoder.frames_decoded,
             latent_hw: self.latent_hw,
+            portable,
         };
-        let state = ContinuationState::new(
+        Ok(ContinuationState::new(
             WAN_STATE_KIND,
             serde_json::to_value(payload).expect("payload serializes"),
-        );
-        *exported = Some(state.clone());
-        Ok(state)
+        ))
+    }
+}
+
+impl StreamState {
+    /// Bytes of the exact state: the context and every decoder cache tensor.
+    pub(super) fn exact_bytes(&self) -> u64 {
+        let size = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+        size(&self.context)
+            + self
+                .decoder
+                .cache
+                .tensors()
+                .into_iter()
+                .flatten()
+                .map(size)
+                .sum::<u64>()
+    }
+
+    /// Whether this stream was restored from a portable checkpoint, so its decoder caches
+    /// must be rebuilt (by decoding the context) before new frames are decoded.
+    pub(super) fn needs_cache_rebuild(&self) -> bool {
+        self.decoder.frames_decoded == 0
     }
 }

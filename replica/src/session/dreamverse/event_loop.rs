@@ -297,6 +297,7 @@ impl DreamverseSession {
             // Each Dreamverse stream (after a restart, a new project, a single clip) starts
             // afresh: nothing of the previous stream's frames conditions it.
             fresh_stream: plan.segment_idx == 1,
+            checkpoint_max_bytes: None,
             // Dreamverse conditions each stream's first segment on the image; the generator
             // uses it when the pipeline has no state yet (see the module docs).
             initial_image: if plan.segment_idx == 1 {

@@ -2,6 +2,7 @@
 //! binaries as child processes on loopback.
 
 pub mod mock_replica;
+pub mod redis;
 
 pub use mock_replica::MockReplica;
 

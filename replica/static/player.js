@@ -5,6 +5,15 @@
 // codec string, binary frames carry whole MP4 boxes in order (init segment first, then one
 // moof+mdat per frame), `media_segment_complete` closes a segment, `ltx2_stream_complete`
 // ends the stream, `error {code, message}` reports problems.
+//
+// Resume: the server sends `session_resumable {session_id, token}`. When the connection is
+// lost before the stream completed (the replica died: the router sends `error
+// {code: worker_failed, retryable: true}` and closes with 1012; or the socket just closed),
+// the player reconnects with `session_init_v2.resume {session_id, token, next_segment_idx}`
+// and keeps its MediaSource: the server continues at the first segment whose
+// `media_segment_complete` did not arrive, on the same fMP4 timeline. The newest binary
+// frame is held until the next frame arrives (or 100 ms pass), because the router completes
+// a frame cut off by a dying replica with padding, and that frame must not reach the decoder.
 
 export class FramecastPlayer {
   /**
@@ -21,7 +30,14 @@ export class FramecastPlayer {
     this.sourceBuffer = null;
     this.mime = null;
     this.streamEnded = false;
+    this.maxResumes = options.maxResumes ?? 5;
+    this.resumable = null;
+    this.nextSegment = 0;
+    this.held = null;
+    this._heldTimer = null;
     this.stats = {
+      resumes: 0,
+      recovered: [],
       connectedAt: null,
       timeToFirstFrameMs: null,
       bufferedSeconds: 0,
@@ -41,13 +57,25 @@ export class FramecastPlayer {
   /** Opens the WebSocket; `init` is sent as the first frame when given. */
   connect(url, init) {
     this.stats.connectedAt = performance.now();
-    const ws = new WebSocket(url);
+    this.url = url;
+    this.init = init;
+    return this._open(init);
+  }
+
+  _open(init) {
+    const ws = new WebSocket(this.url);
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => { if (init) ws.send(JSON.stringify(init)); };
-    ws.onmessage = (ev) => this._onFrame(ev.data);
-    ws.onerror = () => this._error('websocket', 'WebSocket error');
+    ws.onmessage = (ev) => { if (ws === this.ws) this._onFrame(ev.data); };
+    ws.onerror = () => { if (ws === this.ws && !this._canResume()) this._error('websocket', 'WebSocket error'); };
     ws.onclose = (ev) => {
-      if (!this.stats.streamComplete && ev.code !== 1000) {
+      if (ws !== this.ws) return;
+      this._releaseHeld();
+      if (!this.stats.streamComplete && ev.code !== 1000 && !this.closing) {
+        if (this._canResume()) {
+          this._resume(`closed with code ${ev.code} ${ev.reason || ''}`.trim());
+          return;
+        }
         this._error('websocket', `closed with code ${ev.code} ${ev.reason || ''}`.trim());
       }
       this._finishIfDone();
@@ -56,35 +84,101 @@ export class FramecastPlayer {
     return ws;
   }
 
+  _canResume() {
+    return this.resumable !== null && this.stats.resumes < this.maxResumes && !this.stats.streamComplete && !this.closing;
+  }
+
+  /** Reconnects and continues the stream where its media stopped. */
+  _resume(why) {
+    this.stats.resumes += 1;
+    this.stats.recovered.push(`${why}; resuming at segment ${this.nextSegment}`);
+    this._emit();
+    const init = {
+      ...(this.init || { type: 'session_init_v2' }),
+      resume: { ...this.resumable, next_segment_idx: this.nextSegment },
+    };
+    // A short pause, longer after each try, so a router can notice the lost replica.
+    const delay = Math.min(2000, 100 * 2 ** (this.stats.resumes - 1));
+    setTimeout(() => { if (!this.closing) this._open(init); }, delay);
+  }
+
   /** Sends a JSON message on the open WebSocket. */
   send(message) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
   }
 
-  close() { if (this.ws) this.ws.close(1000); }
+  close() {
+    this.closing = true;
+    if (this.ws) this.ws.close(1000);
+  }
 
   _onFrame(data) {
     if (typeof data !== 'string') {
+      this._releaseHeld();
       this.stats.bytes += data.byteLength;
       this.stats.chunks += 1;
-      this.queue.push(data);
-      this._pump();
+      this.held = data;
+      this._heldTimer = setTimeout(() => this._releaseHeld(), 100);
       return;
     }
     let msg;
     try { msg = JSON.parse(data); } catch (e) { this._error('protocol', 'non-JSON text frame'); return; }
+    if (msg.type === 'error' && msg.code === 'worker_failed' && msg.retryable && this._canResume()) {
+      // The replica died mid-stream: its last frame may be padding. Resume on close.
+      this._dropHeld();
+      this.stats.recovered.push(`${msg.code}: ${msg.message || ''}`);
+      this.onMessage(msg);
+      this._emit();
+      return;
+    }
+    this._releaseHeld();
     this.onMessage(msg);
     switch (msg.type) {
+      case 'session_resumable': this.resumable = { session_id: msg.session_id, token: msg.token }; break;
       case 'media_init': this._onMediaInit(msg); break;
-      case 'media_segment_complete': this.stats.segmentsComplete += 1; break;
+      case 'media_segment_complete':
+        this.stats.segmentsComplete += 1;
+        this.nextSegment = msg.segment_idx + 1;
+        break;
       case 'ltx2_stream_complete':
         this.stats.streamComplete = true;
         this._finishIfDone();
         break;
-      case 'error': this._error(msg.code || 'error', msg.message || ''); break;
+      case 'error':
+        if (typeof msg.reason === 'string' && msg.reason.startsWith('resume:')) {
+          // The server could not continue the stream and starts a new one from its start.
+          this.stats.recovered.push(`resume refused (${msg.reason}); playing a new stream`);
+          this._resetMedia();
+        } else {
+          this._error(msg.code || 'error', msg.message || '');
+        }
+        break;
       default: break;
     }
     this._emit();
+  }
+
+  _releaseHeld() {
+    clearTimeout(this._heldTimer);
+    if (this.held === null) return;
+    this.queue.push(this.held);
+    this.held = null;
+    this._pump();
+  }
+
+  _dropHeld() {
+    clearTimeout(this._heldTimer);
+    this.held = null;
+  }
+
+  /** Forgets the media of a stream that will not continue; the next media_init starts over. */
+  _resetMedia() {
+    this._dropHeld();
+    this.queue = [];
+    this.mediaSource = null;
+    this.sourceBuffer = null;
+    this.mime = null;
+    this.nextSegment = 0;
   }
 
   _onMediaInit(msg) {

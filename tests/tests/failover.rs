@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use framecast_e2e::redis::RedisServer;
 use framecast_e2e::{
-    ChildGuard, ClientWs, Router, admin_base, open_stream, start_mock_replica,
-    start_router,
+    ChildGuard, ClientWs, Router, admin_base, open_stream, start_mock_replica, start_router,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -303,4 +302,53 @@ async fn with_redis_down_new_sessions_stream_and_a_resume_is_refused_with_its_re
     assert_eq!(error["code"], "invalid_message");
     assert_eq!(error["reason"], "resume:store_error");
     assert_eq!(second.completed(), [0], "a fresh stream starts at 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_keeps_playing_through_a_kill_9_of_its_replica() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let settings = [
+        ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
+        ("FRAMECAST_REPLICA__STORE__REDIS__URL", url.as_str()),
+        (
+            "FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX",
+            "failover-browser:",
+        ),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "200"),
+        // Eight 0.5 s segments: 4 s of video.
+        ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "8"),
+    ];
+    let (a, a_base) = start_mock_replica(&settings).await;
+    let (b, b_base) = start_mock_replica(&settings).await;
+    let mut replicas = [a, b];
+    let bases = vec![a_base, b_base];
+    let router = start_router(&bases, &[]).await;
+
+    let page = format!("{}/?autoplay=1&prompt=a%20red%20fox", router.base);
+    let player = tokio::spawn(async move {
+        framecast_e2e::play_in_chromium(&page, Duration::from_secs(60)).await
+    });
+    // Kill the serving replica mid-stream.
+    let victim = serving(&bases).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    replicas[victim].kill();
+
+    let stats = player.await.unwrap();
+    assert_eq!(stats["errors"], json!([]), "{stats}");
+    assert_eq!(stats["timedOut"], false, "{stats}");
+    assert_eq!(stats["resumes"], 1, "{stats}");
+    assert_eq!(stats["segmentsComplete"], 8, "{stats}");
+    assert_eq!(stats["streamComplete"], true, "{stats}");
+    let played = stats["currentTime"].as_f64().unwrap();
+    assert!(played >= 0.9 * 4.0, "played {played} s of 4 s: {stats}");
+    let stall = stats["longestStallMs"].as_u64().unwrap();
+    assert!(
+        stall <= 2000,
+        "the kill stalled playback {stall} ms: {stats}"
+    );
+    eprintln!(
+        "browser failover: {} stalls, longest {stall} ms",
+        stats["stalls"]
+    );
 }

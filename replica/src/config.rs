@@ -740,7 +740,7 @@ impl Default for ResumeSettings {
         Self {
             enabled: true,
             window_segments: 4,
-            max_exact_state_bytes: 16 << 20,
+            max_exact_state_bytes: 4 << 20,
         }
     }
 }

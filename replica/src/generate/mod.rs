@@ -6,6 +6,7 @@
 //! and the continuation state the next segment starts from.
 
 pub mod mock;
+pub mod seam;
 pub mod wan;
 
 use std::time::Duration;

@@ -352,3 +352,127 @@ async fn chromium_keeps_playing_through_a_kill_9_of_its_replica() {
         stats["stalls"]
     );
 }
+
+/// Sessions streaming at once when a replica is killed.
+const SESSIONS: usize = 50;
+/// Segments each session streams (the cap), across its connections.
+const CAP: u64 = 10;
+
+/// One client of the load test: streams until the cap, resuming whenever its connection
+/// is lost; returns every completed segment index in order and the media gap (seconds from
+/// the last segment before a loss to the first after it) of each resume.
+async fn stream_to_the_cap(router: String) -> (Vec<u64>, Vec<f64>) {
+    let mut completed: Vec<u64> = Vec::new();
+    let mut gaps = Vec::new();
+    let mut resumable: Option<Value> = None;
+    let mut lost_at: Option<Instant> = None;
+    for _attempt in 0..4 {
+        let mut init = init();
+        if let Some(r) = &resumable {
+            init["resume"] = json!({
+                "session_id": r["session_id"],
+                "token": r["token"],
+                "next_segment_idx": completed.last().map_or(0, |i| i + 1),
+            });
+        }
+        let mut ws = open_stream(&router, init).await;
+        let mut rec = Recording::default();
+        let ended = rec
+            .read(&mut ws, Duration::from_secs(60), |m| {
+                m["type"] == "ltx2_stream_complete"
+            })
+            .await;
+        if let (Some(lost), Some((_, first))) = (lost_at, rec.completed_at.first()) {
+            gaps.push((*first - lost).as_secs_f64());
+        }
+        completed.extend(rec.completed());
+        if ended {
+            return (completed, gaps);
+        }
+        // Resumable from the newest token this connection was given.
+        if let Some(r) = rec
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m["type"] == "session_resumable")
+        {
+            resumable = Some(r.clone());
+        }
+        lost_at = rec.completed_at.last().map(|(_, at)| *at);
+    }
+    panic!("no stream complete after 4 connections: {completed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_streams_continue_when_a_replica_is_killed_under_load() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let capacity = (SESSIONS + 10).to_string();
+    let cap = CAP.to_string();
+    let settings = [
+        ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
+        ("FRAMECAST_REPLICA__STORE__REDIS__URL", url.as_str()),
+        (
+            "FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX",
+            "failover-load:",
+        ),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "200"),
+        (
+            "FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP",
+            cap.as_str(),
+        ),
+        ("FRAMECAST_REPLICA__POOL__NUM_WORKERS", capacity.as_str()),
+        (
+            "FRAMECAST_REPLICA__STREAMING__MAX_SESSIONS",
+            capacity.as_str(),
+        ),
+        ("FRAMECAST_REPLICA__POOL__ACQUIRE_TIMEOUT_SECONDS", "60"),
+    ];
+    let (a, a_base) = start_mock_replica(&settings).await;
+    let (b, b_base) = start_mock_replica(&settings).await;
+    let mut replicas = [a, b];
+    let bases = vec![a_base, b_base];
+    let router = start_router(&bases, &[]).await;
+
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|_| tokio::spawn(stream_to_the_cap(router.base.clone())))
+        .collect();
+    // Once the sessions are streaming, kill the replica holding the most of them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut busiest = (0, 0);
+    for (i, base) in bases.iter().enumerate() {
+        let status = framecast_e2e::get_json(&format!("{}/status", admin_base(base))).await;
+        let busy =
+            status["total_gpus"].as_u64().unwrap() - status["available_gpus"].as_u64().unwrap();
+        if busy > busiest.1 {
+            busiest = (i, busy);
+        }
+    }
+    assert!(busiest.1 > 0, "no replica was serving");
+    replicas[busiest.0].kill();
+
+    let mut gaps = Vec::new();
+    for client in clients {
+        let (completed, client_gaps) = client.await.unwrap();
+        assert_eq!(
+            completed,
+            (0..CAP).collect::<Vec<_>>(),
+            "every segment exactly once"
+        );
+        gaps.extend(client_gaps);
+    }
+    assert_eq!(
+        gaps.len() as u64,
+        busiest.1,
+        "every session of the killed replica resumed once"
+    );
+    gaps.sort_by(f64::total_cmp);
+    let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "failover under load: {} of {SESSIONS} sessions resumed; media gap p50 {:.2} s, p90 {:.2} s, max {:.2} s",
+        gaps.len(),
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    );
+}

@@ -19,6 +19,9 @@ pub const SESSIONS_TOTAL: &str = "framecast_router_sessions_total";
 pub const SESSIONS_BY_PROTOCOL_TOTAL: &str = "framecast_router_sessions_by_protocol_total";
 /// The protocols [`SESSIONS_BY_PROTOCOL_TOTAL`] tells apart.
 pub const PROTOCOLS: [&str; 3] = ["v1_stream", "dreamverse", "other"];
+/// WebSocket sessions whose replica went away (connection closed or reset) without sending
+/// a Close frame, by protocol as in [`SESSIONS_BY_PROTOCOL_TOTAL`].
+pub const UPSTREAM_LOST_TOTAL: &str = "framecast_router_upstream_lost_total";
 /// Bytes proxied, by direction (`downstream` to clients, `upstream` to replicas).
 pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 /// Connections to a replica that failed before the WebSocket handshake, per replica.
@@ -48,6 +51,10 @@ pub fn describe() {
     describe_counter!(
         SESSIONS_BY_PROTOCOL_TOTAL,
         "WebSocket sessions routed to a replica, by protocol (v1_stream, dreamverse, other)."
+    );
+    describe_counter!(
+        UPSTREAM_LOST_TOTAL,
+        "WebSocket sessions whose replica went away mid-session without a Close frame (the client got worker_failed and 1012), by protocol."
     );
     describe_counter!(
         BYTES_TOTAL,
@@ -82,8 +89,11 @@ pub fn register_router() {
     counter!(NO_REPLICA_TOTAL).absolute(0);
     for protocol in PROTOCOLS {
         counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).absolute(0);
+        counter!(UPSTREAM_LOST_TOTAL, "protocol" => protocol).absolute(0);
     }
-    counter!(ERRORS_TOTAL, "code" => ErrorCode::GpuUnavailable.as_str()).absolute(0);
+    for code in [ErrorCode::GpuUnavailable, ErrorCode::WorkerFailed] {
+        counter!(ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
+    }
     for direction in ["downstream", "upstream"] {
         counter!(BYTES_TOTAL, "direction" => direction).absolute(0);
     }
@@ -107,14 +117,46 @@ pub fn session_ended(replica: &str) {
     gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).decrement(1.0);
 }
 
+/// The WebSocket protocol a session speaks, told by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Framecast's own `/v1/stream`.
+    V1Stream,
+    /// The Dreamverse app's `/ws`.
+    Dreamverse,
+    /// Any other path.
+    Other,
+}
+
+impl Protocol {
+    /// The protocol of a session opened on `path`.
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            "/v1/stream" => Protocol::V1Stream,
+            "/ws" => Protocol::Dreamverse,
+            _ => Protocol::Other,
+        }
+    }
+
+    /// Its `protocol` label value (one of [`PROTOCOLS`]).
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::V1Stream => PROTOCOLS[0],
+            Protocol::Dreamverse => PROTOCOLS[1],
+            Protocol::Other => PROTOCOLS[2],
+        }
+    }
+}
+
 /// A WebSocket session for `path` was routed (counted once, however many replicas it tried).
 pub fn session_routed(path: &str) {
-    let protocol = match path {
-        "/v1/stream" => "v1_stream",
-        "/ws" => "dreamverse",
-        _ => "other",
-    };
+    let protocol = Protocol::of_path(path).label();
     counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).increment(1);
+}
+
+/// The replica of a `protocol` session went away without a Close frame.
+pub fn upstream_lost(protocol: Protocol) {
+    counter!(UPSTREAM_LOST_TOTAL, "protocol" => protocol.label()).increment(1);
 }
 
 /// A session to `replica` ended with `outcome` after moving the given bytes.

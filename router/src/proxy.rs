@@ -3,22 +3,35 @@
 //! (origin, credentials: 401/403 before any replica is involved) and the per-client limits.
 //!
 //! pingora passes an upgraded connection through as a byte tunnel, so `/v1/stream`
-//! sessions need no frame parsing here. A replica that refuses the connection, or drops it
+//! sessions need no message parsing here. A replica that refuses the connection, or drops it
 //! before answering the handshake (a process killed just as the kernel accepted the
 //! connection), is skipped and the next one tried; the client never sees the failed attempt.
+//!
+//! A replica lost after its `101` cannot be replaced under the client, so the client is told
+//! ([`crate::upstream_loss`]): the replica's frame headers are followed in
+//! `response_body_filter`, which pingora also runs for the upgraded body. When the replica
+//! closes its socket (FIN) pingora ends that body with `end_of_stream` and no data, and the
+//! last frames ride on that call; when the socket is reset (or a read fails) pingora skips
+//! the body filters and ends the request with an upstream error, so `fail_to_proxy` writes
+//! them to the client instead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::ErrorSource;
+use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType, Result};
 
 use framecast_common::auth::Authenticator;
 
 use crate::client_limits::{ClientLimiter, ClientSlot};
-use crate::observability;
+use crate::observability::{self, Protocol};
 use crate::registry::{ReplicaRegistry, SessionGuard};
+use crate::upstream_loss::UpstreamWatch;
 
 /// Routes each downstream request to a replica from the registry.
 #[derive(Debug)]
@@ -39,6 +52,20 @@ pub struct RequestRoute {
     session: Option<SessionGuard>,
     /// The client's slot under the per-address limits, held for the whole session.
     client: Option<ClientSlot>,
+    /// Set when the replica switched a WebSocket upgrade to the tunnel (its `101`).
+    upstream: Option<UpstreamWatch>,
+}
+
+impl RequestRoute {
+    /// The last frames for the client when the tunnel's replica is gone without having closed
+    /// the session (see [`UpstreamWatch::farewell`]); `None` outside a WebSocket tunnel.
+    fn farewell(&mut self, cause: &dyn std::fmt::Display) -> Option<Bytes> {
+        let replica = self
+            .session
+            .as_ref()
+            .map_or("unknown", |guard| guard.replica().name.as_str());
+        self.upstream.as_mut()?.farewell(replica, cause)
+    }
 }
 
 impl StreamProxy {
@@ -171,6 +198,51 @@ impl ProxyHttp for StreamProxy {
         Ok(Box::new(peer))
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let websocket = session
+            .req_header()
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let protocol = Protocol::of_path(session.req_header().uri.path());
+            ctx.upstream = Some(UpstreamWatch::new(protocol));
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        let Some(watch) = ctx.upstream.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.as_deref() {
+            watch.observe(chunk);
+        }
+        // The upgraded body ends only when the replica closes its side of the connection.
+        if end_of_stream && let Some(last) = ctx.farewell(&"the replica closed the connection") {
+            *body = Some(match body.take() {
+                Some(chunk) if !chunk.is_empty() => {
+                    let mut joined = BytesMut::from(chunk);
+                    joined.extend_from_slice(&last);
+                    joined.freeze()
+                }
+                _ => last,
+            });
+        }
+        Ok(None)
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -210,6 +282,28 @@ impl ProxyHttp for StreamProxy {
         e
     }
 
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        // A reset or failed read of the replica's socket mid-tunnel ends here, not in the body
+        // filter.
+        if *e.esource() == ErrorSource::Upstream
+            && let Some(last) = ctx.farewell(e)
+        {
+            if let Err(write) = session.write_response_body(Some(last), true).await {
+                tracing::debug!(error = %write, "the client is gone too: no upstream-loss frames");
+            }
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        default_failure(session, e).await
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         let Some(guard) = ctx.session.take() else {
             return;
@@ -221,5 +315,29 @@ impl ProxyHttp for StreamProxy {
             session.body_bytes_sent(),
             session.body_bytes_read(),
         );
+    }
+}
+
+/// pingora's default `fail_to_proxy`: an HTTP error status for the client when no response
+/// was written yet (502 for an upstream fault), nothing when the client's connection is dead.
+async fn default_failure(session: &mut Session, e: &Error) -> FailToProxy {
+    let code = match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+    };
+    if code > 0
+        && let Err(write) = session.respond_error(code).await
+    {
+        tracing::error!(error = %write, "failed to send an error response to the client");
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
     }
 }

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 /// The refusal's frames: the error message, then a close frame with 1013.
 pub fn refusal_frames(message: &str) -> Vec<u8> {
     let error = ServerMessage::error(ErrorCode::GpuUnavailable, message, true).to_json();
-    frames(error, "no replica available")
+    error_and_close(&error, CloseCode::Again, "no replica available")
 }
 
 /// A refusal of one client's session over a per-address limit: `session_rejected` with
@@ -30,17 +30,19 @@ pub fn client_limit_frames(message: &str) -> Vec<u8> {
     .expect("a server message serializes");
     error["reason"] = "ip_session_limit".into();
     error["error_code"] = "ip_session_limit".into();
-    frames(error.to_string(), "client session limit")
+    error_and_close(&error.to_string(), CloseCode::Again, "client session limit")
 }
 
-fn frames(error: String, close_reason: &str) -> Vec<u8> {
+/// The router's last words on a WebSocket: the `error` text frame, then a close frame with
+/// `code` and `reason`, both unmasked (server to client).
+pub fn error_and_close(error: &str, code: CloseCode, reason: &str) -> Vec<u8> {
     let mut bytes = Vec::new();
-    Frame::message(error, OpCode::Data(Data::Text), true)
+    Frame::message(error.to_owned(), OpCode::Data(Data::Text), true)
         .format(&mut bytes)
         .expect("writing to a Vec cannot fail");
     Frame::close(Some(CloseFrame {
-        code: CloseCode::Again,
-        reason: close_reason.into(),
+        code,
+        reason: reason.into(),
     }))
     .format(&mut bytes)
     .expect("writing to a Vec cannot fail");

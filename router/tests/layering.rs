@@ -8,9 +8,14 @@ use std::path::{Path, PathBuf};
 /// Lowest first; a module may use modules of lower layers and its own family only.
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["capacity", "client_limits", "observability"],
+    &[
+        "capacity",
+        "client_limits",
+        "frame_boundaries",
+        "observability",
+    ],
     &["refusal", "health::state", "selection"],
-    &["registry"],
+    &["registry", "upstream_loss"],
     &["health::checker", "admin", "shutdown"],
     &["proxy"],
     &["server"],

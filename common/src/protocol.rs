@@ -111,7 +111,7 @@ pub struct SessionInit {
     /// Continue a session whose connection was lost (its replica died, the network dropped),
     /// on whichever replica this connection reached.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resume: Option<ResumeRequest>,
+    pub resume: Option<Box<ResumeRequest>>,
 }
 
 /// What a client sends to continue a lost session: the `session_resumable` it was given
@@ -818,6 +818,42 @@ mod tests {
             field_of(r#"{"type":"session_init_v2","initial_image":{"mime":"image/png","data":7}}"#);
         assert_eq!(field, "initial_image");
         assert!(problem.contains("field `data`"), "{problem}");
+    }
+
+    #[test]
+    fn a_resume_request_parses_and_its_missing_fields_are_named() {
+        let text = r#"{"type":"session_init_v2","resume":{"session_id":"00ff00ff00ff00ff","token":"ab","next_segment_idx":3}}"#;
+        let ClientMessage::SessionInitV2(init) = parse_client_message(text).unwrap() else {
+            panic!("not an init");
+        };
+        let resume = init.resume.unwrap();
+        assert_eq!(
+            (
+                resume.session_id.as_str(),
+                resume.token.as_str(),
+                resume.next_segment_idx
+            ),
+            ("00ff00ff00ff00ff", "ab", 3)
+        );
+        for (text, field) in [
+            (
+                r#"{"type":"session_init_v2","resume":{"session_id":"x","token":"y"}}"#,
+                "resume.next_segment_idx",
+            ),
+            (
+                r#"{"type":"session_init_v2","resume":{"session_id":"x","next_segment_idx":1}}"#,
+                "resume.token",
+            ),
+            (
+                r#"{"type":"session_init_v2","resume":{"session_id":"x","token":"y","next_segment_idx":-1}}"#,
+                "resume.next_segment_idx",
+            ),
+        ] {
+            match parse_client_message(text) {
+                Err(ProtocolError::InvalidField { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -213,10 +213,12 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
                 single_clip_mode: single_clip,
                 stream_mode,
                 continuation_state,
-                resume: resume.map(|(session_id, token, next_segment_idx)| ResumeRequest {
-                    session_id,
-                    token,
-                    next_segment_idx,
+                resume: resume.map(|(session_id, token, next_segment_idx)| {
+                    Box::new(ResumeRequest {
+                        session_id,
+                        token,
+                        next_segment_idx,
+                    })
                 }),
             },
         )

@@ -723,15 +723,18 @@ pub struct StoreSettings {
 pub struct ResumeSettings {
     /// Write resume records and accept `session_init_v2.resume`.
     pub enabled: bool,
-    /// How many of the newest segments a resume may start from (1 to 64): a client's media
-    /// can lag the generator by the segment being encoded, the one generated ahead and
-    /// whatever waits in the send queue. Each keeps a checkpoint in the blob store.
+    /// How many of the newest segments a resume may start from (2 to 64). Generation runs
+    /// at most this many segments, less one, ahead of the media written to the client, so
+    /// every segment the client may lack stays resumable; 3 or more keeps generation of the
+    /// next segment overlapping the sending of the current one. Each keeps a checkpoint in
+    /// the blob store.
     pub window_segments: u32,
     /// A generator checkpoint holds the exact stream state (for Wan: the latent context and
     /// the VAE decoder's caches) when it takes at most this many bytes, else the portable
     /// form (the context alone, caches rebuilt on restore; a small seam). The Wan2.1 1.3B
     /// decoder cache at 832x480 is 1.8 GiB in bf16, so it is never written per segment.
-    /// `window_segments` of them must fit in `max_blob_bytes_per_session`.
+    /// Lowered to `max_blob_bytes_per_session / window_segments` when that is smaller, so a
+    /// window of checkpoints fits in the session's blob quota.
     pub max_exact_state_bytes: u64,
 }
 
@@ -1014,22 +1017,9 @@ impl Validate for ReplicaConfig {
         in_range(
             "store.resume.window_segments",
             resume.window_segments,
-            1,
+            2,
             64,
         )?;
-        let checkpoints = u64::from(resume.window_segments) * resume.max_exact_state_bytes;
-        if resume.enabled && checkpoints > self.store.max_blob_bytes_per_session as u64 {
-            return Err(FieldError::new(
-                "store.resume.max_exact_state_bytes",
-                format!(
-                    "window_segments ({}) checkpoints of up to {} bytes do not fit in \
-                     store.max_blob_bytes_per_session ({}); lower it or raise the quota",
-                    resume.window_segments,
-                    resume.max_exact_state_bytes,
-                    self.store.max_blob_bytes_per_session
-                ),
-            ));
-        }
         if self.store.backend == StoreBackend::Redis {
             let r = &self.store.redis;
             if let Err(e) = ::redis::Client::open(r.url.as_str()) {

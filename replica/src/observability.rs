@@ -50,6 +50,18 @@ pub const STORE_ERRORS_TOTAL: &str = "framecast_store_errors_total";
 
 /// Attempts to resume a lost session, by outcome (resumed, or why it was refused).
 pub const SESSION_RESUMES_TOTAL: &str = "framecast_session_resumes_total";
+/// Every outcome of a resume attempt (`ResumeRefused::reason`), for zero series up front.
+pub const RESUME_OUTCOMES: [&str; 9] = [
+    "resumed",
+    "malformed",
+    "no_record",
+    "bad_token",
+    "out_of_window",
+    "not_resume_point",
+    "format_mismatch",
+    "store_error",
+    "corrupt",
+];
 
 /// Registers help texts; call once after installing the recorder.
 pub fn describe() {
@@ -120,7 +132,7 @@ pub fn describe() {
         SESSION_RESUMES_TOTAL,
         "Attempts to resume a lost session, by outcome (resumed, or why it was refused)."
     );
-    for outcome in crate::session::resume::RESUME_OUTCOMES {
+    for outcome in RESUME_OUTCOMES {
         counter!(SESSION_RESUMES_TOTAL, "outcome" => outcome).absolute(0);
     }
     crate::prompt::safety::describe_metrics();

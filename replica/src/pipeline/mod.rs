@@ -44,6 +44,9 @@ pub enum Outgoing {
     Close(u16, String),
     /// A WebSocket ping, to learn whether the client is still there.
     Ping,
+    /// Not sent: once the writer reaches it, everything queued before it (segment N's
+    /// media) is written to the socket, and the writer reports N + 1 segments written.
+    Written(u32),
 }
 
 impl Outgoing {

@@ -32,9 +32,15 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
     let (out, out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
 
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
-    let writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
+    let (written_tx, written) = tokio::sync::watch::channel(0);
+    let writer = tokio::spawn(writer::write_to_client(
+        sink,
+        out_rx,
+        write_timeout,
+        written_tx,
+    ));
 
-    let mut session = Session::new(ctx, out.clone());
+    let mut session = Session::new(ctx, out.clone(), written);
     session.run(&mut stream).await;
     drop(session);
     drop(out);
@@ -95,6 +101,10 @@ pub(super) struct Session {
     pub(super) resume: Option<ResumeLog>,
     /// Set when this session continues a lost one, until its pipeline starts.
     pub(super) taken_over: Option<TakenOver>,
+    /// How many segments' media the writer has written to the socket: generation runs at
+    /// most `store.resume.window_segments - 1` segments ahead of it, so a resume can always
+    /// start at any segment the client may not have received.
+    pub(super) written: tokio::sync::watch::Receiver<u32>,
     /// Keep the resume record when the session ends: it ended without the client's
     /// consent (connection lost, replica draining), so the client may come back for it.
     pub(super) keep_record: bool,
@@ -114,7 +124,11 @@ impl Drop for Session {
 }
 
 impl Session {
-    fn new(ctx: SessionContext, out: mpsc::Sender<Outgoing>) -> Self {
+    fn new(
+        ctx: SessionContext,
+        out: mpsc::Sender<Outgoing>,
+        written: tokio::sync::watch::Receiver<u32>,
+    ) -> Self {
         let seed = RandomState::new().hash_one(Instant::now());
         let id = format!("{seed:016x}");
         let streaming = &ctx.config.streaming;
@@ -150,6 +164,7 @@ impl Session {
             steps: PromptSteps::default(),
             resume: None,
             taken_over: None,
+            written,
             keep_record: false,
         }
     }
@@ -159,7 +174,7 @@ impl Session {
             return;
         }
         if let Some(request) = self.init.resume.take() {
-            self.take_over(request).await;
+            self.take_over(*request).await;
         }
         let Some(buffered) = self.bind_worker(stream).await else {
             return;

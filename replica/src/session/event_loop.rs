@@ -59,6 +59,11 @@ impl Session {
                     }
                     None => Flow::End,
                 },
+                // The client caught up: a segment held back for the resume window may start.
+                Ok(()) = self.written.changed(), if self.resume.is_some() => {
+                    self.try_schedule();
+                    Flow::Continue
+                }
                 Some(done) = self.steps.next_done() => {
                     self.on_prompt_step(done).await;
                     Flow::Continue
@@ -286,6 +291,10 @@ impl Session {
                 Flow::Continue
             }
             PipelineEvent::MediaDone { segment_idx } => {
+                if self.resume.is_some() {
+                    // Behind the segment's last frame in the send queue.
+                    self.send(Outgoing::Written(segment_idx)).await;
+                }
                 self.log.event(
                     "segment_complete",
                     serde_json::json!({"segment_idx": segment_idx}),
@@ -329,6 +338,12 @@ impl Session {
             return;
         };
         if self.ctx.drain.is_draining() {
+            return;
+        }
+        if let Some(log) = &self.resume
+            && !log.may_start(self.schedule.scheduled(), *self.written.borrow())
+        {
+            // Too far ahead of what the client got: wait for the writer.
             return;
         }
         let Some(mut request) = self.schedule.next(&self.init) else {

@@ -131,19 +131,6 @@ impl ResumeRefused {
     }
 }
 
-/// Every outcome of a resume attempt, for zero series up front.
-pub const RESUME_OUTCOMES: [&str; 9] = [
-    "resumed",
-    "malformed",
-    "no_record",
-    "bad_token",
-    "out_of_window",
-    "not_resume_point",
-    "format_mismatch",
-    "store_error",
-    "corrupt",
-];
-
 /// Where a resume starts: the checkpoint (none for a fresh stream) and the prompts to replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResumePlan {
@@ -251,6 +238,8 @@ pub struct ResumeLog {
     segments: VecDeque<SegmentEntry>,
     generated: u32,
     latest: Start,
+    /// The segment this session resumed at (0 for a new one).
+    resumed_at: u32,
 }
 
 impl ResumeLog {
@@ -264,6 +253,7 @@ impl ResumeLog {
             segments: VecDeque::new(),
             generated,
             latest,
+            resumed_at: generated,
         }
     }
 
@@ -275,6 +265,15 @@ impl ResumeLog {
     /// How many segments back a resume may start.
     pub fn window(&self) -> u32 {
         self.window as u32
+    }
+
+    /// Whether segment `next` may start while `written` segments' media went out: only while
+    /// the window still holds every segment the client may lack (those not written, and the
+    /// newest written one, which may still be on its way).
+    pub fn may_start(&self, next: u32, written: u32) -> bool {
+        // A resumed session's writer counts from zero; the segments before it went out
+        // on the lost connection.
+        next + 1 < written.max(self.resumed_at) + self.window as u32
     }
 
     /// Records a segment as it is submitted and asks the generator for its checkpoint.
@@ -424,12 +423,11 @@ impl Session {
         let settings = &self.ctx.config.store.resume;
         if settings.enabled {
             let generated = self.taken_over.as_ref().map_or(0, |t| t.segment_idx);
-            let log = ResumeLog::new(
-                settings.window_segments,
-                settings.max_exact_state_bytes,
-                generated,
-                latest,
-            );
+            // A window of checkpoints fits in the session's blob quota.
+            let quota = self.ctx.config.store.max_blob_bytes_per_session as u64;
+            let max_state =
+                (settings.max_exact_state_bytes).min(quota / u64::from(settings.window_segments));
+            let log = ResumeLog::new(settings.window_segments, max_state, generated, latest);
             let msg = ServerMessage::SessionResumable {
                 session_id: self.id.clone(),
                 token: log.token().to_owned(),
@@ -573,6 +571,49 @@ mod tests {
 
     fn record_of(log: &ResumeLog) -> ResumeRecord {
         record(log, 1)
+    }
+
+    #[test]
+    fn every_refusal_has_a_zero_series_up_front() {
+        let refusals = [
+            ResumeRefused::Malformed,
+            ResumeRefused::NoRecord(String::new()),
+            ResumeRefused::BadToken,
+            ResumeRefused::OutOfWindow {
+                asked: 0,
+                oldest: 0,
+                newest: 0,
+            },
+            ResumeRefused::NotResumePoint(0),
+            ResumeRefused::FormatMismatch {
+                theirs: [0; 4],
+                ours: [0; 4],
+            },
+            ResumeRefused::Store(String::new()),
+            ResumeRefused::Corrupt(String::new()),
+        ];
+        for r in refusals {
+            assert!(
+                observability::RESUME_OUTCOMES.contains(&r.reason()),
+                "{}",
+                r.reason()
+            );
+        }
+    }
+
+    #[test]
+    fn generation_stays_inside_the_window_of_what_was_written() {
+        let log = ResumeLog::new(4, 1, 0, Start::Fresh);
+        // Two segments ahead of the one being written, no more.
+        assert!(log.may_start(0, 0));
+        assert!(log.may_start(2, 0));
+        assert!(!log.may_start(3, 0));
+        assert!(log.may_start(3, 1));
+        // A resumed session counts from where it resumed.
+        let resumed = ResumeLog::new(4, 1, 10, Start::Fresh);
+        assert!(resumed.may_start(12, 0));
+        assert!(!resumed.may_start(13, 0));
+        assert!(resumed.may_start(13, 11));
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl SegmentScheduler {
         Some(request)
     }
 
+    /// Segments started so far (the next one's index).
+    pub fn scheduled(&self) -> u32 {
+        self.scheduled
+    }
+
     /// Where the schedule stands, for a resume record.
     pub fn snapshot(&self) -> ScheduleSnapshot {
         ScheduleSnapshot {

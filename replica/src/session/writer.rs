@@ -7,19 +7,25 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Outgoing;
 
-/// Writes queued messages until the queue closes, a `Close` went out, or the client stalls.
+/// Writes queued messages until the queue closes, a `Close` went out, or the client stalls;
+/// reports through `written` how many segments' media went out ([`Outgoing::Written`]).
 pub async fn write_to_client(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
+    written: watch::Sender<u32>,
 ) {
     while let Some(item) = queue.recv().await {
         let (message, last) = match item {
+            Outgoing::Written(segment) => {
+                written.send_replace(segment + 1);
+                continue;
+            }
             Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),
             Outgoing::Binary(b) => (Message::Binary(b.into()), false),
             Outgoing::Ping => (Message::Ping(Default::default()), false),

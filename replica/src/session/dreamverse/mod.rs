@@ -54,7 +54,14 @@ pub async fn run_dreamverse_session(socket: WebSocket, ctx: SessionContext) {
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel::<Outgoing>(streaming.send_queue_messages);
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
-    let writer = tokio::spawn(writer::write_to_client(sink, out_rx, write_timeout));
+    // Dreamverse sessions do not resume, so nobody waits on what was written.
+    let (written, _) = tokio::sync::watch::channel(0);
+    let writer = tokio::spawn(writer::write_to_client(
+        sink,
+        out_rx,
+        write_timeout,
+        written,
+    ));
 
     let mut session = DreamverseSession::new(ctx, out.clone());
     session.run(&mut stream).await;

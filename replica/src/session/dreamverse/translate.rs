@@ -80,7 +80,7 @@ impl Translator {
                 Ok(PipelineMessage::MediaSegmentComplete { segment_idx, .. }) => Some(segment_idx),
                 _ => None,
             },
-            Outgoing::Close(..) | Outgoing::Ping => None,
+            Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_) => None,
         }
     }
 
@@ -96,7 +96,7 @@ impl Translator {
             },
             Outgoing::Binary(bytes) => self.media_bytes(bytes),
             // The pipeline sends neither; passed on should that change.
-            other @ (Outgoing::Close(..) | Outgoing::Ping) => vec![other],
+            other @ (Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_)) => vec![other],
         }
     }
 

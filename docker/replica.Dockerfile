@@ -41,6 +41,9 @@ COPY --from=build /out/framecast-replica /usr/local/bin/framecast-replica
 COPY config/replica.yaml /etc/framecast/replica.yaml
 # GStreamer writes its plugin registry cache under $HOME.
 ENV HOME=/tmp
+# What the NVIDIA container runtime mounts from the host driver: CUDA (compute), nvidia-smi/NVML
+# (utility) and NVENC/NVDEC (video, which nvh264enc needs); without `video` the encoder is hidden.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 USER 10001:10001
 EXPOSE 8000 8001
 ENTRYPOINT ["/usr/local/bin/framecast-replica"]

@@ -49,6 +49,77 @@ REDIS_VARIANTS = {
     "external-url": {**MINIMAL, "externalRedis": {"url": "redis://redis.shared.svc:6379/3"}},
     "external-secret": {**MINIMAL, "externalRedis": {"existingSecret": "shared-redis", "key": "url"}},
 }
+# Every extension hook and security option set (items 2 and 5 of issue 20).
+ROUTER_DIGEST = "sha256:" + "0f" * 32
+REPLICA_DIGEST = "sha256:" + "a1" * 32
+HOOKS = {
+    **MINIMAL,
+    "imagePullSecrets": [{"name": "ghcr-pull"}],
+    "router": {
+        "image": {"digest": ROUTER_DIGEST},
+        "env": [{"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "egress-proxy", "key": "url"}}}],
+        "envFrom": [{"secretRef": {"name": "router-env"}}],
+        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca-bundle"}}],
+        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/ssl/corp", "readOnly": True}],
+        "initContainers": [{"name": "wait-for-dns", "image": "busybox:1.36", "command": ["true"]}],
+        "podAnnotations": {"example.com/owner": "video-team"},
+        # A selector label in podLabels is ignored: Services and policies keep selecting the pods.
+        "podLabels": {"team": "video", "app.kubernetes.io/component": "not-the-router"},
+        "serviceAccount": {"name": "edge-router", "annotations": {"example.com/role": "edge"}},
+        "priorityClassName": "framecast-critical",
+        "podAntiAffinity": {"preset": "hard"},
+    },
+    "replica": {
+        "count": 4,
+        "image": {"digest": REPLICA_DIGEST},
+        "env": [
+            {"name": "CEREBRAS_API_KEY", "valueFrom": {"secretKeyRef": {"name": "framecast-llm", "key": "cerebras-api-key"}}}
+        ],
+        "envFrom": [{"configMapRef": {"name": "replica-tuning"}, "prefix": "TUNING_"}],
+        "extraVolumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}}],
+        "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        "initContainers": [
+            {
+                "name": "fetch-model",
+                "image": "ghcr.io/example/hf-fetch:1.0",
+                "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}],
+            }
+        ],
+        "podLabels": {"team": "video"},
+        "serviceAccount": {"create": False, "name": "gpu-workloads", "automountToken": True},
+        "priorityClassName": "gpu-high",
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 3}},
+        "topologySpreadConstraints": [
+            {"topologyKey": "topology.kubernetes.io/zone", "maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}
+        ],
+        "prompt": {
+            "enabled": True,
+            "providers": [
+                {"name": "cerebras", "preset": "cerebras", "model": "gpt-oss-120b"},
+                {"name": "local", "baseUrl": "http://vllm.llm.svc:8000/v1", "model": "qwen2.5-7b", "allowNoKey": True},
+            ],
+            "writableSystemPrompts": True,
+        },
+        "sessionLogs": {"maxTotalMiB": 64},
+        "podDisruptionBudget": {"unhealthyPodEvictionPolicy": "IfHealthyBudget"},
+    },
+    "redis": {"enabled": True, "podLabels": {"team": "video"}, "priorityClassName": "framecast-critical"},
+    "networkPolicy": {
+        "metricsScraper": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+        "extraIngress": {"replica": [{"from": [{"podSelector": {"matchLabels": {"app": "debug"}}}], "ports": [{"port": "admin"}]}]},
+    },
+}
+# OpenShift: UIDs and fsGroup left to the restricted SCC (null removes a default).
+OPENSHIFT = {
+    **MINIMAL,
+    "router": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
+    "replica": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
+    "redis": {"enabled": True, "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
+}
+EXTRA_VARIANTS = {"hooks": HOOKS, "openshift": OPENSHIFT, "no-network-policy": {**MINIMAL, "networkPolicy": {"enabled": False}}}
 NAMESPACE = "video"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 
@@ -216,7 +287,7 @@ class ChartRenders(unittest.TestCase):
     def test_every_manifest_passes_kubernetes_validate_strict(self) -> None:
         validator = shutil.which("kubernetes-validate", path=str(ROOT / ".venv" / "bin"))
         self.assertIsNotNone(validator, "kubernetes-validate is missing: run scripts/setup")
-        for name, values in {**OVERLAYS, **REDIS_VARIANTS}.items():
+        for name, values in {**OVERLAYS, **REDIS_VARIANTS, **EXTRA_VARIANTS}.items():
             with tempfile.TemporaryDirectory() as tmp:
                 paths = []
                 for i, doc in enumerate(render(values)):
@@ -323,7 +394,8 @@ class ChartRenders(unittest.TestCase):
         sts = one(prod, "StatefulSet", "replica")
         spec = sts["spec"]["template"]["spec"]
         self.assertEqual(spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 2)
-        self.assertEqual(spec["volumes"][1]["persistentVolumeClaim"]["claimName"], "wan21-weights")
+        model = next(v for v in spec["volumes"] if v["name"] == "model")
+        self.assertEqual(model["persistentVolumeClaim"], {"claimName": "wan21-weights", "readOnly": True})
         ingress = one(prod, "Ingress")
         self.assertEqual(
             ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600"
@@ -436,7 +508,7 @@ class ChartRenders(unittest.TestCase):
     def test_auth_can_be_turned_off_explicitly(self) -> None:
         docs = render({"auth": {"required": False}})
         self.assertEqual([d for d in docs if d["kind"] == "Secret" and "api-keys" in d.get("data", {})], [])
-        self.assertEqual([v["name"] for v in container(docs, "router")["volumeMounts"]], ["config"])
+        self.assertEqual([v["name"] for v in container(docs, "router")["volumeMounts"]], ["config", "tmp"])
         router_cfg = load_in_binary(docs, "router")["router"]
         self.assertFalse(router_cfg["auth"]["required"])
         self.assertIsNone(router_cfg["auth"]["api_keys_file"])
@@ -621,7 +693,7 @@ class RedisStore(unittest.TestCase):
 
     def test_in_cluster_redis_is_a_hardened_statefulset_behind_a_service(self) -> None:
         docs = render(REDIS_VARIANTS["redis"])
-        self.assertEqual(len(redis_objects(docs)), 2)
+        self.assertEqual(sorted(d["kind"] for d in redis_objects(docs)), ["NetworkPolicy", "Service", "StatefulSet"])
         sts = one(docs, "StatefulSet", "redis")
         svc = one(docs, "Service", "redis")
         pod = sts["spec"]["template"]["spec"]
@@ -648,7 +720,7 @@ class RedisStore(unittest.TestCase):
         self.assertEqual(options["--appendonly"], "no")
         self.assertNotIn("--requirepass", options)
         self.assertNotIn("env", c)
-        self.assertEqual(c["resources"], {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}})
+        self.assertEqual(c["resources"], {"requests": {"cpu": "100m", "memory": "1Gi", "ephemeral-storage": "64Mi"}, "limits": {"memory": "1Gi"}})
         # Non-root, no privileges, read-only root with /data on an emptyDir.
         self.assertTrue(pod["securityContext"]["runAsNonRoot"])
         self.assertNotEqual(pod["securityContext"]["runAsUser"], 0)
@@ -660,7 +732,7 @@ class RedisStore(unittest.TestCase):
         )
         self.assertEqual(c["volumeMounts"], [{"name": "data", "mountPath": options["--dir"]}])
         self.assertEqual(options["--dir"], "/data")
-        self.assertEqual(pod["volumes"], [{"name": "data", "emptyDir": {}}])
+        self.assertEqual(pod["volumes"], [{"name": "data", "emptyDir": {"sizeLimit": "2Gi"}}])
         self.assertNotIn("volumeClaimTemplates", sts["spec"])
         for probe in ("livenessProbe", "readinessProbe"):
             command = " ".join(c[probe]["exec"]["command"])
@@ -879,6 +951,516 @@ class RedisStore(unittest.TestCase):
                 proc.terminate()
                 proc.wait(timeout=10)
                 proc.stdout.close()
+
+
+# ---- Pod Security Standards, "restricted" profile (what the PodSecurity admission controller
+# enforces at level restricted, version latest), checked on rendered Pod templates. ----
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """Every way a PodSpec breaks the Pod Security "restricted" profile (baseline included):
+    host namespaces, privileged or escalating containers, capabilities beyond dropping ALL (and
+    adding NET_BIND_SERVICE), root, seccomp, AppArmor/SELinux/procMount/sysctls, host ports and
+    volume types outside the restricted allow-list. Empty: admitted."""
+    found = []
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field):
+            found.append(f"spec.{field}")
+    psc = pod.get("securityContext") or {}
+    containers = [
+        (kind, c) for kind in ("initContainers", "containers", "ephemeralContainers") for c in pod.get(kind) or []
+    ]
+    for volume in pod.get("volumes") or []:
+        types = set(volume) - {"name"}
+        if not types <= RESTRICTED_VOLUME_TYPES:
+            found.append(f"volume {volume['name']}: {sorted(types - RESTRICTED_VOLUME_TYPES)}")
+    for sysctl in psc.get("sysctls") or []:
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl['name']}")
+
+    def selinux(where: str, sc: dict) -> None:
+        options = sc.get("seLinuxOptions") or {}
+        if options.get("type", "") not in SELINUX_TYPES or options.get("user") or options.get("role"):
+            found.append(f"{where}.seLinuxOptions")
+
+    def apparmor(where: str, sc: dict) -> None:
+        if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+            found.append(f"{where}.appArmorProfile Unconfined")
+
+    selinux("pod", psc)
+    apparmor("pod", psc)
+    if psc.get("runAsUser") == 0:
+        found.append("pod runAsUser 0")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        found.append(f"pod seccompProfile {pod_seccomp}")
+    for kind, c in containers:
+        where = f"{kind}[{c['name']}]"
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            found.append(f"{where} privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where} allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            found.append(f"{where} does not drop ALL capabilities")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where} adds {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}")
+        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if non_root is not True:
+            found.append(f"{where} runAsNonRoot is not true (pod or container)")
+        if sc.get("runAsUser") == 0:
+            found.append(f"{where} runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where} seccompProfile {seccomp} (pod or container must set RuntimeDefault or Localhost)")
+        if sc.get("procMount", "Default") != "Default":
+            found.append(f"{where} procMount")
+        selinux(where, sc)
+        apparmor(where, sc)
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                found.append(f"{where} hostPort {port['hostPort']}")
+    return found
+
+
+def pod_templates(docs: list[dict]) -> dict[str, dict]:
+    """Each workload's Pod template spec, by `<kind>/<name>`."""
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+    }
+
+
+def pod_labels(docs: list[dict], component: str) -> dict[str, str]:
+    kind = "Deployment" if component == "router" else "StatefulSet"
+    return one(docs, kind, component)["spec"]["template"]["metadata"]["labels"]
+
+
+def compliant_pod() -> dict:
+    return {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [
+            {
+                "name": "init",
+                "image": "x",
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }
+        ],
+        "containers": [
+            {
+                "name": "main",
+                "image": "x",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                },
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}],
+    }
+
+
+class PodSecurityRestricted(unittest.TestCase):
+    def test_checker_admits_a_compliant_pod_and_rejects_each_violation(self) -> None:
+        self.assertEqual(restricted_violations(compliant_pod()), [])
+
+        def with_change(change) -> list[str]:
+            pod = compliant_pod()
+            change(pod)
+            return restricted_violations(pod)
+
+        main = lambda p: p["containers"][0]["securityContext"]
+        init = lambda p: p["initContainers"][0]["securityContext"]
+        cases = {
+            "hostNetwork": lambda p: p.update(hostNetwork=True),
+            "hostPID": lambda p: p.update(hostPID=True),
+            "hostIPC": lambda p: p.update(hostIPC=True),
+            "hostPath": lambda p: p["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+            "nfs": lambda p: p["volumes"].append({"name": "nfs", "nfs": {"server": "s", "path": "/"}}),
+            "privileged": lambda p: main(p).update(privileged=True),
+            "allowPrivilegeEscalation": lambda p: main(p).pop("allowPrivilegeEscalation"),
+            "allowPrivilegeEscalation (init)": lambda p: init(p).update(allowPrivilegeEscalation=True),
+            "drop ALL": lambda p: main(p)["capabilities"].update(drop=["NET_RAW"]),
+            "drop ALL (init)": lambda p: init(p).pop("capabilities"),
+            "add SYS_ADMIN": lambda p: main(p)["capabilities"].update(add=["SYS_ADMIN"]),
+            "runAsNonRoot": lambda p: p["securityContext"].pop("runAsNonRoot"),
+            "runAsNonRoot false in a container": lambda p: main(p).update(runAsNonRoot=False),
+            "runAsUser 0": lambda p: main(p).update(runAsUser=0),
+            "no seccomp": lambda p: p["securityContext"].pop("seccompProfile"),
+            "seccomp Unconfined": lambda p: main(p).update(seccompProfile={"type": "Unconfined"}),
+            "hostPort": lambda p: p["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]),
+            "procMount": lambda p: main(p).update(procMount="Unmasked"),
+            "SELinux user": lambda p: p["securityContext"].update(seLinuxOptions={"user": "root"}),
+            "AppArmor Unconfined": lambda p: main(p).update(appArmorProfile={"type": "Unconfined"}),
+            "unsafe sysctl": lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}]),
+        }
+        for name, change in cases.items():
+            self.assertNotEqual(with_change(change), [], name)
+        # Container-level settings satisfy the profile as well as pod-level ones.
+        def per_container(p: dict) -> None:
+            p["securityContext"] = {}
+            for c in p["initContainers"] + p["containers"]:
+                c["securityContext"].update(runAsNonRoot=True, seccompProfile={"type": "Localhost", "localhostProfile": "x.json"})
+        self.assertEqual(with_change(per_container), [])
+
+    def test_every_rendered_pod_meets_the_restricted_profile(self) -> None:
+        variants = {**OVERLAYS, **REDIS_VARIANTS, **EXTRA_VARIANTS}
+        for name, values in variants.items():
+            pods = pod_templates(render(values))
+            self.assertGreaterEqual(len(pods), 2, name)
+            for workload, pod in pods.items():
+                self.assertEqual(restricted_violations(pod), [], f"{name}: {workload}")
+        # The user's init containers inherit the component's container securityContext.
+        pod = one(render(HOOKS), "StatefulSet", "replica")["spec"]["template"]["spec"]
+        self.assertEqual(pod["initContainers"][0]["securityContext"], pod["containers"][0]["securityContext"])
+
+    def test_checker_catches_non_compliant_values(self) -> None:
+        """Values that leave the profile are rendered as asked, and the check says why."""
+        cases = {
+            "model on a hostPath": {
+                **MINIMAL,
+                "replica": {"model": {"volume": {"type": "hostPath", "hostPath": "/srv/models"}}},
+            },
+            "privileged init container": {
+                **MINIMAL,
+                "router": {"initContainers": [{"name": "tune", "image": "x", "securityContext": {"privileged": True}}]},
+            },
+            "seccomp dropped": {**MINIMAL, "replica": {"podSecurityContext": {"seccompProfile": None}}},
+            "escalation allowed": {**MINIMAL, "router": {"securityContext": {"allowPrivilegeEscalation": True}}},
+        }
+        for name, values in cases.items():
+            problems = [p for pod in pod_templates(render(values)).values() for p in restricted_violations(pod)]
+            self.assertNotEqual(problems, [], name)
+
+    def test_security_defaults_and_openshift_overrides(self) -> None:
+        docs = render(MINIMAL)
+        for component, uid in (("router", 10001), ("replica", 10001)):
+            pod = one(docs, COMPONENTS[component][0], component)["spec"]["template"]["spec"]
+            self.assertEqual(pod["securityContext"]["runAsUser"], uid, component)
+            self.assertEqual(pod["securityContext"]["seccompProfile"], {"type": "RuntimeDefault"}, component)
+            sc = pod["containers"][0]["securityContext"]
+            # Both binaries run on a read-only root filesystem.
+            self.assertEqual(
+                sc, {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+            )
+            self.assertIn("ephemeral-storage", pod["containers"][0]["resources"]["requests"], component)
+        self.assertEqual(one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]["securityContext"]["fsGroup"], 10001)
+        # OpenShift: null drops a UID, GID or fsGroup; the rest of the baseline stays.
+        docs = render(OPENSHIFT)
+        for workload, pod in pod_templates(docs).items():
+            psc = pod["securityContext"]
+            for field in ("runAsUser", "runAsGroup", "fsGroup"):
+                self.assertNotIn(field, psc, workload)
+            self.assertTrue(psc["runAsNonRoot"], workload)
+            self.assertEqual(psc["seccompProfile"], {"type": "RuntimeDefault"}, workload)
+
+    def test_every_path_the_replica_writes_is_a_bounded_emptydir(self) -> None:
+        for name, values in {**OVERLAYS, "hooks": HOOKS}.items():
+            docs = render(values)
+            pod = one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]
+            c = pod["containers"][0]
+            self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"], name)
+            volumes = {v["name"]: v for v in pod["volumes"]}
+
+            def writable_volume(path: str) -> dict:
+                """The emptyDir under which `path` lies, mounted read-write."""
+                mounts = [m for m in c["volumeMounts"] if (path + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+                self.assertTrue(mounts, f"{name}: nothing mounted at {path}")
+                mount = max(mounts, key=lambda m: len(m["mountPath"]))
+                self.assertFalse(mount.get("readOnly", False), f"{name}: {path}")
+                volume = volumes[mount["name"]]
+                self.assertIn("sizeLimit", volume["emptyDir"], f"{name}: {path}")
+                return volume
+
+            env = pod_env(c)
+            for var in ("HOME", "XDG_CACHE_HOME", "GST_REGISTRY"):
+                writable_volume(env[var])
+            settings = load_in_binary(docs, "replica")
+            streaming = settings["streaming"]
+            logs = writable_volume(streaming["session_log_dir"])
+            # The replica's own caps keep the logs inside the volume: all logs plus one open
+            # log per concurrent session (each at most its file cap).
+            limit = quantity_bytes(logs["emptyDir"]["sizeLimit"])
+            self.assertGreaterEqual(
+                limit,
+                streaming["session_log_max_total_bytes"] + streaming["max_sessions"] * streaming["session_log_max_file_bytes"],
+                name,
+            )
+            wanted = values.get("replica", {}).get("sessionLogs", {}).get("maxTotalMiB", 256)
+            self.assertEqual(streaming["session_log_max_total_bytes"], wanted << 20, name)
+            prompt_dir = settings["prompt"]["system_prompt_dir"]
+            if values.get("replica", {}).get("prompt", {}).get("writableSystemPrompts"):
+                writable_volume(prompt_dir)
+            else:
+                self.assertIsNone(prompt_dir, name)
+        # Session logs (they hold prompts) can be turned off: no directory, no volume.
+        docs = render({**MINIMAL, "replica": {"sessionLogs": {"enabled": False}}})
+        self.assertIsNone(load_in_binary(docs, "replica")["streaming"]["session_log_dir"])
+        pod = one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]
+        self.assertNotIn("session-logs", [v["name"] for v in pod["volumes"]])
+        # The router has a small /tmp and nothing else writable.
+        router = one(render(MINIMAL), "Deployment")["spec"]["template"]["spec"]
+        writable = [m["mountPath"] for m in router["containers"][0]["volumeMounts"] if not m.get("readOnly")]
+        self.assertEqual(writable, ["/tmp"])
+        self.assertEqual(next(v for v in router["volumes"] if v["name"] == "tmp")["emptyDir"], {"sizeLimit": "16Mi"})
+
+
+def quantity_bytes(text: str) -> int:
+    number, unit = re.fullmatch(r"([0-9]+)([KMGT]i)?", text).groups()
+    return int(number) << {None: 0, "Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40}[unit]
+
+
+class ExtensionHooks(unittest.TestCase):
+    def test_hooks_reach_the_pods_where_expected(self) -> None:
+        docs = render(HOOKS)
+        for component in ("router", "replica"):
+            v = HOOKS[component]
+            workload = one(docs, COMPONENTS[component][0], component)
+            pod = workload["spec"]["template"]["spec"]
+            c = pod["containers"][0]
+            env = c["env"]
+            # The user's variables come after the chart's, so they can override one.
+            self.assertEqual(env[-len(v["env"]) :], v["env"], component)
+            self.assertEqual(c["envFrom"], v["envFrom"], component)
+            self.assertEqual(c["volumeMounts"][-1], v["extraVolumeMounts"][0], component)
+            self.assertEqual(pod["volumes"][-1], v["extraVolumes"][0], component)
+            self.assertEqual([i["name"] for i in pod["initContainers"]], [v["initContainers"][0]["name"]], component)
+            self.assertEqual(pod["imagePullSecrets"], [{"name": "ghcr-pull"}], component)
+            self.assertEqual(pod["priorityClassName"], v["priorityClassName"], component)
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            self.assertEqual(labels["team"], "video", component)
+            # podLabels cannot take over a selector label.
+            self.assertEqual(labels["app.kubernetes.io/component"], component)
+            self.assertTrue(workload["spec"]["selector"]["matchLabels"].items() <= labels.items(), component)
+        router = one(docs, "Deployment")["spec"]["template"]
+        self.assertEqual(router["metadata"]["annotations"]["example.com/owner"], "video-team")
+        # Image digests replace the tag.
+        self.assertEqual(container(docs, "router")["image"], f"ghcr.io/framecast/framecast-router@{ROUTER_DIGEST}")
+        self.assertEqual(container(docs, "replica")["image"], f"ghcr.io/framecast/framecast-replica@{REPLICA_DIGEST}")
+        self.assertEqual(container(render(MINIMAL), "router")["image"], "ghcr.io/framecast/framecast-router:0.1.0")
+        # Canary partition, zone spread selecting the replica pods, hard router anti-affinity.
+        sts = one(docs, "StatefulSet", "replica")
+        self.assertEqual(sts["spec"]["updateStrategy"], {"type": "RollingUpdate", "rollingUpdate": {"partition": 3}})
+        (spread,) = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        self.assertEqual((spread["topologyKey"], spread["whenUnsatisfiable"]), ("topology.kubernetes.io/zone", "DoNotSchedule"))
+        self.assertTrue(spread["labelSelector"]["matchLabels"].items() <= pod_labels(docs, "replica").items())
+        self.assertFalse(spread["labelSelector"]["matchLabels"].items() <= pod_labels(docs, "router").items())
+        (term,) = router["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        self.assertTrue(term["labelSelector"]["matchLabels"].items() <= pod_labels(docs, "router").items())
+        # Defaults: a soft router anti-affinity and soft hostname + zone spread of the replicas.
+        docs = render(MINIMAL)
+        affinity = one(docs, "Deployment")["spec"]["template"]["spec"]["affinity"]
+        (preferred,) = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        self.assertEqual(preferred["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname")
+        spread = one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        self.assertEqual([s["topologyKey"] for s in spread], ["kubernetes.io/hostname", "topology.kubernetes.io/zone"])
+        self.assertEqual({s["whenUnsatisfiable"] for s in spread}, {"ScheduleAnyway"})
+        self.assertEqual(one(docs, "StatefulSet", "replica")["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0)
+        self.assertNotIn("Canary", notes(MINIMAL))
+        self.assertIn("partition=3: only replicas with ordinal\n>= 3", notes(HOOKS))
+        # router.affinity with its own podAntiAffinity replaces the preset; nodeAffinity is kept.
+        own = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+        node = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "edge", "operator": "Exists"}]}]}}}
+        spec = one(render({**MINIMAL, "router": {"affinity": {**own, **node}}}), "Deployment")["spec"]["template"]["spec"]
+        self.assertEqual(spec["affinity"], {**own, **node})
+        spec = one(render({**MINIMAL, "router": {"podAntiAffinity": {"preset": "none"}}}), "Deployment")["spec"]["template"]["spec"]
+        self.assertNotIn("affinity", spec)
+        # PDBs: AlwaysAllow by default (a pod that is not Ready does not block a drain), settable.
+        for values, router_policy, replica_policy in ((MINIMAL, "AlwaysAllow", "AlwaysAllow"), (HOOKS, "AlwaysAllow", "IfHealthyBudget")):
+            d = render(values)
+            self.assertEqual(one(d, "PodDisruptionBudget", "router")["spec"]["unhealthyPodEvictionPolicy"], router_policy)
+            self.assertEqual(one(d, "PodDisruptionBudget", "replica")["spec"]["unhealthyPodEvictionPolicy"], replica_policy)
+
+    def test_service_account_token_is_not_mounted_unless_asked(self) -> None:
+        for name, values in {**OVERLAYS, **REDIS_VARIANTS}.items():
+            docs = render(values)
+            for workload, pod in pod_templates(docs).items():
+                self.assertIs(pod["automountServiceAccountToken"], False, f"{name}: {workload}")
+                self.assertNotIn("serviceAccountToken", json.dumps(pod.get("volumes", [])), f"{name}: {workload}")
+            accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+            for component in ("router", "replica"):
+                pod = one(docs, COMPONENTS[component][0], component)["spec"]["template"]["spec"]
+                account = accounts[pod["serviceAccountName"]]
+                self.assertEqual(account["metadata"]["name"], f"fc-framecast-{component}", name)
+                self.assertIs(account["automountServiceAccountToken"], False, name)
+        # Named, annotated, or an existing account with its token mounted when asked for.
+        docs = render(HOOKS)
+        accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+        self.assertEqual(list(accounts), ["edge-router"])
+        self.assertEqual(accounts["edge-router"]["metadata"]["annotations"], {"example.com/role": "edge"})
+        router = one(docs, "Deployment")["spec"]["template"]["spec"]
+        replica = one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]
+        self.assertEqual((router["serviceAccountName"], router["automountServiceAccountToken"]), ("edge-router", False))
+        self.assertEqual((replica["serviceAccountName"], replica["automountServiceAccountToken"]), ("gpu-workloads", True))
+
+    def test_secrets_never_land_in_a_configmap(self) -> None:
+        api_key = "api-key-sentinel-0123456789"
+        state = "state-secret-sentinel-" + "x" * 20
+        docs = render({**HOOKS, "auth": {"apiKeys": [api_key]}, "replica": {**HOOKS["replica"], "stateSecret": {"value": state}}})
+        for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+            text = json.dumps(cm)
+            for secret in (api_key, state, base64.b64encode(api_key.encode()).decode()):
+                self.assertNotIn(secret, text, cm["metadata"]["name"])
+            self.assertNotIn("secretKeyRef", text, cm["metadata"]["name"])
+        # The provider key stays in its Secret: the replica's config names only the variable.
+        env = {e["name"]: e for e in container(docs, "replica")["env"]}
+        self.assertEqual(
+            env["CEREBRAS_API_KEY"]["valueFrom"]["secretKeyRef"], {"name": "framecast-llm", "key": "cerebras-api-key"}
+        )
+        config = yaml.safe_load(one(docs, "ConfigMap", "replica")["data"]["replica.yaml"])
+        self.assertEqual(
+            config["prompt"]["providers"],
+            [
+                {"name": "cerebras", "preset": "cerebras", "model": "gpt-oss-120b"},
+                {"name": "local", "base_url": "http://vllm.llm.svc:8000/v1", "model": "qwen2.5-7b", "allow_no_key": True},
+            ],
+        )
+        for provider in config["prompt"]["providers"]:
+            self.assertNotIn("api_key", provider)
+        # The real replica accepts the prompt section (with the key in its environment).
+        prompt = load_in_binary(docs, "replica")["prompt"]
+        self.assertTrue(prompt["enabled"])
+        self.assertEqual([p["name"] for p in prompt["providers"]], ["cerebras", "local"])
+        self.assertEqual(prompt["system_prompt_dir"], "/var/lib/framecast/system-prompts")
+        # The schema refuses a key written into values.
+        with helm.Chart.load(str(CHART)) as chart:
+            with self.assertRaises(helm.HelmValuesError):
+                chart.validate_schema(
+                    {"replica": {"prompt": {"providers": [{"name": "c", "preset": "cerebras", "model": "m", "apiKey": "csk-1"}]}}}
+                )
+
+    def test_network_policies_select_the_chart_pods(self) -> None:
+        for name, values in {"default": MINIMAL, "prod-multigpu": OVERLAYS["prod-multigpu"], "hooks": HOOKS}.items():
+            docs = render(values)
+            policies = {
+                p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in docs if p["kind"] == "NetworkPolicy"
+            }
+            with_redis = values.get("redis", {}).get("enabled", False)
+            self.assertEqual(sorted(policies), ["redis", "replica", "router"] if with_redis else ["replica", "router"], name)
+            labels = {c: pod_labels(docs, c) for c in policies}
+            ports = {
+                c: {p["name"] for p in one(docs, "Deployment" if c == "router" else "StatefulSet", c)["spec"]["template"]["spec"]["containers"][0]["ports"]}
+                for c in policies
+            }
+            scraper = values.get("networkPolicy", {}).get("metricsScraper") or {
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+
+            def matches(selector: dict, component: str) -> bool:
+                return selector["matchLabels"].items() <= labels[component].items()
+
+            for component, policy in policies.items():
+                spec = policy["spec"]
+                self.assertEqual(spec["policyTypes"], ["Ingress"], name)
+                # Each policy selects its own component's pods and no other.
+                self.assertEqual([c for c in labels if matches(spec["podSelector"], c)], [component], f"{name} {component}")
+                for rule in spec["ingress"]:
+                    for port in rule["ports"]:
+                        self.assertIn(port["port"], ports[component], f"{name} {component}")
+
+            def allowed(component: str, port: str) -> list:
+                """Who may reach `port` of `component`: "anyone" or the peers."""
+                peers = []
+                for rule in policies[component]["spec"]["ingress"]:
+                    if port in [p["port"] for p in rule["ports"]]:
+                        peers.extend(rule.get("from", ["anyone"]))
+                return peers
+
+            self.assertEqual(allowed("router", "http"), ["anyone"], name)
+            self.assertEqual(allowed("router", "admin"), [scraper], name)
+            extra = values.get("networkPolicy", {}).get("extraIngress", {}).get("replica", [])
+            extra_peers = [p for r in extra for p in r["from"]]
+            self.assertEqual(len(allowed("replica", "http")), 1, name)
+            self.assertTrue(matches(allowed("replica", "http")[0]["podSelector"], "router"), name)
+            self.assertNotIn("namespaceSelector", allowed("replica", "http")[0], name)
+            admin_peers = allowed("replica", "admin")
+            self.assertEqual(len(admin_peers), 2 + len(extra_peers), name)
+            self.assertTrue(matches(admin_peers[0]["podSelector"], "router"), name)
+            self.assertEqual(admin_peers[1:], [scraper, *extra_peers], name)
+            if with_redis:
+                (peer,) = allowed("redis", "redis")
+                self.assertTrue(matches(peer["podSelector"], "replica"), name)
+                self.assertFalse(matches(peer["podSelector"], "router"), name)
+        self.assertEqual([d for d in render(EXTRA_VARIANTS["no-network-policy"]) if d["kind"] == "NetworkPolicy"], [])
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "networkPolicy": {"metricsScraper": {"namespaceSelector": None, "podSelector": None}}})
+        self.assertIn("networkPolicy.metricsScraper", str(caught.exception))
+
+    def test_gpu_pods_get_the_video_driver_capability(self) -> None:
+        for name, values in OVERLAYS.items():
+            env = pod_env(container(render(values), "replica"))
+            if values.get("replica", {}).get("gpus", 1):
+                self.assertIn("video", env["NVIDIA_DRIVER_CAPABILITIES"].split(","), name)
+                self.assertTrue({"compute", "utility"} <= set(env["NVIDIA_DRIVER_CAPABILITIES"].split(",")), name)
+            else:
+                self.assertNotIn("NVIDIA_DRIVER_CAPABILITIES", env, name)
+        # The prod overlay encodes with NVENC: hiding `video` from it fails rendering.
+        prod = OVERLAYS["prod-multigpu"]
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**prod, "replica": {**prod["replica"], "nvidiaDriverCapabilities": "compute,utility"}})
+        self.assertIn("nvidiaDriverCapabilities", str(caught.exception))
+        render({**prod, "replica": {**prod["replica"], "nvidiaDriverCapabilities": "all"}})
+
+    def test_schema_rejects_bad_hook_and_security_values(self) -> None:
+        bad = [
+            {"imagePullSecrets": ["ghcr-pull"]},
+            {"router": {"image": {"digest": "latest"}}},
+            {"replica": {"image": {"digest": "sha256:abc"}}},
+            {"router": {"env": [{"value": "no name"}]}},
+            {"router": {"env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+            {"replica": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}},
+            {"replica": {"env": {"A": "b"}}},
+            {"router": {"envFrom": [{"prefix": "X_"}]}},
+            {"replica": {"extraVolumes": [{"name": "only-a-name"}]}},
+            {"replica": {"extraVolumeMounts": [{"name": "v", "mountPath": "relative"}]}},
+            {"replica": {"extraVolumeMounts": [{"name": "v", "mountPath": "/x", "typo": 1}]}},
+            {"router": {"initContainers": [{"name": "no-image"}]}},
+            {"router": {"podLabels": {"tier": 1}}},
+            {"router": {"serviceAccount": {"create": "yes"}}},
+            {"replica": {"serviceAccount": {"token": True}}},
+            {"router": {"podSecurityContext": {"runAsUser": -1}}},
+            {"router": {"podSecurityContext": {"seccompProfile": {"type": "Default"}}}},
+            {"replica": {"podSecurityContext": {"typo": 1}}},
+            {"replica": {"securityContext": {"capabilities": {"drop": "ALL"}}}},
+            {"redis": {"securityContext": {"privileged": "no"}}},
+            {"router": {"tmpSizeLimit": "lots"}},
+            {"replica": {"updateStrategy": {"type": "Recreate"}}},
+            {"replica": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": -1}}}},
+            {"replica": {"topologySpreadConstraints": [{"topologyKey": "zone", "maxSkew": 0, "whenUnsatisfiable": "ScheduleAnyway"}]}},
+            {"replica": {"topologySpreadConstraints": [{"topologyKey": "zone"}]}},
+            {"router": {"podAntiAffinity": {"preset": "always"}}},
+            {"router": {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}}},
+            {"router": {"priorityClassName": "Not_A_Name"}},
+            {"replica": {"nvidiaDriverCapabilities": "compute, video"}},
+            {"replica": {"sessionLogs": {"maxTotalMiB": 0}}},
+            {"replica": {"prompt": {"providers": [{"name": "c", "model": "m"}]}}},
+            {"replica": {"prompt": {"providers": [{"name": "c", "model": "m", "baseUrl": "vllm:8000"}]}}},
+            {"networkPolicy": {"enabled": "yes"}},
+            {"networkPolicy": {"metricsScraper": {"podSelector": {"app": "prometheus"}}}},
+            {"networkPolicy": {"extraIngress": {"gateway": []}}},
+        ]
+        with helm.Chart.load(str(CHART)) as chart:
+            for values in (HOOKS, OPENSHIFT, *EXTRA_VARIANTS.values()):
+                chart.validate_schema(values)
+            for values in bad:
+                with self.assertRaises(helm.HelmValuesError, msg=str(values)):
+                    chart.validate_schema(values)
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"prompt": {"enabled": True}}})
+        self.assertIn("replica.prompt.providers", str(caught.exception))
 
 
 if __name__ == "__main__":

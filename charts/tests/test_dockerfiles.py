@@ -62,6 +62,13 @@ class Dockerfiles(unittest.TestCase):
             self.assertRegex(final, rf"(?m)^EXPOSE {listen['port']} {listen['admin_port']}$")
             self.assertIn(f"COPY config/{config}.yaml /etc/framecast/{config}.yaml", final)
 
+    def test_replica_image_asks_the_nvidia_runtime_for_the_video_capability(self) -> None:
+        # nvh264enc needs the driver's NVENC libraries, mounted only with `video`.
+        final = stages(REPLICA)[-1]
+        caps = re.search(r"(?m)^ENV NVIDIA_DRIVER_CAPABILITIES=(\S+)$", final)
+        self.assertIsNotNone(caps, "the runtime stage sets no NVIDIA_DRIVER_CAPABILITIES")
+        self.assertTrue({"compute", "utility", "video"} <= set(caps.group(1).split(",")), caps.group(1))
+
 
 if __name__ == "__main__":
     unittest.main()

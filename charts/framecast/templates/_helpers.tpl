@@ -36,8 +36,111 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "framecast.replica.name" -}}{{ include "framecast.fullname" . }}-replica{{- end -}}
 {{- define "framecast.replica.headless" -}}{{ include "framecast.fullname" . }}-replica-headless{{- end -}}
 
+{{/* repository@digest when image.digest is set (the tag is then ignored), else
+     repository:tag with the tag defaulting to the chart's appVersion. */}}
 {{- define "framecast.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- Pod extension hooks and security settings shared by the router and the replicas;
+     each takes (dict "ctx" $ "v" <the component's values> "component" "router"). ---- */}}
+
+{{/* Pod labels: the selector labels, then podLabels (never overriding a selector label, so
+     Services, PDBs and NetworkPolicies keep selecting the pods). */}}
+{{/* The selector labels as JSON (fromJson keeps every value a string); same arguments as
+     framecast.selectorLabels. */}}
+{{- define "framecast.selectorLabelsJson" -}}
+{{- dict "app.kubernetes.io/name" (include "framecast.name" .ctx) "app.kubernetes.io/instance" .ctx.Release.Name "app.kubernetes.io/component" .component | toJson -}}
+{{- end -}}
+
+{{- define "framecast.podLabels" -}}
+{{- $labels := include "framecast.selectorLabelsJson" . | fromJson -}}
+{{- range $k, $v := .v.podLabels | default dict -}}
+{{- if not (hasKey $labels $k) }}{{ $_ := set $labels $k $v }}{{ end -}}
+{{- end -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
+{{- define "framecast.serviceAccountName" -}}
+{{- $sa := .v.serviceAccount -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (printf "%s-%s" (include "framecast.fullname" .ctx) .component) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level fields: service account (its token mounted only when asked), pull secrets,
+     priority class and the pod securityContext. Indented by the caller. */}}
+{{- define "framecast.podSpecCommon" -}}
+serviceAccountName: {{ include "framecast.serviceAccountName" . }}
+automountServiceAccountToken: {{ .v.serviceAccount.automountToken }}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .v.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* router.affinity plus the router.podAntiAffinity preset (routers on different nodes),
+     unless router.affinity sets its own podAntiAffinity. */}}
+{{- define "framecast.router.affinity" -}}
+{{- $r := .Values.router -}}
+{{- $affinity := deepCopy ($r.affinity | default dict) -}}
+{{- $preset := $r.podAntiAffinity.preset -}}
+{{- if and (ne $preset "none") (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $term := dict "topologyKey" $r.podAntiAffinity.topologyKey "labelSelector" (dict "matchLabels" (include "framecast.selectorLabelsJson" (dict "ctx" . "component" "router") | fromJson)) -}}
+{{- if eq $preset "hard" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- else -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $affinity -}}
+{{- end -}}
+
+{{/* Replica topology spread: each of replica.topologySpreadConstraints, selecting the
+     replica pods unless it names its own labelSelector. */}}
+{{- define "framecast.replica.topologySpread" -}}
+{{- $list := list -}}
+{{- range .Values.replica.topologySpreadConstraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "framecast.selectorLabelsJson" (dict "ctx" $ "component" "replica") | fromJson)) -}}
+{{- end -}}
+{{- $list = append $list $c -}}
+{{- end -}}
+{{- with $list }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The user's extra init containers; one without a securityContext gets the component's
+     container securityContext, so the pod stays within the restricted profile. */}}
+{{- define "framecast.initContainers" -}}
+{{- $list := list -}}
+{{- range .v.initContainers -}}
+{{- $c := deepCopy . -}}
+{{- if and (not (hasKey $c "securityContext")) $.v.securityContext -}}
+{{- $_ := set $c "securityContext" $.v.securityContext -}}
+{{- end -}}
+{{- $list = append $list $c -}}
+{{- end -}}
+{{- with $list }}
+initContainers:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/* The router's config file: FastVideo's router block, replicas from the StatefulSet's stable DNS names. */}}
@@ -91,7 +194,8 @@ devices:
 {{- include "framecast.ports.check" (dict "what" "replica" "port" $r.port "adminPort" $r.adminPort) -}}
 {{- $config := dict
   "server" (dict "host" "0.0.0.0" "port" (int $r.port) "admin_port" (int $r.adminPort) "auth" (include "framecast.auth.config" (dict "ctx" . "required" $r.auth.required) | fromYaml))
-  "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" "/tmp/framecast-sessions")
+  "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" (ternary (include "framecast.replica.sessionLogDir" .) nil $r.sessionLogs.enabled) "session_log_max_file_bytes" (include "framecast.replica.sessionLogFileBytes" . | int) "session_log_max_total_bytes" (mul (int $r.sessionLogs.maxTotalMiB) 1048576))
+  "prompt" (include "framecast.replica.prompt" . | fromYaml)
   "pool" (include "framecast.replica.pool" . | fromYaml)
   "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" $r.model.path "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
   "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps))
@@ -99,6 +203,41 @@ devices:
 {{- toYaml $config -}}
 {{- end -}}
 
+
+{{/* ---- What the replica writes (its root filesystem is read-only): session logs, system
+     prompts edited through the admin API, and /tmp. ---- */}}
+{{- define "framecast.replica.sessionLogDir" -}}/var/lib/framecast/session-logs{{- end -}}
+{{- define "framecast.replica.systemPromptDir" -}}/var/lib/framecast/system-prompts{{- end -}}
+{{- define "framecast.replica.sessionLogFileBytes" -}}1048576{{- end -}}
+
+{{/* The session-log emptyDir's sizeLimit: the replica's cap on all logs, plus one open log per
+     session that may still grow to its file cap before the next open prunes, plus a margin;
+     so the cap, not an eviction, bounds the logs. */}}
+{{- define "framecast.replica.sessionLogSizeLimit" -}}
+{{- $r := .Values.replica -}}
+{{- printf "%dMi" (add (int $r.sessionLogs.maxTotalMiB) (div (mul (int $r.streaming.maxSessions) (include "framecast.replica.sessionLogFileBytes" . | int)) 1048576) 16) -}}
+{{- end -}}
+
+{{/* The replica's `prompt` section. Provider keys never go here: each provider names the
+     environment variable holding its key (apiKeyEnv, or its preset's), set from a Secret
+     with replica.env / replica.envFrom. */}}
+{{- define "framecast.replica.prompt" -}}
+{{- $p := .Values.replica.prompt -}}
+{{- if and $p.enabled (not $p.providers) -}}
+{{- fail "replica.prompt.enabled is true but replica.prompt.providers is empty: list at least one provider (the replica refuses to start without one)" -}}
+{{- end -}}
+{{- $providers := list -}}
+{{- range $p.providers -}}
+{{- $out := dict "name" .name "model" .model -}}
+{{- with .preset }}{{ $_ := set $out "preset" . }}{{ end -}}
+{{- with .baseUrl }}{{ $_ := set $out "base_url" . }}{{ end -}}
+{{- with .apiKeyEnv }}{{ $_ := set $out "api_key_env" . }}{{ end -}}
+{{- if .allowNoKey }}{{ $_ := set $out "allow_no_key" true }}{{ end -}}
+{{- $providers = append $providers $out -}}
+{{- end -}}
+{{- $config := dict "enabled" $p.enabled "providers" $providers "system_prompt_dir" (ternary (include "framecast.replica.systemPromptDir" .) nil $p.writableSystemPrompts) -}}
+{{- toYaml $config -}}
+{{- end -}}
 
 {{/* Each binary serves clients and admin endpoints on separate ports. */}}
 {{- define "framecast.ports.check" -}}

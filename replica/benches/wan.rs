@@ -10,7 +10,7 @@
 //! after one warm-up each; the two run alternately.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use framecast_replica::generate::wan::generator::WanGenerator;
 use framecast_replica::generate::{Generator, SegmentRequest, StreamFormat};
 use framecast_replica::store::memory::MemoryBlobStore;
+use support::{median, mid_model, python, root};
+
+mod support;
 
 const THREADS: i32 = 2;
 const STEPS: u32 = 4;
@@ -29,35 +32,6 @@ const FORMAT: StreamFormat = StreamFormat {
     frames_per_segment: 24,
     audio: None,
 };
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    root().join(".venv/bin/python")
-}
-
-/// The mid-size model, built once under target/ with the same builder as the tiny one.
-fn mid_model() -> PathBuf {
-    let dir = root().join("target/wan-mid");
-    if !dir.join("model_index.json").exists() {
-        let status = Command::new(python())
-            .arg(root().join("scripts/make_tiny_wan.py"))
-            .args(["--preset", "mid", "--out"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run scripts/make_tiny_wan.py");
-        assert!(status.success(), "building the mid-size model failed");
-    }
-    dir
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn framecast_segment_seconds(model: &Path) -> f64 {
     let blobs = Arc::new(MemoryBlobStore::new(1 << 30, Duration::from_secs(600)));

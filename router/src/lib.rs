@@ -30,6 +30,7 @@ pub mod observability;
 pub mod proxy;
 pub mod refusal;
 pub mod registry;
+pub mod resolve;
 pub mod selection;
 pub mod server;
 pub mod shutdown;

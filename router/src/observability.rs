@@ -26,6 +26,8 @@ pub const UPSTREAM_LOST_TOTAL: &str = "framecast_router_upstream_lost_total";
 pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 /// Connections to a replica that failed before the WebSocket handshake, per replica.
 pub const CONNECT_FAILURES_TOTAL: &str = "framecast_router_connect_failures_total";
+/// Connection attempts whose replica name did not resolve, per replica.
+pub const RESOLVE_FAILURES_TOTAL: &str = "framecast_router_resolve_failures_total";
 /// Sessions refused because no replica was routable.
 pub const NO_REPLICA_TOTAL: &str = "framecast_router_no_replica_total";
 /// Error frames the router itself sent to clients, by code (the replica exports the same
@@ -69,6 +71,10 @@ pub fn describe() {
         NO_REPLICA_TOTAL,
         "Sessions refused because no replica was routable."
     );
+    describe_counter!(
+        RESOLVE_FAILURES_TOTAL,
+        "Connection attempts whose replica name did not resolve (the next replica is tried)."
+    );
     describe_counter!(ERRORS_TOTAL, "Error frames sent to clients, by code.");
 }
 
@@ -78,6 +84,7 @@ pub fn register_replica(replica: &str) {
     gauge!(REPLICA_UP, "replica" => replica.to_string()).set(0.0);
     gauge!(SESSIONS_ACTIVE, "replica" => replica.to_string()).set(0.0);
     counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).absolute(0);
+    counter!(RESOLVE_FAILURES_TOTAL, "replica" => replica.to_string()).absolute(0);
     for outcome in ["ok", "error"] {
         counter!(SESSIONS_TOTAL, "replica" => replica.to_string(), "outcome" => outcome)
             .absolute(0);
@@ -169,6 +176,11 @@ pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to
 /// Connecting to `replica` failed, or it closed the connection before answering the handshake.
 pub fn connect_failed(replica: &str) {
     counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
+}
+
+/// A replica's name did not resolve when a session was routed to it.
+pub fn resolve_failed(replica: &str) {
+    counter!(RESOLVE_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
 }
 
 /// A session found no routable replica.

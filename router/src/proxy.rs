@@ -15,6 +15,7 @@
 //! the body filters and ends the request with an upstream error, so `fail_to_proxy` writes
 //! them to the client instead.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use framecast_common::auth::Authenticator;
 use crate::client_limits::{ClientLimiter, ClientSlot};
 use crate::observability::{self, Protocol};
 use crate::registry::{ReplicaRegistry, SessionGuard};
+use crate::resolve::Resolve;
 use crate::upstream_loss::UpstreamWatch;
 
 /// Routes each downstream request to a replica from the registry.
@@ -41,6 +43,7 @@ pub struct StreamProxy {
     idle_timeout: Duration,
     clients: ClientLimiter,
     auth: Authenticator,
+    resolver: Arc<dyn Resolve>,
 }
 
 /// pingora's per-request context: the replicas one request was sent to.
@@ -54,6 +57,8 @@ pub struct RequestRoute {
     client: Option<ClientSlot>,
     /// Set when the replica switched a WebSocket upgrade to the tunnel (its `101`).
     upstream: Option<UpstreamWatch>,
+    /// The client was already answered (a refusal frame): nothing more is written to it.
+    answered: bool,
 }
 
 impl RequestRoute {
@@ -78,6 +83,7 @@ impl StreamProxy {
         idle_timeout: Duration,
         clients: ClientLimiter,
         auth: Authenticator,
+        resolver: Arc<dyn Resolve>,
     ) -> Self {
         Self {
             registry,
@@ -85,6 +91,37 @@ impl StreamProxy {
             idle_timeout,
             clients,
             auth,
+            resolver,
+        }
+    }
+
+    /// The next replica (not in `ctx.tried`) whose name resolves, with its address; `None`
+    /// when none is left. A name that does not resolve within the connect timeout (a deleted
+    /// pod's record is gone) is skipped for this request; the health checker, resolving
+    /// through the same resolver, marks its replica unhealthy after its failure threshold.
+    async fn next_resolved(&self, ctx: &mut RequestRoute) -> Option<(usize, SocketAddr)> {
+        loop {
+            let index = self.registry.select(&ctx.tried)?;
+            ctx.tried.push(index);
+            let replica = &self.registry.all()[index];
+            let resolved = tokio::time::timeout(
+                self.connect_timeout,
+                self.resolver.resolve(&replica.authority),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "name resolution timed out",
+                ))
+            });
+            match resolved {
+                Ok(addr) => return Some((index, addr)),
+                Err(e) => {
+                    tracing::warn!(replica = %replica.name, authority = %replica.authority, error = %e, "replica name does not resolve; trying another");
+                    observability::resolve_failed(&replica.name);
+                }
+            }
         }
     }
 
@@ -167,11 +204,19 @@ impl ProxyHttp for StreamProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let Some(index) = self.registry.select(&ctx.tried) else {
+        let Some((index, addr)) = self.next_resolved(ctx).await else {
             observability::no_replica();
+            if session.is_upgrade_req() && session.response_written().is_none() {
+                // Nothing reached a replica yet: the client gets the refusal frame.
+                crate::refusal::refuse_websocket(
+                    session,
+                    "no replica is available right now; retry shortly",
+                )
+                .await?;
+                ctx.answered = true;
+            }
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy replica");
         };
-        ctx.tried.push(index);
         let replica = &self.registry.all()[index];
         if session.is_upgrade_req() {
             if ctx.tried.len() == 1 {
@@ -186,11 +231,9 @@ impl ProxyHttp for StreamProxy {
             attempt = ctx.tried.len(),
             "routing request"
         );
-        let mut peer = HttpPeer::new(
-            replica.authority.as_str(),
-            replica.tls,
-            replica.host.clone(),
-        );
+        // An address, not the name: pingora would resolve a name synchronously and panic
+        // when it does not resolve.
+        let mut peer = HttpPeer::new(addr, replica.tls, replica.host.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
         peer.options.read_timeout = Some(self.idle_timeout);
@@ -288,6 +331,12 @@ impl ProxyHttp for StreamProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        if ctx.answered {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         // A reset or failed read of the replica's socket mid-tunnel ends here, not in the body
         // filter.
         if *e.esource() == ErrorSource::Upstream

@@ -19,6 +19,7 @@ use crate::config::RouterConfig;
 use crate::health::checker::HealthChecker;
 use crate::proxy::StreamProxy;
 use crate::registry::ReplicaRegistry;
+use crate::resolve::{Resolve, SystemResolver};
 use crate::shutdown::DrainingShutdown;
 
 /// Why the router could not start.
@@ -53,6 +54,16 @@ impl RouterServer {
         config: &RouterConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
+        Self::with_resolver(config, metrics, Arc::new(SystemResolver))
+    }
+
+    /// [`RouterServer::new`] resolving replica names with `resolver` (probes and sessions
+    /// alike) instead of the operating system's resolver.
+    pub fn with_resolver(
+        config: &RouterConfig,
+        metrics: Option<PrometheusHandle>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, StartError> {
         let registry = Arc::new(ReplicaRegistry::from_config(config)?);
         let auth = Authenticator::from_config(&config.auth, "router.auth")?;
         crate::observability::register_router();
@@ -71,7 +82,11 @@ impl RouterServer {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
 
-        let checker = HealthChecker::new(registry.clone(), config.health_check.clone());
+        let checker = HealthChecker::new(
+            registry.clone(),
+            config.health_check.clone(),
+            resolver.clone(),
+        );
         server.add_service(background_service("health checks", checker));
         let proxy = StreamProxy::new(
             registry.clone(),
@@ -79,6 +94,7 @@ impl RouterServer {
             Duration::from_secs_f64(config.tunnel_idle_timeout_seconds),
             ClientLimiter::new(&config.client_limits),
             auth,
+            resolver,
         );
         let conf: Arc<ServerConf> = server.configuration.clone();
         let mut service = http_proxy_service_with_name(&conf, proxy, "framecast-router");

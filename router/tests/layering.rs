@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
         "client_limits",
         "frame_boundaries",
         "observability",
+        "resolve",
     ],
     &["refusal", "health::state", "selection"],
     &["registry", "upstream_loss"],

@@ -11,6 +11,7 @@ use pingora::services::background::BackgroundService;
 use crate::config::HealthCheckConfig;
 use crate::health::state::{HealthStatus, Thresholds};
 use crate::registry::ReplicaRegistry;
+use crate::resolve::{ForReqwest, Resolve};
 
 /// Probes one replica: success is an HTTP status below 400 within `timeout`.
 pub async fn probe(
@@ -36,12 +37,24 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    /// Probes the replicas of `registry` as `config` says.
-    pub fn new(registry: Arc<ReplicaRegistry>, config: HealthCheckConfig) -> Self {
+    /// Probes the replicas of `registry` as `config` says, resolving their names with
+    /// `resolver` (the proxy's, so a name that stops resolving fails the probes too).
+    pub fn new(
+        registry: Arc<ReplicaRegistry>,
+        config: HealthCheckConfig,
+        resolver: Arc<dyn Resolve>,
+    ) -> Self {
+        // A fresh connection per probe: a kept-alive one would keep a replica healthy after
+        // its name stopped resolving (the pod was deleted) or its address changed.
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ForReqwest(resolver)))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a reqwest client with default TLS settings builds");
         Self {
             registry,
             config,
-            client: reqwest::Client::new(),
+            client,
         }
     }
 

@@ -10,6 +10,7 @@ use framecast_e2e::{MockReplica, free_port, get_json};
 use framecast_router::config::{
     ClientLimitsConfig, HealthCheckConfig, ReplicaEndpoint, RouterConfig,
 };
+use framecast_router::resolve::{Resolve, SystemResolver};
 use framecast_router::server::RouterServer;
 use futures_util::{SinkExt, StreamExt};
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -88,7 +89,17 @@ impl TestRouter {
         config: &RouterConfig,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Self {
-        let server = RouterServer::new(config, metrics).expect("router config is valid");
+        Self::start_with_resolver(config, metrics, Arc::new(SystemResolver))
+    }
+
+    /// Like [`TestRouter::start_with_metrics`], resolving replica names with `resolver`.
+    pub fn start_with_resolver(
+        config: &RouterConfig,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Self {
+        let server =
+            RouterServer::with_resolver(config, metrics, resolver).expect("router config is valid");
         let stop = Arc::new(Notify::new());
         let shutdown = NotifyShutdown(stop.clone());
         let thread = std::thread::spawn(move || {

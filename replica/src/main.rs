@@ -34,6 +34,13 @@ struct Cli {
     #[arg(long)]
     check_config: bool,
 
+    /// Load the model at generator.model_path on the CPU, checking model_index.json, every
+    /// config and every tensor's name and shape against the configured geometry, print a
+    /// summary as JSON and exit: 0 when the replica can serve it (for an init container that
+    /// provisions the model before the replica starts).
+    #[arg(long)]
+    check_model: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -76,6 +83,9 @@ fn main() -> ExitCode {
     if cli.check_config {
         return startup::check_config(&config);
     }
+    if cli.check_model {
+        return check_model(&config);
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -88,6 +98,58 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("framecast-replica: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-model`: loads the configured model as a worker would, on the CPU (an init
+/// container has no GPU to spare), and reports whether it is usable.
+fn check_model(config: &ReplicaConfig) -> ExitCode {
+    let g = &config.generator;
+    if g.kind == framecast_replica::config::GeneratorKind::Mock {
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "kind": "mock", "note": "the mock generator has no model to check"})
+        );
+        return ExitCode::SUCCESS;
+    }
+    let format = framecast_replica::generate::StreamFormat {
+        width: g.width,
+        height: g.height,
+        fps: g.fps,
+        frames_per_segment: g.frames_per_segment,
+        audio: None,
+    };
+    let blobs = Arc::new(framecast_replica::store::memory::MemoryBlobStore::new(
+        1 << 20,
+        std::time::Duration::from_secs(1),
+    ));
+    let started = std::time::Instant::now();
+    match framecast_replica::generate::wan::generator::WanGenerator::load(
+        &g.model_path,
+        format,
+        tch::Device::Cpu,
+        blobs,
+    ) {
+        Ok(_) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ok": true,
+                    "kind": "wan",
+                    "model_path": g.model_path,
+                    "format": {"width": g.width, "height": g.height, "fps": g.fps, "frames_per_segment": g.frames_per_segment},
+                    "load_seconds": started.elapsed().as_secs_f64(),
+                })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "framecast-replica: generator.model_path `{}` cannot be served: {e}",
+                g.model_path.display()
+            );
             ExitCode::FAILURE
         }
     }

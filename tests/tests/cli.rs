@@ -192,3 +192,74 @@ fn shipped_default_configs_load() {
         assert!(out.status.success(), "{file}: {}", stderr(&out));
     }
 }
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn check_model_accepts_a_servable_model_and_names_what_is_wrong_with_a_broken_one() {
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    assert!(tiny.join("model_index.json").exists(), "run scripts/setup");
+    let check = |dir: &std::path::Path| {
+        run_to_end(
+            "framecast-replica",
+            &["--check-model"],
+            &[
+                ("FRAMECAST_REPLICA__GENERATOR__KIND", "wan"),
+                (
+                    "FRAMECAST_REPLICA__GENERATOR__MODEL_PATH",
+                    dir.to_str().unwrap(),
+                ),
+                ("FRAMECAST_REPLICA__GENERATOR__WIDTH", "320"),
+                ("FRAMECAST_REPLICA__GENERATOR__HEIGHT", "192"),
+            ],
+        )
+    };
+    let good = check(&tiny);
+    assert!(good.status.success(), "{}", stderr(&good));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&good).trim()).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["format"]["width"], 320);
+
+    // A transformer config that no longer matches its weights: one layer more than stored.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&tiny, dir.path());
+    let config_path = dir.path().join("transformer/config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let layers = config["num_layers"].as_u64().unwrap();
+    config["num_layers"] = (layers + 1).into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let broken = check(dir.path());
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        stderr(&broken).contains("cannot be served"),
+        "{}",
+        stderr(&broken)
+    );
+    assert!(
+        stderr(&broken).contains(&format!("blocks.{layers}")),
+        "{}",
+        stderr(&broken)
+    );
+
+    // No model at all.
+    let missing = check(&dir.path().join("nothing-here"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("nothing-here"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -71,13 +71,19 @@ async fn router_forwards_to_a_live_replica() {
         _config,
     } = start_stack();
 
-    // The replica turns ready only after its libtorch and GStreamer self-checks.
-    wait_for_status(
+    // The replica turns ready only after its libtorch and GStreamer self-checks, and says
+    // which video encoder its sessions use (no GPU here: x264).
+    let ready: serde_json::Value = wait_for_status(
         &format!("{replica_url}/readyz"),
         200,
         Duration::from_secs(60),
     )
-    .await;
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["video_encoder"], "x264enc");
 
     let health: serde_json::Value = wait_for_status(
         &format!("{through_router}/health"),

@@ -20,6 +20,7 @@ pub use crate::config::{AudioEncoderKind, H264Profile};
 pub use boxes::ChunkKind;
 pub use chunks::MediaChunk;
 pub use encoder::Fmp4Encoder;
+pub use pipeline::video_encoder_name;
 pub use settings::{AudioSettings, EncoderSettings};
 
 /// What went wrong in the media layer; variants name the element or input involved.

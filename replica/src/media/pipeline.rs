@@ -264,10 +264,36 @@ fn link(chain: &[&gst::Element]) -> Result<(), MediaError> {
     })
 }
 
+/// The video encoder element `kind` resolves to here (`x264enc` or `nvh264enc`), or why the
+/// one asked for cannot be had: what `/readyz` reports and every session uses.
+pub fn video_encoder_name(kind: VideoEncoderKind) -> Result<&'static str, MediaError> {
+    Ok(if use_nvenc(kind)? {
+        "nvh264enc"
+    } else {
+        "x264enc"
+    })
+}
+
+/// Whether GStreamer can encode with NVENC in this process, asked once. The nvcodec plugin
+/// registers `nvh264enc` only for a CUDA device whose NVENC it could open, and an instance
+/// must reach READY (its CUDA context): no device-node path is assumed, since a container
+/// given the host's GPU 3 sees `/dev/nvidia3` (and CUDA calls it device 0), and a driver
+/// mounted without the `video` capability has CUDA but no NVENC.
+fn nvenc_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        let Ok(element) = gst::ElementFactory::make("nvh264enc").build() else {
+            return false;
+        };
+        let usable = element.set_state(gst::State::Ready).is_ok();
+        let _ = element.set_state(gst::State::Null);
+        usable
+    })
+}
+
 /// Whether `nvh264enc` should be used for `kind`.
 fn use_nvenc(kind: VideoEncoderKind) -> Result<bool, MediaError> {
-    let available = gst::ElementFactory::find("nvh264enc").is_some()
-        && std::path::Path::new("/dev/nvidia0").exists();
+    let available = nvenc_usable();
     match kind {
         VideoEncoderKind::X264 => Ok(false),
         VideoEncoderKind::Auto => Ok(available),

@@ -32,7 +32,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     if state.is_ready() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        // Which encoder the sessions use, so an SRE sees a GPU pod that fell back to x264.
+        let kind = state.inner.sessions.config.media.video_encoder;
+        let encoder = crate::media::video_encoder_name(kind).unwrap_or("unavailable");
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "video_encoder": encoder })),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

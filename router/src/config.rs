@@ -9,8 +9,8 @@ use std::path::Path;
 
 use framecast_common::auth::{AuthConfig, Authenticator};
 use framecast_common::config::{
-    ConfigError, FieldError, LayeredConfig, Validate, at_least_one, at_most_max_seconds, not_empty,
-    positive_seconds,
+    ConfigError, FieldError, LayeredConfig, Validate, at_least_one, at_most_max_seconds, in_range,
+    not_empty, positive_seconds,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -84,6 +84,39 @@ pub struct RouterConfig {
     pub threads: usize,
     /// Per-client-address limits on WebSocket sessions.
     pub client_limits: ClientLimitsConfig,
+    /// Replicas found in DNS, besides (or instead of) `replicas`.
+    pub discovery: DiscoveryConfig,
+}
+
+/// Replicas found in DNS: every address a name resolves to is a replica, and the name is
+/// resolved again every health-check interval, so replicas come and go without a restart
+/// (a Kubernetes headless Service's name lists its ready pods). A new address starts
+/// `unknown` and takes sessions after a good probe; one that leaves the answer is retired:
+/// no new sessions, its open ones go on. A failed lookup changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// The name to resolve (e.g. `framecast-replica-headless.video.svc.cluster.local`);
+    /// `null`: no discovery.
+    pub dns_name: Option<String>,
+    /// Client port of every discovered replica.
+    pub port: u16,
+    /// Admin port (capacity is read there); `null`: `port`.
+    pub admin_port: Option<u16>,
+    /// Most addresses discovery keeps track of over the router's life (retired ones count),
+    /// so a name that keeps changing cannot grow the router without bound.
+    pub max_replicas: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            dns_name: None,
+            port: 8000,
+            admin_port: Some(8001),
+            max_replicas: 256,
+        }
+    }
 }
 
 /// Limits per client address, checked before a session is routed. A refusal is the
@@ -174,6 +207,7 @@ impl Default for RouterConfig {
             shutdown_grace_seconds: 30,
             threads: 2,
             client_limits: ClientLimitsConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -294,10 +328,40 @@ impl Validate for RouterConfig {
             ));
         }
         Authenticator::from_config(&self.auth, "router.auth")?;
-        if self.replicas.is_empty() {
+        if let Some(name) = &self.discovery.dns_name {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !valid {
+                return Err(FieldError::new(
+                    "router.discovery.dns_name",
+                    format!(
+                        "`{name}` is not a DNS name (e.g. framecast-replica-headless.video.svc.cluster.local)"
+                    ),
+                ));
+            }
+            at_least_one("router.discovery.port", self.discovery.port)?;
+            if self.discovery.admin_port == Some(0) {
+                return Err(FieldError::new(
+                    "router.discovery.admin_port",
+                    "must be a port (1 to 65535) or null",
+                ));
+            }
+            in_range(
+                "router.discovery.max_replicas",
+                self.discovery.max_replicas,
+                1,
+                4096,
+            )?;
+        }
+        if self.replicas.is_empty() && self.discovery.dns_name.is_none() {
             return Err(FieldError::new(
                 "router.replicas",
-                "at least one replica is required",
+                "at least one replica is required (or router.discovery.dns_name)",
             ));
         }
         let mut seen_urls = HashSet::new();
@@ -435,6 +499,31 @@ mod tests {
     #[test]
     fn rejects_empty_replica_list() {
         assert_eq!(rejected_field(&config_with(vec![])), "router.replicas");
+    }
+
+    #[test]
+    fn discovery_may_replace_the_list_and_its_fields_are_checked() {
+        let mut c = config_with(vec![]);
+        c.discovery.dns_name = Some("fc-framecast-replica-headless.video.svc.cluster.local".into());
+        c.validate().unwrap();
+        for (name, field) in [
+            ("bad name", "router.discovery.dns_name"),
+            ("a..b", "router.discovery.dns_name"),
+            ("", "router.discovery.dns_name"),
+        ] {
+            let mut bad = c.clone();
+            bad.discovery.dns_name = Some(name.into());
+            assert_eq!(rejected_field(&bad), field, "{name:?}");
+        }
+        let mut bad = c.clone();
+        bad.discovery.port = 0;
+        assert_eq!(rejected_field(&bad), "router.discovery.port");
+        let mut bad = c.clone();
+        bad.discovery.admin_port = Some(0);
+        assert_eq!(rejected_field(&bad), "router.discovery.admin_port");
+        let mut bad = c;
+        bad.discovery.max_replicas = 0;
+        assert_eq!(rejected_field(&bad), "router.discovery.max_replicas");
     }
 
     #[test]

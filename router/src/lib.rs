@@ -24,6 +24,7 @@ pub mod admin;
 pub mod capacity;
 pub mod client_limits;
 pub mod config;
+pub mod discovery;
 pub mod frame_boundaries;
 pub mod health;
 pub mod observability;

@@ -28,6 +28,10 @@ pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 pub const CONNECT_FAILURES_TOTAL: &str = "framecast_router_connect_failures_total";
 /// Connection attempts whose replica name did not resolve, per replica.
 pub const RESOLVE_FAILURES_TOTAL: &str = "framecast_router_resolve_failures_total";
+/// DNS discovery lookups that failed (the known replicas were kept).
+pub const DISCOVERY_FAILURES_TOTAL: &str = "framecast_router_discovery_failures_total";
+/// Replicas the router knows, retired ones included.
+pub const REPLICAS_KNOWN: &str = "framecast_router_replicas_known";
 /// Sessions refused because no replica was routable.
 pub const NO_REPLICA_TOTAL: &str = "framecast_router_no_replica_total";
 /// Error frames the router itself sent to clients, by code (the replica exports the same
@@ -72,6 +76,14 @@ pub fn describe() {
         "Sessions refused because no replica was routable."
     );
     describe_counter!(
+        DISCOVERY_FAILURES_TOTAL,
+        "DNS discovery lookups that failed (the known replicas were kept)."
+    );
+    describe_gauge!(
+        REPLICAS_KNOWN,
+        "Replicas the router knows (configured and discovered, retired ones included)."
+    );
+    describe_counter!(
         RESOLVE_FAILURES_TOTAL,
         "Connection attempts whose replica name did not resolve (the next replica is tried)."
     );
@@ -94,6 +106,7 @@ pub fn register_replica(replica: &str) {
 /// Exports the router-wide counters at zero from the start.
 pub fn register_router() {
     counter!(NO_REPLICA_TOTAL).absolute(0);
+    counter!(DISCOVERY_FAILURES_TOTAL).absolute(0);
     for protocol in PROTOCOLS {
         counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).absolute(0);
         counter!(UPSTREAM_LOST_TOTAL, "protocol" => protocol).absolute(0);
@@ -176,6 +189,16 @@ pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to
 /// Connecting to `replica` failed, or it closed the connection before answering the handshake.
 pub fn connect_failed(replica: &str) {
     counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
+}
+
+/// A discovery lookup failed.
+pub fn discovery_failed() {
+    counter!(DISCOVERY_FAILURES_TOTAL).increment(1);
+}
+
+/// The router knows `n` replicas after a discovery round.
+pub fn discovered(n: usize) {
+    gauge!(REPLICAS_KNOWN).set(n as f64);
 }
 
 /// A replica's name did not resolve when a session was routed to it.

@@ -103,7 +103,11 @@ impl StreamProxy {
         loop {
             let index = self.registry.select(&ctx.tried)?;
             ctx.tried.push(index);
-            let replica = &self.registry.all()[index];
+            let replica = self.registry.replica(index);
+            if let Ok(addr) = replica.authority.parse::<SocketAddr>() {
+                // An address already (configured so, or discovered): nothing to resolve.
+                return Some((index, addr));
+            }
             let resolved = tokio::time::timeout(
                 self.connect_timeout,
                 self.resolver.resolve(&replica.authority),
@@ -134,7 +138,7 @@ impl StreamProxy {
         let Some(&index) = ctx.tried.last() else {
             return;
         };
-        let name = &self.registry.all()[index].name;
+        let name = &self.registry.replica(index).name;
         observability::connect_failed(name);
         let another = self.registry.can_route(&ctx.tried);
         tracing::warn!(replica = %name, error = %e, retrying = another, "{why}");
@@ -217,7 +221,7 @@ impl ProxyHttp for StreamProxy {
             }
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy replica");
         };
-        let replica = &self.registry.all()[index];
+        let replica = self.registry.replica(index);
         if session.is_upgrade_req() {
             if ctx.tried.len() == 1 {
                 observability::session_routed(session.req_header().uri.path());

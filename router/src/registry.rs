@@ -1,7 +1,13 @@
-//! The replicas this router knows, resolved once from configuration, with the health and
-//! capacity the health checker records for each and the sessions routed to each; it answers
-//! which replica a new session goes to (the policies themselves are in [`crate::selection`]).
+//! The replicas this router knows — the configured ones, then those discovery finds in DNS —
+//! with the health and capacity the health checker records for each and the sessions routed
+//! to each; it answers which replica a new session goes to (the policies themselves are in
+//! [`crate::selection`]).
+//!
+//! The list only grows, so an index names one replica for the router's whole life (sessions
+//! and retries hold indices); a discovered replica that left DNS is retired instead: it takes
+//! no new sessions and is no longer probed, and comes back if its address does.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,18 +37,42 @@ pub struct Replica {
     pub tls: bool,
     /// Preferred while it has room under `primary_first`; wins ties under every policy.
     pub primary: bool,
+    /// Relative share of sessions under weighted policies (at least 1).
+    pub weight: u32,
+    /// Found by DNS discovery rather than configured.
+    pub discovered: bool,
 }
 
-/// All configured replicas, in configuration order, with what the router knows of each.
+/// Every replica, configured ones first in configuration order, with what the router knows
+/// of each.
 #[derive(Debug)]
 pub struct ReplicaRegistry {
-    replicas: Vec<Replica>,
-    /// Configured weights, at least 1, by replica index.
-    weights: Vec<u32>,
+    /// Append-only (see the module docs): readers index it without a lock.
+    entries: boxcar::Vec<Entry>,
     policy: SelectionPolicy,
-    /// One lock per replica, by index.
-    state: Vec<Mutex<ReplicaState>>,
     draining: AtomicBool,
+    /// Held while discovery compares and adds, so an address is added once.
+    discovering: Mutex<()>,
+}
+
+/// One replica and its mutable state (one lock per replica).
+#[derive(Debug)]
+struct Entry {
+    replica: Replica,
+    state: Mutex<ReplicaState>,
+}
+
+/// What one round of discovery changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DiscoveryChanges {
+    /// Indices of replicas seen for the first time.
+    pub added: Vec<usize>,
+    /// Indices of replicas that left the answer (retired).
+    pub retired: Vec<usize>,
+    /// Indices of retired replicas whose address came back.
+    pub returned: Vec<usize>,
+    /// Addresses not added because `max_replicas` were known already.
+    pub over_limit: usize,
 }
 
 /// Everything mutable about one replica, behind one lock so selection sees a consistent view.
@@ -56,9 +86,16 @@ struct ReplicaState {
     active: u64,
     /// Kept between selections by [`selection::round_robin`].
     round_robin_credit: i64,
+    /// A discovered replica whose address left DNS: no new sessions, no probes.
+    retired: bool,
 }
 
 impl ReplicaState {
+    /// Whether a new session may go here.
+    fn routable(&self) -> bool {
+        !self.retired && self.health.is_routable()
+    }
+
     /// Free workers after the queue and the sessions sent since the last reading; `None`
     /// when capacity is not known.
     fn free_workers(&self) -> Option<i64> {
@@ -83,6 +120,10 @@ pub struct ReplicaStatus {
     pub available_capacity: Option<i64>,
     /// The pool as the replica last reported it.
     pub capacity: Option<Capacity>,
+    /// Found by DNS discovery rather than configured.
+    pub discovered: bool,
+    /// A discovered replica that left DNS: it takes no new sessions.
+    pub retired: bool,
 }
 
 /// Keeps a replica's live-session count (and the sessions gauge) up while a session is
@@ -96,14 +137,14 @@ pub struct SessionGuard {
 impl SessionGuard {
     /// The replica this session went to.
     pub fn replica(&self) -> &Replica {
-        &self.registry.replicas[self.index]
+        self.registry.replica(self.index)
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.lock(self.index).active -= 1;
-        crate::observability::session_ended(&self.registry.replicas[self.index].name);
+        crate::observability::session_ended(&self.registry.replica(self.index).name);
     }
 }
 
@@ -132,21 +173,114 @@ impl ReplicaRegistry {
                     host,
                     tls: r.uses_tls(),
                     primary: r.primary,
+                    weight: r.weight.max(1),
+                    discovered: false,
                 })
             })
             .collect::<Result<Vec<_>, FieldError>>()?;
-        let state = replicas.iter().map(|_| Mutex::default()).collect();
+        let entries = boxcar::Vec::new();
+        for replica in replicas {
+            entries.push(Entry {
+                replica,
+                state: Mutex::default(),
+            });
+        }
         Ok(Self {
-            replicas,
-            weights: config.replicas.iter().map(|r| r.weight.max(1)).collect(),
+            entries,
             policy: config.selection,
-            state,
             draining: AtomicBool::new(false),
+            discovering: Mutex::new(()),
         })
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, ReplicaState> {
-        self.state[i].lock()
+        self.entries[i].state.lock()
+    }
+
+    /// How many replicas the router knows (retired ones included).
+    pub fn len(&self) -> usize {
+        self.entries.count()
+    }
+
+    /// Whether it knows none (only possible before discovery's first answer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replica `i`.
+    pub fn replica(&self, i: usize) -> &Replica {
+        &self.entries[i].replica
+    }
+
+    /// Whether replica `i` is retired (discovered, then gone from DNS).
+    pub fn is_retired(&self, i: usize) -> bool {
+        self.lock(i).retired
+    }
+
+    /// Takes discovery's newest answer, `found` (the addresses a name resolved to):
+    /// addresses seen for the first time become replicas (at most `max_replicas` known in
+    /// all), discovered ones missing from it are retired, retired ones back in it return.
+    /// Each new replica is reached at `found`'s address, its admin listener at
+    /// `admin_port`.
+    pub fn discover(
+        &self,
+        found: &[SocketAddr],
+        admin_port: u16,
+        max_replicas: usize,
+    ) -> DiscoveryChanges {
+        let _one_at_a_time = self.discovering.lock();
+        let mut changes = DiscoveryChanges::default();
+        for (i, entry) in self.entries.iter() {
+            if !entry.replica.discovered {
+                continue;
+            }
+            let present = found
+                .iter()
+                .any(|a| address_authority(*a) == entry.replica.authority);
+            let mut state = entry.state.lock();
+            if present && state.retired {
+                state.retired = false;
+                changes.returned.push(i);
+            } else if !present && !state.retired {
+                state.retired = true;
+                changes.retired.push(i);
+            }
+        }
+        for addr in found {
+            let authority = address_authority(*addr);
+            if self
+                .entries
+                .iter()
+                .any(|(_, e)| e.replica.authority == authority)
+            {
+                continue;
+            }
+            if self.len() >= max_replicas {
+                changes.over_limit += 1;
+                continue;
+            }
+            let host = match addr {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => a.ip().to_string(),
+            };
+            let admin = SocketAddr::new(addr.ip(), admin_port);
+            let replica = Replica {
+                name: authority.clone(),
+                url: format!("http://{authority}"),
+                admin_url: format!("http://{}", address_authority(admin)),
+                authority,
+                host,
+                tls: false,
+                primary: false,
+                weight: 1,
+                discovered: true,
+            };
+            changes.added.push(self.entries.push(Entry {
+                replica,
+                state: Mutex::default(),
+            }));
+        }
+        changes
     }
 
     /// A copy of replica `i`'s health.
@@ -178,8 +312,7 @@ impl ReplicaRegistry {
     /// round-robin turn.
     pub fn can_route(&self, exclude: &[usize]) -> bool {
         !self.is_draining()
-            && (0..self.replicas.len())
-                .any(|i| !exclude.contains(&i) && self.lock(i).health.is_routable())
+            && (0..self.len()).any(|i| !exclude.contains(&i) && self.lock(i).routable())
     }
 
     /// Stops handing out replicas: the router is shutting down.
@@ -194,16 +327,15 @@ impl ReplicaRegistry {
 
     /// Live sessions through this router, all replicas together.
     pub fn active_sessions(&self) -> u64 {
-        (0..self.replicas.len()).map(|i| self.lock(i).active).sum()
+        (0..self.len()).map(|i| self.lock(i).active).sum()
     }
 
     /// Every replica with its health, sessions and capacity, for `/status`.
     pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.replicas
+        self.entries
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let state = self.lock(i);
+            .map(|(_, e)| {
+                let (r, state) = (&e.replica, e.state.lock());
                 ReplicaStatus {
                     url: r.url.clone(),
                     name: r.name.clone(),
@@ -212,6 +344,8 @@ impl ReplicaRegistry {
                     active_sessions: state.active,
                     available_capacity: state.free_workers(),
                     capacity: state.capacity,
+                    discovered: r.discovered,
+                    retired: state.retired,
                 }
             })
             .collect()
@@ -226,17 +360,17 @@ impl ReplicaRegistry {
         }
         // Every routable replica stays locked until the policy has chosen, so it sees one
         // consistent view.
-        let mut routable: Vec<(usize, MutexGuard<'_, ReplicaState>)> = (0..self.replicas.len())
+        let mut routable: Vec<(usize, MutexGuard<'_, ReplicaState>)> = (0..self.len())
             .filter(|i| !exclude.contains(i))
             .map(|i| (i, self.lock(i)))
-            .filter(|(_, s)| s.health.is_routable())
+            .filter(|(_, s)| s.routable())
             .collect();
         let mut candidates: Vec<Candidate<'_>> = routable
             .iter_mut()
             .map(|(i, state)| Candidate {
                 index: *i,
-                primary: self.replicas[*i].primary,
-                weight: self.weights[*i],
+                primary: self.replica(*i).primary,
+                weight: self.replica(*i).weight,
                 active_sessions: state.active,
                 free_workers: state.free_workers(),
                 round_robin_credit: &mut state.round_robin_credit,
@@ -253,16 +387,25 @@ impl ReplicaRegistry {
             state.active += 1;
             state.reserved += 1;
         }
-        crate::observability::session_started(&self.replicas[i].name);
+        crate::observability::session_started(&self.replica(i).name);
         SessionGuard {
             registry: self.clone(),
             index: i,
         }
     }
 
-    /// Every replica, in configuration order.
-    pub fn all(&self) -> &[Replica] {
-        &self.replicas
+    /// Every replica with its index: configured ones in configuration order, then the
+    /// discovered ones as they appeared.
+    pub fn all(&self) -> impl Iterator<Item = (usize, &Replica)> {
+        self.entries.iter().map(|(i, e)| (i, &e.replica))
+    }
+}
+
+/// `ip:port` of `addr`, an IPv6 address bracketed (as configured URLs give authorities).
+fn address_authority(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     }
 }
 
@@ -316,7 +459,7 @@ mod tests {
     fn pick(registry: &ReplicaRegistry) -> Option<&str> {
         registry
             .select(&[])
-            .map(|i| registry.all()[i].authority.as_str())
+            .map(|i| registry.replica(i).authority.as_str())
     }
 
     #[test]
@@ -328,7 +471,7 @@ mod tests {
         assert!(r.select(&[]).is_none(), "unknown replicas take no sessions");
         healthy(&r, 0);
         healthy(&r, 1);
-        let chosen = &r.all()[r.select(&[]).unwrap()];
+        let chosen = r.replica(r.select(&[]).unwrap());
         assert_eq!(chosen.authority, "b:2");
         assert!(chosen.tls);
         assert_eq!(chosen.host, "b");
@@ -442,6 +585,50 @@ mod tests {
         down(&r, 1);
         let picks: Vec<usize> = (0..4).map(|_| r.select(&[]).unwrap()).collect();
         assert!(picks.contains(&0) && picks.contains(&2) && !picks.contains(&1));
+    }
+
+    #[test]
+    fn discovery_adds_retires_and_brings_back_replicas_with_stable_indices() {
+        let r = registry(
+            SelectionPolicy::PrimaryFirst,
+            vec![endpoint("http://fixed:1", true)],
+        );
+        let a: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        let b: SocketAddr = "[fd00::2]:8000".parse().unwrap();
+        let changes = r.discover(&[a, b], 8001, 16);
+        assert_eq!(changes.added, vec![1, 2]);
+        assert_eq!(r.replica(1).url, "http://10.0.0.1:8000");
+        assert_eq!(r.replica(1).admin_url, "http://10.0.0.1:8001");
+        assert_eq!(r.replica(2).authority, "[fd00::2]:8000");
+        assert_eq!(r.replica(2).host, "fd00::2");
+        assert!(r.replica(2).discovered && !r.replica(0).discovered);
+        // New replicas start unknown: no sessions before a good probe.
+        assert_eq!(r.select(&[0]), None);
+        healthy(&r, 1);
+        healthy(&r, 2);
+        assert_eq!(r.select(&[0, 1]), Some(2));
+        // The same answer again changes nothing.
+        assert_eq!(r.discover(&[b, a], 8001, 16), DiscoveryChanges::default());
+        // `a` leaves DNS: retired, not routable, still listed; its session goes on.
+        let session = r.open_session(1);
+        let changes = r.discover(&[b], 8001, 16);
+        assert_eq!(changes.retired, vec![1]);
+        assert!(r.is_retired(1));
+        assert_eq!(r.select(&[0, 2]), None);
+        let row = &r.status()[1];
+        assert!(row.retired && row.discovered && row.active_sessions == 1);
+        drop(session);
+        // Configured replicas are never retired by discovery.
+        assert!(!r.is_retired(0));
+        // `a` comes back under its old index.
+        let changes = r.discover(&[a, b], 8001, 16);
+        assert_eq!(changes.returned, vec![1]);
+        assert_eq!(r.select(&[0, 2]), Some(1));
+        assert_eq!(r.len(), 3);
+        // At most `max_replicas` known: new addresses beyond it are skipped.
+        let c: SocketAddr = "10.0.0.3:8000".parse().unwrap();
+        let changes = r.discover(&[a, b, c], 8001, 3);
+        assert_eq!((changes.added.len(), changes.over_limit), (0, 1));
     }
 
     #[test]

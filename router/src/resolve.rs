@@ -13,11 +13,19 @@ use std::sync::Arc;
 
 /// A boxed future of one resolution.
 pub type Resolving<'a> = Pin<Box<dyn Future<Output = io::Result<SocketAddr>> + Send + 'a>>;
+/// A boxed future of every address of a name.
+pub type ResolvingAll<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>>;
 
-/// Resolves `host:port` to one socket address.
+/// Resolves `host:port` to socket addresses.
 pub trait Resolve: Send + Sync + fmt::Debug {
     /// The address to connect to for `authority` (`host:port`, an IPv6 host in brackets).
     fn resolve<'a>(&'a self, authority: &'a str) -> Resolving<'a>;
+
+    /// Every address of `authority`, without duplicates, in the resolver's order (DNS
+    /// discovery: one replica per address). By default the one [`Resolve::resolve`] gives.
+    fn resolve_all<'a>(&'a self, authority: &'a str) -> ResolvingAll<'a> {
+        Box::pin(async move { Ok(vec![self.resolve(authority).await?]) })
+    }
 }
 
 /// The operating system's resolver (`/etc/hosts`, DNS), run off the async threads by tokio.
@@ -36,6 +44,18 @@ impl Resolve for SystemResolver {
                         format!("`{authority}` has no address"),
                     )
                 })
+        })
+    }
+
+    fn resolve_all<'a>(&'a self, authority: &'a str) -> ResolvingAll<'a> {
+        Box::pin(async move {
+            let mut all: Vec<SocketAddr> = Vec::new();
+            for addr in tokio::net::lookup_host(authority).await? {
+                if !all.contains(&addr) {
+                    all.push(addr);
+                }
+            }
+            Ok(all)
         })
     }
 }

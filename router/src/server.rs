@@ -16,6 +16,7 @@ use framecast_common::auth::Authenticator;
 use crate::admin::AdminApp;
 use crate::client_limits::ClientLimiter;
 use crate::config::RouterConfig;
+use crate::discovery::Discovery;
 use crate::health::checker::HealthChecker;
 use crate::proxy::StreamProxy;
 use crate::registry::ReplicaRegistry;
@@ -68,7 +69,7 @@ impl RouterServer {
         let auth = Authenticator::from_config(&config.auth, "router.auth")?;
         crate::observability::register_router();
         framecast_common::auth::register_refusal_metric();
-        for replica in registry.all() {
+        for (_, replica) in registry.all() {
             crate::observability::register_replica(&replica.name);
         }
         let conf = ServerConf {
@@ -88,6 +89,15 @@ impl RouterServer {
             resolver.clone(),
         );
         server.add_service(background_service("health checks", checker));
+        crate::observability::discovered(registry.len());
+        if let Some(discovery) = Discovery::new(
+            registry.clone(),
+            &config.discovery,
+            Duration::from_secs_f64(config.health_check.interval_seconds),
+            resolver.clone(),
+        ) {
+            server.add_service(background_service("replica discovery", discovery));
+        }
         let proxy = StreamProxy::new(
             registry.clone(),
             Duration::from_secs_f64(config.connect_timeout_seconds),

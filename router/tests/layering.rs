@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["refusal", "health::state", "selection"],
     &["registry", "upstream_loss"],
-    &["health::checker", "admin", "shutdown"],
+    &["health::checker", "discovery", "admin", "shutdown"],
     &["proxy"],
     &["server"],
 ];

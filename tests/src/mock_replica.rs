@@ -54,6 +54,12 @@ struct MockState {
 impl MockReplica {
     /// Starts a healthy replica reporting 8 free workers.
     pub fn start(name: &str) -> Self {
+        Self::start_at(name, "127.0.0.1:0".parse().expect("an address"))
+    }
+
+    /// [`MockReplica::start`] listening on `addr` (any 127.x.y.z address is loopback on
+    /// Linux, so several mocks can share one port, like pods behind a headless Service).
+    pub fn start_at(name: &str, addr: SocketAddr) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -80,7 +86,7 @@ impl MockReplica {
             .route("/ws", get(stream))
             .with_state(state.clone());
         // Bound here (not with block_on) so tests may start a mock from async code.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock replica");
+        let listener = std::net::TcpListener::bind(addr).expect("bind mock replica");
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");

@@ -63,7 +63,13 @@ impl HealthChecker {
     pub async fn probe_all(&self) {
         let timeout = Duration::from_secs_f64(self.config.timeout_seconds);
         let thresholds = Thresholds::from(&self.config);
-        let probes = self.registry.all().iter().enumerate().map(|(i, replica)| {
+        // Retired replicas (gone from DNS) are not probed.
+        let live: Vec<(usize, &crate::registry::Replica)> = self
+            .registry
+            .all()
+            .filter(|(i, _)| !self.registry.is_retired(*i))
+            .collect();
+        let probes = live.into_iter().map(|(i, replica)| {
             let base = replica.url.trim_end_matches('/');
             let url = format!("{base}{}", self.config.path);
             let admin = replica.admin_url.trim_end_matches('/');
@@ -90,7 +96,7 @@ impl HealthChecker {
             }
         });
         for (i, result, capacity) in futures_util::future::join_all(probes).await {
-            let replica = &self.registry.all()[i];
+            let replica = self.registry.replica(i);
             let before = self.registry.health(i).status;
             let latency = result.as_ref().ok().copied();
             let after = self.registry.update_health(i, |h| match result {

@@ -250,6 +250,65 @@ impl FrameBoundaries {
     }
 }
 
+/// Holds back the bytes of a frame until all of it has arrived, so what is forwarded to the
+/// client always ends at a frame boundary: a replica that dies mid-frame then leaves nothing
+/// half-sent, and the client (whose media player must not be fed a padded fragment) gets
+/// only whole frames before the router's error and close. A frame larger than the limit is
+/// passed through as it comes (and padded if cut; see [`FrameBoundaries::completion`]), so
+/// memory stays bounded. Only headers are read; payloads are copied.
+#[derive(Debug, Clone)]
+pub struct WholeFrames {
+    held: bytes::BytesMut,
+    limit: usize,
+    /// Bytes of an oversized frame still to pass through unheld.
+    passing: u64,
+}
+
+impl WholeFrames {
+    /// Holds frames of up to `limit` bytes (header included).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            held: bytes::BytesMut::new(),
+            limit,
+            passing: 0,
+        }
+    }
+
+    /// What of `chunk`, after the bytes held so far, can go to the client now: everything up
+    /// to the end of the last complete frame (and any bytes of an oversized frame).
+    pub fn push(&mut self, chunk: &[u8]) -> bytes::Bytes {
+        let mut out = bytes::BytesMut::new();
+        let mut rest = chunk;
+        if self.passing > 0 {
+            let n = usize::try_from(self.passing).map_or(rest.len(), |p| p.min(rest.len()));
+            out.extend_from_slice(&rest[..n]);
+            self.passing -= n as u64;
+            rest = &rest[n..];
+        }
+        self.held.extend_from_slice(rest);
+        while self.passing == 0 {
+            let Some(header) = header_len(&self.held).filter(|&h| h <= self.held.len()) else {
+                break;
+            };
+            let total = (header as u64).saturating_add(payload_len(&self.held[..header]));
+            if total <= self.held.len() as u64 {
+                out.extend_from_slice(&self.held.split_to(total as usize));
+            } else if total > self.limit as u64 {
+                self.passing = total - self.held.len() as u64;
+                out.extend_from_slice(&self.held.split());
+            } else {
+                break;
+            }
+        }
+        out.freeze()
+    }
+
+    /// Bytes held back: the start of a frame that has not fully arrived.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
 /// A header's full length once its first two bytes are known.
 fn header_len(header: &[u8]) -> Option<usize> {
     let second = *header.get(1)?;
@@ -283,6 +342,41 @@ mod tests {
     use super::*;
 
     const LIMIT: u64 = 1 << 20;
+
+    #[test]
+    fn whole_frames_go_out_only_once_complete_at_every_cut() {
+        let stream: Vec<u8> = [
+            frame(true, OP_TEXT, b"hello", false),
+            frame(true, OP_BINARY, &[7u8; 300], false),
+            frame(true, OP_BINARY, &[9u8; 40], true),
+        ]
+        .concat();
+        let ends = [7, 7 + 304, stream.len()];
+        for cut in 0..=stream.len() {
+            let mut whole = WholeFrames::new(1 << 20);
+            let first = whole.push(&stream[..cut]);
+            let boundary = ends.iter().rev().find(|&&e| e <= cut).copied().unwrap_or(0);
+            assert_eq!(first.len(), boundary, "cut at {cut}");
+            assert_eq!(whole.held(), cut - boundary);
+            let second = whole.push(&stream[cut..]);
+            assert_eq!([&first[..], &second[..]].concat(), stream, "cut at {cut}");
+            assert_eq!(whole.held(), 0);
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_passes_through_as_it_comes() {
+        let big = frame(true, OP_BINARY, &[1u8; 1000], false);
+        let small = frame(true, OP_TEXT, b"ok", false);
+        let mut whole = WholeFrames::new(100);
+        // Its header is known: what arrived goes out, and so does the rest as it comes.
+        assert_eq!(whole.push(&big[..10]).len(), 10);
+        assert_eq!(whole.push(&big[10..600]).len(), 590);
+        let rest = [&big[600..], &small[..3]].concat();
+        // The rest of the big frame, and the small one waits for its last byte.
+        assert_eq!(whole.push(&rest).len(), big.len() - 600);
+        assert_eq!(whole.push(&small[3..]), bytes::Bytes::from(small.clone()));
+    }
 
     /// A server frame with `payload` (7, 16 or 64-bit length, as short as it fits, or
     /// `force_64` for the long form).

@@ -273,8 +273,9 @@ impl ProxyHttp for StreamProxy {
         let Some(watch) = ctx.upstream.as_mut() else {
             return Ok(None);
         };
-        if let Some(chunk) = body.as_deref() {
-            watch.observe(chunk);
+        if let Some(chunk) = body.take() {
+            // Whole frames only: a frame still arriving waits for its last byte.
+            *body = Some(watch.forward(&chunk));
         }
         // The upgraded body ends only when the replica closes its side of the connection.
         if end_of_stream && let Some(last) = ctx.farewell(&"the replica closed the connection") {

@@ -2,9 +2,11 @@
 //!
 //! A replica killed mid-session (SIGKILL, OOM, a lost node) closes or resets its socket
 //! without a Close frame. Passed through as is, the client sees the connection drop (1006)
-//! and cannot tell a crash from a network fault. Instead the router finishes the frame the
-//! client was receiving (so its parser stays in sync), sends the protocol's `error` frame
-//! (`worker_failed`, retryable: reconnect and resume) and closes with 1012 (service restart).
+//! and cannot tell a crash from a network fault. Instead the router forwards whole frames
+//! only ([`WholeFrames`]: a frame still arriving is held back, so a half-sent media fragment
+//! never reaches a player), finishes with padding only a frame too large to hold, sends the
+//! protocol's `error` frame (`worker_failed`, retryable: reconnect and resume) and closes with
+//! 1012 (service restart).
 //!
 //! [`UpstreamWatch`] follows the replica→client bytes of one tunnel from the `101` on
 //! ([`FrameBoundaries`]: headers only) and hands out those last frames once, when the replica
@@ -14,13 +16,17 @@ use bytes::Bytes;
 use framecast_common::protocol::{ErrorCode, ServerMessage};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::frame_boundaries::FrameBoundaries;
+use crate::frame_boundaries::{FrameBoundaries, WholeFrames};
 use crate::observability::{self, Protocol};
 
 /// The most payload bytes the router sends to finish a frame the replica left unfinished; a
 /// larger frame is abandoned (the client then sees the connection drop) rather than padded.
 /// Media fragments are far smaller.
 pub const PADDING_LIMIT: u64 = 16 << 20;
+
+/// The largest frame held back until complete (see [`WholeFrames`]): media fragments and
+/// control messages are far smaller, so a replica's death never leaves one half-sent.
+pub const HOLD_LIMIT: usize = 4 << 20;
 
 /// The close code: 1012, service restart (try again, the service is coming back).
 const CLOSE_CODE: CloseCode = CloseCode::Restart;
@@ -36,6 +42,7 @@ const DREAMVERSE_MESSAGE: &str =
 /// Watches one upgraded tunnel's replica→client stream for its end (see the module docs).
 #[derive(Debug, Clone)]
 pub struct UpstreamWatch {
+    whole: WholeFrames,
     frames: FrameBoundaries,
     protocol: Protocol,
     /// Set once [`UpstreamWatch::farewell`] has run: the connection's end is decided.
@@ -46,15 +53,19 @@ impl UpstreamWatch {
     /// A watch over a tunnel speaking `protocol`, started when the replica's `101` goes out.
     pub fn new(protocol: Protocol) -> Self {
         Self {
+            whole: WholeFrames::new(HOLD_LIMIT),
             frames: FrameBoundaries::new(),
             protocol,
             ended: false,
         }
     }
 
-    /// Follows `chunk`, the next replica bytes forwarded to the client.
-    pub fn observe(&mut self, chunk: &[u8]) {
-        self.frames.observe(chunk);
+    /// Takes `chunk`, the next bytes from the replica, and returns what to forward to the
+    /// client now: whole frames only (a frame still arriving is held back).
+    pub fn forward(&mut self, chunk: &[u8]) -> Bytes {
+        let out = self.whole.push(chunk);
+        self.frames.observe(&out);
+        out
     }
 
     /// The replica named `replica` is gone (`cause`: it closed the connection, or the error).
@@ -80,6 +91,7 @@ impl UpstreamWatch {
             protocol = self.protocol.label(),
             %cause,
             padding = bytes.len(),
+            held_back = self.whole.held(),
             frame_opcode = ?self.frames.opcode_in_progress(),
             "replica went away mid-session without a close frame; sending worker_failed and 1012"
         );
@@ -140,13 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_v1_stream_gets_its_frame_finished_then_worker_failed_and_1012() {
+    fn a_lost_v1_stream_gets_whole_frames_only_then_worker_failed_and_1012() {
         let mut watch = UpstreamWatch::new(Protocol::V1Stream);
-        // A binary frame of 10 bytes, 4 of which arrived.
-        watch.observe(&[0x82, 10, 1, 2, 3, 4]);
+        // A whole text frame goes out; of a binary frame of 10 bytes only 4 arrived: held.
+        let out = watch.forward(&[0x81, 2, b'h', b'i', 0x82, 10, 1, 2, 3, 4]);
+        assert_eq!(&out[..], &[0x81, 2, b'h', b'i']);
         let bytes = watch.farewell("r0", &"closed").unwrap();
-        assert_eq!(&bytes[..6], &[0; 6]);
-        let (error, code, reason) = split(&bytes, 6);
+        // Nothing to finish: the client saw whole frames only.
+        let (error, code, reason) = split(&bytes, 0);
         assert_eq!(
             error,
             serde_json::json!({"type": "error", "code": "worker_failed", "message": V1_MESSAGE,
@@ -162,7 +175,7 @@ mod tests {
     #[test]
     fn a_lost_dreamverse_session_gets_the_apps_error_shape() {
         let mut watch = UpstreamWatch::new(Protocol::Dreamverse);
-        watch.observe(b"\x81\x02hi");
+        assert_eq!(&watch.forward(b"\x81\x02hi")[..], b"\x81\x02hi");
         let bytes = watch.farewell("r0", &"reset").unwrap();
         let (error, code, _) = split(&bytes, 0);
         assert_eq!(error["type"], "error");
@@ -180,8 +193,27 @@ mod tests {
     #[test]
     fn a_replica_that_closed_the_session_gets_nothing_added() {
         let mut watch = UpstreamWatch::new(Protocol::V1Stream);
-        watch.observe(&[0x88, 0x02, 0x03, 0xE8]);
+        watch.forward(&[0x88, 0x02, 0x03, 0xE8]);
         assert!(watch.farewell("r0", &"closed").is_none());
+    }
+
+    #[test]
+    fn a_frame_too_large_to_hold_is_passed_on_and_padded_when_cut() {
+        let mut watch = UpstreamWatch::new(Protocol::V1Stream);
+        let len = HOLD_LIMIT as u64 + 10;
+        let mut cut = vec![0x82, 127];
+        cut.extend_from_slice(&len.to_be_bytes());
+        cut.extend_from_slice(&[5; 100]);
+        assert_eq!(
+            watch.forward(&cut).len(),
+            cut.len(),
+            "passed on as it comes"
+        );
+        let bytes = watch.farewell("r0", &"closed").unwrap();
+        let padding = (len - 100) as usize;
+        assert!(bytes[..padding].iter().all(|&b| b == 0));
+        let (_, code, _) = split(&bytes, padding);
+        assert_eq!(code, 1012);
     }
 
     #[test]
@@ -189,7 +221,7 @@ mod tests {
         let mut watch = UpstreamWatch::new(Protocol::V1Stream);
         let mut header = vec![0x82, 127];
         header.extend_from_slice(&(PADDING_LIMIT + 1).to_be_bytes());
-        watch.observe(&header);
+        watch.forward(&header);
         assert!(watch.farewell("r0", &"closed").is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! A replica that dies mid-session does not leave its client with a dropped socket: through
-//! the real router, the client reads the frames the replica sent, the frame it was cut in
-//! finished to its declared length, a retryable `worker_failed` error and a 1012 close, whether
+//! the real router, the client reads the whole frames the replica sent and nothing of the one
+//! it was cut in (held back until complete; a frame too large to hold is finished to its
+//! declared length instead), then a retryable `worker_failed` error and a 1012 close, whether
 //! the dead replica's socket closed (FIN) or was reset (RST). A replica that closes the
 //! session itself gets nothing added.
 //!
@@ -24,6 +25,8 @@ const GREETING: &str = "segment 0 done";
 /// The binary frame the replica is cut in: declared length, and bytes sent before dying.
 const BINARY_LEN: usize = 1000;
 const BINARY_SENT: usize = 400;
+/// A binary frame over the router's hold limit (4 MiB), cut after `BINARY_SENT` bytes.
+const BIG_LEN: usize = (4 << 20) + 1000;
 
 /// How the fake replica ends a session, chosen by the client's `?ending=` query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +35,8 @@ enum Ending {
     Fin,
     /// Dies after half a binary frame with its socket reset (SO_LINGER 0: RST).
     Reset,
+    /// Dies after part of a binary frame too large for the router to hold back (FIN).
+    Big,
     /// Sends a Close frame (1000) and closes once the client answered it.
     CloseFrame,
 }
@@ -73,6 +78,8 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     let request_line = head.lines().next().unwrap_or_default();
     let ending = if request_line.contains("ending=reset") {
         Ending::Reset
+    } else if request_line.contains("ending=big") {
+        Ending::Big
     } else if request_line.contains("ending=close") {
         Ending::CloseFrame
     } else {
@@ -98,8 +105,15 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
         return Ok(());
     }
-    let mut binary = vec![0x82, 126];
-    binary.extend_from_slice(&(BINARY_LEN as u16).to_be_bytes());
+    let mut binary = if ending == Ending::Big {
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&(BIG_LEN as u64).to_be_bytes());
+        header
+    } else {
+        let mut header = vec![0x82, 126];
+        header.extend_from_slice(&(BINARY_LEN as u16).to_be_bytes());
+        header
+    };
     binary.extend(std::iter::repeat_n(0xAB, BINARY_SENT));
     stream.write_all(&binary).await?;
     stream.flush().await?;
@@ -175,12 +189,13 @@ async fn nothing_more(ws: &mut Ws) {
     );
 }
 
-async fn greeting_then_padded_binary(ws: &mut Ws) {
+/// The frame too large to hold, finished to its declared length with zeros.
+async fn greeting_then_padded_big_binary(ws: &mut Ws) {
     assert_eq!(next(ws).await, Message::text(GREETING));
     let Message::Binary(binary) = next(ws).await else {
         panic!("expected the cut binary frame");
     };
-    assert_eq!(binary.len(), BINARY_LEN, "finished to its declared length");
+    assert_eq!(binary.len(), BIG_LEN, "finished to its declared length");
     assert!(binary[..BINARY_SENT].iter().all(|&b| b == 0xAB));
     assert!(
         binary[BINARY_SENT..].iter().all(|&b| b == 0),
@@ -202,7 +217,12 @@ async fn closed_with_1012(ws: &mut Ws) {
 /// A `/v1/stream` session on the raw replica ending with `ending`: every frame in order.
 async fn v1_stream_session_is_told(router: &TestRouter, ending: &str) {
     let mut ws = open(router, &format!("/v1/stream?ending={ending}")).await;
-    greeting_then_padded_binary(&mut ws).await;
+    if ending == "big" {
+        greeting_then_padded_big_binary(&mut ws).await;
+    } else {
+        // The half-sent binary frame never reaches the client.
+        assert_eq!(next(&mut ws).await, Message::text(GREETING));
+    }
     let error: serde_json::Value = serde_json::from_str(next(&mut ws).await.to_text().unwrap())
         .expect("the error frame is JSON");
     assert_eq!(error["type"], "error", "{error}");
@@ -244,10 +264,11 @@ async fn a_replica_lost_mid_frame_leaves_the_client_in_sync_with_worker_failed_a
     // The replica's socket closes (FIN), then is reset (RST).
     v1_stream_session_is_told(&router, "fin").await;
     v1_stream_session_is_told(&router, "reset").await;
+    v1_stream_session_is_told(&router, "big").await;
 
     // The Dreamverse app's protocol gets its own error shape.
     let mut ws = open(&router, "/ws?ending=reset").await;
-    greeting_then_padded_binary(&mut ws).await;
+    assert_eq!(next(&mut ws).await, Message::text(GREETING));
     let error: serde_json::Value =
         serde_json::from_str(next(&mut ws).await.to_text().unwrap()).unwrap();
     assert_eq!(error["type"], "error", "{error}");
@@ -267,10 +288,10 @@ async fn a_replica_lost_mid_frame_leaves_the_client_in_sync_with_worker_failed_a
     assert!(matches!(next(&mut ws).await, Message::Close(Some(_))));
     nothing_more(&mut ws).await;
 
-    assert_eq!(metric(&router, LOST_V1).await, 2.0);
+    assert_eq!(metric(&router, LOST_V1).await, 3.0);
     assert_eq!(metric(&router, LOST_DREAMVERSE).await, 1.0);
     assert_eq!(metric(&router, LOST_OTHER).await, 0.0);
-    assert_eq!(metric(&router, WORKER_FAILED).await, 3.0);
+    assert_eq!(metric(&router, WORKER_FAILED).await, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,16 @@ async fn replicas_come_and_go_with_their_dns_records() {
         })
         .unwrap_or(0.0);
     assert!(failures >= 1.0, "{text}");
+    let known: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("framecast_router_replicas_known")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert_eq!(known, 2.0, "{text}");
     assert_eq!(router.session_on().await.0, b.name());
     router.shutdown().expect("the router did not panic");
 }

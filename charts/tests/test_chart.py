@@ -9,15 +9,21 @@ Run by scripts/test after the workspace binaries are built:
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import tarfile
 import tempfile
+import threading
 import time
 import unittest
+import urllib.parse
 from pathlib import Path
 
 import helm_python as helm
@@ -31,6 +37,7 @@ OVERLAYS = {
     "default": MINIMAL,
     "dev-cpu": yaml.safe_load((CHART / "ci" / "dev-cpu-values.yaml").read_text()),
     "prod-multigpu": yaml.safe_load((CHART / "ci" / "prod-multigpu-values.yaml").read_text()),
+    "cpu-tiny": yaml.safe_load((CHART / "ci" / "cpu-tiny-values.yaml").read_text()),
 }
 # The replicas' continuation states in Redis: the chart's own (without and with a password, on
 # a volume) or an external one (URL in values, or whole in a Secret).
@@ -119,7 +126,70 @@ OPENSHIFT = {
     "replica": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
     "redis": {"enabled": True, "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
 }
-EXTRA_VARIANTS = {"hooks": HOOKS, "openshift": OPENSHIFT, "no-network-policy": {**MINIMAL, "networkPolicy": {"enabled": False}}}
+# Each model source (item 1 of issue 20) with each cache volume.
+ARCHIVE_SHA256 = "5e" * 32
+
+
+def with_model(model: dict, **replica) -> dict:
+    return {**MINIMAL, "replica": {"model": model, **replica}}
+
+
+MODEL_VARIANTS = {
+    "model-huggingface": with_model(
+        {
+            "path": "/models/wan",
+            "source": {
+                "kind": "huggingface",
+                "huggingface": {
+                    "repo": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                    "revision": "0fad780a534b6463e45facd96134c9f345acfa5b",
+                    "include": ["*.json", "*.safetensors"],
+                    "token": {"existingSecret": "hf-token"},
+                },
+            },
+        }
+    ),
+    "model-url": with_model(
+        {"source": {"kind": "url", "url": {"url": "https://models.example.com/wan.tar.gz", "sha256": ARCHIVE_SHA256}}, "cache": {"type": "emptyDir", "size": "8Gi"}}
+    ),
+    "model-url-secret": with_model(
+        {"source": {"kind": "url", "url": {"existingSecret": "wan-presigned", "existingSecretKey": "url"}}, "cache": {"type": "sharedClaim", "claimName": "model-cache-rwx"}}
+    ),
+    "model-s3": with_model(
+        {
+            "source": {
+                "kind": "s3",
+                "s3": {"uri": "s3://models/wan21/", "endpointUrl": "https://minio.example.com", "region": "us-east-1", "credentials": {"existingSecret": "minio-keys"}},
+            },
+            "downloader": {"s3Image": {"digest": "sha256:" + "c3" * 32}},
+        }
+    ),
+    "model-existing-claim": with_model({"path": "/models/wan21", "source": {"kind": "existingClaim", "existingClaim": {"claimName": "wan21-rox", "subPath": "Wan2.1-T2V-1.3B-Diffusers"}}}),
+}
+# Replica autoscaling (item 3 of issue 20): an HPA on prometheus-adapter metrics, or KEDA.
+AUTOSCALING_VARIANTS = {
+    "autoscaling-hpa": {**MINIMAL, "replica": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}}},
+    "autoscaling-keda": {
+        **MINIMAL,
+        "replica": {
+            "autoscaling": {
+                "enabled": True,
+                "kind": "keda",
+                "maxReplicas": 5,
+                "keda": {"serverAddress": "http://prometheus.monitoring:9090", "authenticationRef": "prom-auth"},
+            }
+        },
+    },
+}
+EXTRA_VARIANTS = {
+    "hooks": HOOKS,
+    "openshift": OPENSHIFT,
+    "no-network-policy": {**MINIMAL, "networkPolicy": {"enabled": False}},
+    **MODEL_VARIANTS,
+    **AUTOSCALING_VARIANTS,
+}
+# API groups of CRDs kubernetes-validate has no schema for (checked by their own tests).
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 NAMESPACE = "video"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 
@@ -291,8 +361,8 @@ class ChartRenders(unittest.TestCase):
             with tempfile.TemporaryDirectory() as tmp:
                 paths = []
                 for i, doc in enumerate(render(values)):
-                    if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-                        continue  # CRDs: no upstream schema; checked below instead
+                    if doc["apiVersion"].startswith(CRD_GROUPS):
+                        continue  # CRDs: no upstream schema; checked by their own tests
                     path = Path(tmp) / f"{i:02d}-{doc['kind']}.yaml"
                     path.write_text(yaml.safe_dump(doc))
                     paths.append(str(path))
@@ -376,7 +446,10 @@ class ChartRenders(unittest.TestCase):
         default = one(render(MINIMAL), "StatefulSet", "replica")
         limits = default["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         self.assertEqual(limits["nvidia.com/gpu"], 1)
-        self.assertEqual(default["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "model")
+        # The default model is the image's own tiny one: no claim, nothing mounted.
+        self.assertNotIn("volumeClaimTemplates", default["spec"])
+        downloads = one(render(MODEL_VARIANTS["model-huggingface"]), "StatefulSet", "replica")
+        self.assertEqual(downloads["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "model-cache")
 
         dev = render(OVERLAYS["dev-cpu"])
         sts = one(dev, "StatefulSet", "replica")
@@ -409,7 +482,7 @@ class ChartRenders(unittest.TestCase):
             {"replica": {"gpus": -1}},
             {"router": {"selection": "fastest"}},
             {"router": {"healthCheck": {"path": "readyz"}}},
-            {"replica": {"model": {"volume": {"type": "nfs"}}}},
+            {"replica": {"model": {"source": {"kind": "nfs"}}}},
             {"metrics": {"prometheusRule": {"errorRatio": 2}}},
             {"router": {"typo": 1}},
             {"router": {"adminPort": 0}},
@@ -1131,7 +1204,7 @@ class PodSecurityRestricted(unittest.TestCase):
         cases = {
             "model on a hostPath": {
                 **MINIMAL,
-                "replica": {"model": {"volume": {"type": "hostPath", "hostPath": "/srv/models"}}},
+                "replica": {"model": {"source": {"kind": "hostPath", "hostPath": {"path": "/srv/models"}}}},
             },
             "privileged init container": {
                 **MINIMAL,
@@ -1236,7 +1309,9 @@ class ExtensionHooks(unittest.TestCase):
             self.assertEqual(c["envFrom"], v["envFrom"], component)
             self.assertEqual(c["volumeMounts"][-1], v["extraVolumeMounts"][0], component)
             self.assertEqual(pod["volumes"][-1], v["extraVolumes"][0], component)
-            self.assertEqual([i["name"] for i in pod["initContainers"]], [v["initContainers"][0]["name"]], component)
+            # The user's init containers first, then the chart's model check (replicas).
+            chart_init = ["model-check"] if component == "replica" else []
+            self.assertEqual([i["name"] for i in pod["initContainers"]], [v["initContainers"][0]["name"], *chart_init], component)
             self.assertEqual(pod["imagePullSecrets"], [{"name": "ghcr-pull"}], component)
             self.assertEqual(pod["priorityClassName"], v["priorityClassName"], component)
             labels = workload["spec"]["template"]["metadata"]["labels"]
@@ -1461,6 +1536,484 @@ class ExtensionHooks(unittest.TestCase):
         with self.assertRaises(helm.HelmError) as caught:
             render({**MINIMAL, "replica": {"prompt": {"enabled": True}}})
         self.assertIn("replica.prompt.providers", str(caught.exception))
+
+
+def replica_pod(docs: list[dict]) -> dict:
+    return one(docs, "StatefulSet", "replica")["spec"]["template"]["spec"]
+
+
+def init_container(docs: list[dict], name: str) -> dict:
+    (found,) = [c for c in replica_pod(docs).get("initContainers", []) if c["name"] == name]
+    return found
+
+
+def model_path(docs: list[dict]) -> str:
+    return yaml.safe_load(one(docs, "ConfigMap", "replica")["data"]["replica.yaml"])["generator"]["model_path"]
+
+
+TINY = ROOT / "models" / "wan-tiny"
+
+
+class ContainerRun:
+    """Runs a rendered container's command here: each of its volume mounts becomes a local
+    directory (a subPath one the matching subdirectory), every path under a mount in its
+    command, args and environment is moved there, and its environment is what Kubernetes would
+    build (pod_env: a stand-in for each Secret)."""
+
+    def __init__(self, docs: list[dict], root: Path) -> None:
+        self.docs, self.root = docs, root
+        pod = replica_pod(docs)
+        self.volumes = {v["name"]: v for v in pod["volumes"]}
+        for name, volume in self.volumes.items():
+            local = root / name
+            local.mkdir(parents=True, exist_ok=True)
+            if "configMap" in volume:
+                cm = named(docs, "ConfigMap", volume["configMap"]["name"])
+                for key, text in cm["data"].items():
+                    (local / key).write_text(text)
+
+    def mounts(self, c: dict) -> list[tuple[str, Path]]:
+        found = []
+        for m in c["volumeMounts"]:
+            local = self.root / m["name"] / m.get("subPath", "")
+            found.append((m["mountPath"].rstrip("/"), local))
+        # Longest mount path first, so /cache/x wins over /cache.
+        return sorted(found, key=lambda p: -len(p[0]))
+
+    def local(self, c: dict, text: str) -> str:
+        for path, local in self.mounts(c):
+            if text == path or text.startswith(path + "/"):
+                return str(local) + text[len(path) :]
+        return text
+
+    def run(self, c: dict, argv0: str | None = None, extra_env: dict[str, str] | None = None, timeout: int = 120):
+        env = {k: self.local(c, v) for k, v in pod_env(c).items()}
+        argv = [self.local(c, a) for a in c.get("command", []) + c.get("args", [])]
+        if argv0:
+            argv = [argv0, *argv]
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMECAST_", "HF_", "AWS_"))}
+        return subprocess.run(argv, env={**base, **env, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def serve_directory(directory: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, port
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise AssertionError("http.server did not start")
+
+
+def tar_gz(source: Path, dest: Path, top: str = "wan-tiny") -> str:
+    """`source` packed as dest (a tar.gz with one top-level directory `top`); its sha256."""
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(source, arcname=top, filter=lambda m: None if "/reference" in m.name else m)
+    return hashlib.sha256(dest.read_bytes()).hexdigest()
+
+
+class ModelProvisioning(unittest.TestCase):
+    """replica.model: the source, the cache volume, model-fetch and model-check."""
+
+    def test_default_is_the_bundled_tiny_model_checked_by_the_replica(self) -> None:
+        for name in ("default", "cpu-tiny"):
+            docs = render(OVERLAYS[name])
+            pod = replica_pod(docs)
+            self.assertEqual(model_path(docs), "/opt/framecast/models/wan-tiny", name)
+            self.assertEqual([c["name"] for c in pod["initContainers"]], ["model-check"], name)
+            self.assertNotIn("model", json.dumps(pod["containers"][0]["volumeMounts"]), name)
+            self.assertNotIn("volumeClaimTemplates", one(docs, "StatefulSet", "replica")["spec"], name)
+        # The image carries the model there (docker/replica.Dockerfile builds it).
+        self.assertIn("/opt/framecast/models/wan-tiny", (ROOT / "docker" / "replica.Dockerfile").read_text())
+        # The mock generator and `none` have nothing to check.
+        self.assertNotIn("initContainers", replica_pod(render(OVERLAYS["dev-cpu"])))
+
+    def test_model_check_runs_the_replica_binary_with_the_replica_config_and_environment(self) -> None:
+        for name, values in {**OVERLAYS, **MODEL_VARIANTS}.items():
+            docs = render(values)
+            pod = replica_pod(docs)
+            replica = pod["containers"][0]
+            if values.get("replica", {}).get("generator", {}).get("kind") == "mock":
+                continue
+            check = init_container(docs, "model-check")
+            self.assertEqual(check["image"], replica["image"], name)
+            self.assertEqual(check["args"], ["--config", "/etc/framecast/replica.yaml", "--check-model"], name)
+            self.assertEqual(replica["args"], ["--config", "/etc/framecast/replica.yaml"], name)
+            self.assertEqual(check["env"], replica["env"][: len(check["env"])], name)
+            self.assertEqual(len(check["env"]), len(replica["env"]), name)
+            # It sees the model where the replica does, read-only, and the same config.
+            model_mounts = lambda c: [m for m in c["volumeMounts"] if m["name"] in ("model", "model-cache", "config")]
+            self.assertEqual(model_mounts(check), model_mounts(replica), name)
+            self.assertTrue(all(m.get("readOnly") for m in model_mounts(check)), name)
+            self.assertEqual(check["securityContext"], replica["securityContext"], name)
+            self.assertEqual(pod["initContainers"][-1]["name"], "model-check", name)
+
+    def test_each_source_renders_its_downloader_volume_and_secrets(self) -> None:
+        # Hugging Face: the token from its Secret, the repo at a pinned revision, a claim per replica.
+        docs = render(MODEL_VARIANTS["model-huggingface"])
+        fetch = init_container(docs, "model-fetch")
+        env = {e["name"]: e for e in fetch["env"]}
+        self.assertEqual(env["HF_TOKEN"]["valueFrom"]["secretKeyRef"], {"name": "hf-token", "key": "token"})
+        self.assertEqual(env["HF_REPO"]["value"], "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+        self.assertEqual(env["HF_INCLUDE"]["value"], "*.json,*.safetensors")
+        self.assertEqual(fetch["image"], "docker.io/library/python:3.12-slim")
+        self.assertEqual(fetch["command"], ["sh", "/opt/framecast-fetch/fetch-model.sh"])
+        (claim,) = one(docs, "StatefulSet", "replica")["spec"]["volumeClaimTemplates"]
+        self.assertEqual((claim["metadata"]["name"], claim["spec"]["resources"]["requests"]["storage"]), ("model-cache", "20Gi"))
+        replica = container(docs, "replica")
+        (mount,) = [m for m in replica["volumeMounts"] if m["name"] == "model-cache"]
+        self.assertEqual((mount["mountPath"], mount["readOnly"]), ("/models/wan", True))
+        self.assertEqual(env["FRAMECAST_MODEL_DIR"]["value"], "/cache/" + mount["subPath"])
+        self.assertEqual(model_path(docs), "/models/wan")
+        self.assertEqual(named(docs, "ConfigMap", "fc-framecast-model-fetch")["data"]["fetch-model.sh"], (CHART / "files/model/fetch-model.sh").read_text())
+        # Nothing secret in the ConfigMaps; the identity (marker) carries no token.
+        for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+            self.assertNotIn("hf-token", json.dumps(cm))
+        # url: an emptyDir cache; from a Secret: a shared RWX claim.
+        docs = render(MODEL_VARIANTS["model-url"])
+        self.assertIn({"name": "model-cache", "emptyDir": {"sizeLimit": "8Gi"}}, replica_pod(docs)["volumes"])
+        env = pod_env(init_container(docs, "model-fetch"))
+        self.assertEqual((env["FRAMECAST_MODEL_URL"], env["FRAMECAST_MODEL_SHA256"]), ("https://models.example.com/wan.tar.gz", ARCHIVE_SHA256))
+        docs = render(MODEL_VARIANTS["model-url-secret"])
+        self.assertIn({"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache-rwx"}}, replica_pod(docs)["volumes"])
+        self.assertNotIn("volumeClaimTemplates", one(docs, "StatefulSet", "replica")["spec"])
+        env = {e["name"]: e for e in init_container(docs, "model-fetch")["env"]}
+        self.assertEqual(env["FRAMECAST_MODEL_URL"]["valueFrom"]["secretKeyRef"], {"name": "wan-presigned", "key": "url"})
+        # s3: the AWS CLI image (by digest), keys from a Secret, the endpoint of an S3-compatible store.
+        docs = render(MODEL_VARIANTS["model-s3"])
+        fetch = init_container(docs, "model-fetch")
+        self.assertEqual(fetch["image"], "docker.io/amazon/aws-cli:2.32.9@sha256:" + "c3" * 32)
+        env = {e["name"]: e for e in fetch["env"]}
+        self.assertEqual(env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"], {"name": "minio-keys", "key": "AWS_SECRET_ACCESS_KEY"})
+        self.assertEqual(env["FRAMECAST_S3_ENDPOINT_URL"]["value"], "https://minio.example.com")
+        # existingClaim: mounted read-only as is, no download.
+        docs = render(MODEL_VARIANTS["model-existing-claim"])
+        self.assertEqual([c["name"] for c in replica_pod(docs)["initContainers"]], ["model-check"])
+        self.assertIn({"name": "model", "persistentVolumeClaim": {"claimName": "wan21-rox", "readOnly": True}}, replica_pod(docs)["volumes"])
+        (mount,) = [m for m in container(docs, "replica")["volumeMounts"] if m["name"] == "model"]
+        self.assertEqual(mount, {"name": "model", "mountPath": "/models/wan21", "subPath": "Wan2.1-T2V-1.3B-Diffusers", "readOnly": True})
+        self.assertEqual(model_path(docs), "/models/wan21")
+        self.assertEqual([d for d in docs if d["kind"] == "ConfigMap" and "fetch-model.sh" in d["data"]], [])
+
+    def test_the_cache_directory_follows_the_source_identity(self) -> None:
+        def key(values: dict) -> str:
+            env = pod_env(init_container(render(values), "model-fetch"))
+            return env["FRAMECAST_MODEL_DIR"], env["FRAMECAST_MODEL_SOURCE"]
+
+        url = lambda u, sha="": with_model({"source": {"kind": "url", "url": {"url": u, "sha256": sha}}})
+        base, identity = key(url("https://b.example.com/wan.tar.gz?X-Amz-Signature=aaa"))
+        # A re-signed URL (another query) is the same source: no refetch, and no credentials
+        # in the marker.
+        self.assertEqual(key(url("https://b.example.com/wan.tar.gz?X-Amz-Signature=bbb"))[0], base)
+        self.assertNotIn("Signature", identity)
+        self.assertNotEqual(key(url("https://b.example.com/wan-v2.tar.gz"))[0], base)
+        self.assertNotEqual(key(url("https://b.example.com/wan.tar.gz", ARCHIVE_SHA256))[0], base)
+        hf = lambda rev: with_model({"source": {"kind": "huggingface", "huggingface": {"repo": "a/b", "revision": rev}}})
+        self.assertNotEqual(key(hf("main"))[0], key(hf("0fad780a"))[0])
+        # A changed source rolls the pods (the config names it only through the mount).
+        annotations = lambda v: one(render(v), "StatefulSet", "replica")["spec"]["template"]["metadata"]["annotations"]
+        self.assertIn("checksum/model-fetch", annotations(hf("main")))
+
+    def test_bad_model_values_are_refused(self) -> None:
+        failing = {
+            "huggingface.repo": with_model({"source": {"kind": "huggingface"}}),
+            "url.url nor url.existingSecret": with_model({"source": {"kind": "url"}}),
+            "url: set url or existingSecret": with_model({"source": {"kind": "url", "url": {"url": "https://x/y.tgz", "existingSecret": "s"}}}),
+            "s3.uri": with_model({"source": {"kind": "s3"}}),
+            "existingClaim.claimName": with_model({"source": {"kind": "existingClaim"}}),
+            "hostPath.path": with_model({"source": {"kind": "hostPath"}}),
+            "cache.claimName": with_model({"source": {"kind": "url", "url": {"url": "https://x/y.tgz"}}, "cache": {"type": "sharedClaim"}}),
+        }
+        for hint, values in failing.items():
+            with self.assertRaises(helm.HelmError, msg=hint) as caught:
+                render(values)
+            self.assertIn(hint, str(caught.exception))
+        bad = [
+            {"replica": {"model": {"source": {"kind": "gcs"}}}},
+            {"replica": {"model": {"volume": {"type": "pvc"}}}},
+            {"replica": {"model": {"source": {"kind": "url", "url": {"url": "ftp://x/y.tgz"}}}}},
+            {"replica": {"model": {"source": {"kind": "url", "url": {"sha256": "abc"}}}}},
+            {"replica": {"model": {"source": {"kind": "s3", "s3": {"uri": "https://bucket/x"}}}}},
+            {"replica": {"model": {"source": {"kind": "huggingface", "huggingface": {"token": {"value": "hf_x"}}}}}},
+            {"replica": {"model": {"cache": {"type": "hostPath"}}}},
+            {"replica": {"model": {"downloader": {"image": {"repository": "python", "tag": ""}}}}},
+            {"replica": {"model": {"downloader": {"image": {"digest": "latest"}}}}},
+        ]
+        with helm.Chart.load(str(CHART)) as chart:
+            for values in MODEL_VARIANTS.values():
+                chart.validate_schema(values)
+            for values in bad:
+                with self.assertRaises(helm.HelmValuesError, msg=str(values)):
+                    chart.validate_schema(values)
+
+    def test_bundled_model_passes_the_real_check_with_the_rendered_config(self) -> None:
+        """cpu-tiny: the rendered model-check against the real binary, the image's model
+        directory stood in for by models/wan-tiny."""
+        self.assertTrue((TINY / "model_index.json").exists(), "run scripts/setup")
+        docs = render(OVERLAYS["cpu-tiny"])
+        with tempfile.TemporaryDirectory() as tmp:
+            run = ContainerRun(docs, Path(tmp))
+            check = init_container(docs, "model-check")
+            out = run.run(check, str(TARGET / "framecast-replica"), {"FRAMECAST_REPLICA__GENERATOR__MODEL_PATH": str(TINY)})
+            self.assertEqual(out.returncode, 0, out.stderr)
+            summary = json.loads(out.stdout)
+            self.assertEqual((summary["ok"], summary["format"]["width"], summary["format"]["height"]), (True, 320, 192))
+
+    def test_url_source_fetches_once_and_the_real_check_accepts_it(self) -> None:
+        """The rendered model-fetch (script, environment, mounts) against a local HTTP server
+        serving a tar.gz of models/wan-tiny, then the rendered model-check with the real
+        binary; a second start finds the marker and fetches nothing (the server is gone)."""
+        self.assertTrue((TINY / "model_index.json").exists(), "run scripts/setup")
+        self.assertIsNotNone(shutil.which("python3"))
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            served = tmp / "served"
+            served.mkdir()
+            sha = tar_gz(TINY, served / "wan-tiny.tar.gz")
+            server, port = serve_directory(served)
+            try:
+                values = with_model(
+                    {"source": {"kind": "url", "url": {"url": f"http://127.0.0.1:{port}/wan-tiny.tar.gz?X-Amz-Signature=s1", "sha256": sha}}, "cache": {"type": "emptyDir"}},
+                    gpus=0,
+                    generator={"device": "cpu"},
+                )
+                docs = render(values)
+                run = ContainerRun(docs, tmp / "pod")
+                fetch = init_container(docs, "model-fetch")
+                first = run.run(fetch)
+                self.assertEqual(first.returncode, 0, first.stdout + first.stderr)
+                self.assertIn("fetching", first.stdout)
+            finally:
+                server.kill()
+                server.wait()
+            model_dir = Path(run.local(fetch, pod_env(fetch)["FRAMECAST_MODEL_DIR"]))
+            self.assertEqual((model_dir / ".framecast-source").read_text(), pod_env(fetch)["FRAMECAST_MODEL_SOURCE"])
+            self.assertTrue((model_dir / "transformer" / "config.json").exists())
+            # Nothing half-done left next to it (the archive, the partial directory).
+            self.assertEqual(sorted(p.name for p in model_dir.parent.iterdir()), [model_dir.name])
+            second = run.run(fetch)
+            self.assertEqual(second.returncode, 0, second.stdout + second.stderr)
+            self.assertIn("already holds", second.stdout)
+            # model-check sees the fetched directory through the replica's mount.
+            check = init_container(docs, "model-check")
+            self.assertEqual(run.local(check, model_path(docs)), str(model_dir))
+            out = run.run(check, str(TARGET / "framecast-replica"), {"FRAMECAST_REPLICA__GENERATOR__MODEL_PATH": run.local(check, model_path(docs))})
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertTrue(json.loads(out.stdout)["ok"])
+            # A model whose config no longer matches its weights is fetched, then refused by the check.
+            config = model_dir / "transformer" / "config.json"
+            broken = json.loads(config.read_text())
+            broken["num_layers"] += 1
+            config.write_text(json.dumps(broken))
+            out = run.run(check, str(TARGET / "framecast-replica"), {"FRAMECAST_REPLICA__GENERATOR__MODEL_PATH": str(model_dir)})
+            self.assertEqual(out.returncode, 1, out.stdout)
+            self.assertIn("cannot be served", out.stderr)
+
+    def test_url_fetch_refuses_bad_archives_and_leaves_nothing_behind(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            served = tmp / "served"
+            served.mkdir()
+            sha = tar_gz(TINY, served / "wan-tiny.tar.gz")
+            (tmp / "not-a-model").mkdir()
+            (tmp / "not-a-model" / "README").write_text("no model_index.json here")
+            tar_gz(tmp / "not-a-model", served / "empty.tar.gz", top="stuff")
+            server, port = serve_directory(served)
+            try:
+                cases = {
+                    "sha256": {"url": f"http://127.0.0.1:{port}/wan-tiny.tar.gz", "sha256": "0" * 64},
+                    "no model_index.json": {"url": f"http://127.0.0.1:{port}/empty.tar.gz"},
+                    "HTTP 404": {"url": f"http://127.0.0.1:{port}/missing.tar.gz"},
+                }
+                for hint, url in cases.items():
+                    docs = render(with_model({"source": {"kind": "url", "url": url}, "cache": {"type": "emptyDir"}}))
+                    run = ContainerRun(docs, tmp / hint.replace(" ", "-"))
+                    fetch = init_container(docs, "model-fetch")
+                    out = run.run(fetch)
+                    self.assertNotEqual(out.returncode, 0, hint)
+                    self.assertIn(hint, out.stderr, hint)
+                    cache = Path(run.local(fetch, "/cache"))
+                    self.assertEqual(list(cache.iterdir()), [], hint)
+                self.assertEqual(len(sha), 64)
+            finally:
+                server.kill()
+                server.wait()
+
+    def test_huggingface_source_fetches_through_the_hub_api_with_the_token(self) -> None:
+        """The rendered model-fetch against a stand-in Hub (HF_ENDPOINT) that serves
+        models/wan-tiny and demands the token from the Secret; then the real check."""
+        files = sorted(str(p.relative_to(TINY)) for p in TINY.rglob("*") if p.is_file() and "reference" not in p.parts and not p.name.startswith("."))
+        seen: list[str] = []
+        commit = "c0ffee" * 6 + "c0ff"
+
+        class Hub(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != f"Bearer {DUMMY_SECRET}":
+                    self.send_error(401)
+                    return
+                path = urllib.parse.unquote(self.path)
+                seen.append(path)
+                if path == "/api/models/example/wan-tiny/revision/v1":
+                    body = json.dumps({"sha": commit, "siblings": [{"rfilename": f} for f in files]}).encode()
+                elif path.startswith(f"/example/wan-tiny/resolve/{commit}/"):
+                    body = (TINY / path.split(f"/resolve/{commit}/", 1)[1]).read_bytes()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+        threading.Thread(target=hub.serve_forever, daemon=True).start()
+        try:
+            values = with_model(
+                {
+                    "source": {
+                        "kind": "huggingface",
+                        "huggingface": {"repo": "example/wan-tiny", "revision": "v1", "endpoint": f"http://127.0.0.1:{hub.server_port}", "token": {"existingSecret": "hf-token"}},
+                    },
+                    "cache": {"type": "emptyDir"},
+                }
+            )
+            docs = render(values)
+            with tempfile.TemporaryDirectory() as tmp:
+                run = ContainerRun(docs, Path(tmp))
+                fetch = init_container(docs, "model-fetch")
+                out = run.run(fetch)
+                self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+                # Every file fetched at the commit the revision named.
+                self.assertEqual(sorted(p.split(f"/resolve/{commit}/", 1)[1] for p in seen if "/resolve/" in p), files)
+                check = init_container(docs, "model-check")
+                model_dir = run.local(check, model_path(docs))
+                out = run.run(check, str(TARGET / "framecast-replica"), {"FRAMECAST_REPLICA__GENERATOR__MODEL_PATH": model_dir})
+                self.assertEqual(out.returncode, 0, out.stderr)
+                # Without the token the Hub refuses, and the message says what is missing.
+                out = run.run(fetch, extra_env={"HF_TOKEN": "", "FRAMECAST_MODEL_DIR": str(Path(tmp) / "model-cache" / "other")})
+                self.assertNotEqual(out.returncode, 0)
+                self.assertIn("HTTP 401", out.stderr)
+                self.assertIn("token", out.stderr)
+        finally:
+            hub.shutdown()
+
+
+class Autoscaling(unittest.TestCase):
+    """replica.autoscaling: an HPA or a KEDA ScaledObject on the replica StatefulSet."""
+
+    def test_off_by_default(self) -> None:
+        for name, values in OVERLAYS.items():
+            docs = render(values)
+            self.assertEqual([d for d in docs if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")], [], name)
+            self.assertEqual(one(docs, "StatefulSet", "replica")["spec"]["replicas"], values.get("replica", {}).get("count", 2), name)
+
+    def test_hpa_scales_the_statefulset_on_queue_depth_and_drains_slowly(self) -> None:
+        docs = render(AUTOSCALING_VARIANTS["autoscaling-hpa"])
+        hpa = one(docs, "HorizontalPodAutoscaler", "replica")
+        sts = one(docs, "StatefulSet", "replica")
+        self.assertEqual(hpa["apiVersion"], "autoscaling/v2")
+        self.assertEqual(hpa["spec"]["scaleTargetRef"], {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]})
+        self.assertEqual((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]), (2, 6))
+        # The autoscaler owns the count: an upgrade must not reset it.
+        self.assertNotIn("replicas", sts["spec"])
+        metrics = {m["pods"]["metric"]["name"]: m["pods"]["target"] for m in hpa["spec"]["metrics"]}
+        self.assertEqual(metrics["framecast_queue_depth"], {"type": "AverageValue", "averageValue": "1"})
+        self.assertEqual(metrics["framecast_sessions_active"], {"type": "AverageValue", "averageValue": "3"})
+        down = hpa["spec"]["behavior"]["scaleDown"]
+        self.assertGreaterEqual(down["stabilizationWindowSeconds"], 300)
+        self.assertEqual(down["policies"], [{"type": "Pods", "value": 1, "periodSeconds": 300}])
+        # The metric names are ones the replica exports.
+        exported = (ROOT / "replica" / "src" / "observability.rs").read_text()
+        for metric in metrics:
+            self.assertIn(f'"{metric}"', exported)
+        # The pods drain within their grace period.
+        pod = sts["spec"]["template"]["spec"]
+        config = load_in_binary(docs, "replica")
+        self.assertGreater(pod["terminationGracePeriodSeconds"], config["server"]["shutdown_grace_seconds"])
+
+    def test_router_lists_every_pod_up_to_max_replicas(self) -> None:
+        for name, values in AUTOSCALING_VARIANTS.items():
+            docs = render(values)
+            config = load_in_binary(docs, "router")["router"]
+            most = values["replica"]["autoscaling"]["maxReplicas"]
+            sts = one(docs, "StatefulSet", "replica")["metadata"]["name"]
+            self.assertEqual([r["name"] for r in config["replicas"]], [f"replica-{i}" for i in range(most)], name)
+            self.assertIn(f"{sts}-{most - 1}.", config["replicas"][-1]["url"], name)
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"autoscaling": {"enabled": True, "maxReplicas": 65}}})
+        self.assertIn("maxReplicas (65) is above 64", str(caught.exception))
+        render({**MINIMAL, "replica": {"autoscaling": {"enabled": True, "maxReplicas": 64}}})
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}}})
+        self.assertIn("minReplicas (5) exceeds maxReplicas (3)", str(caught.exception))
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"primaryIndex": 1, "autoscaling": {"enabled": True, "minReplicas": 1}}})
+        self.assertIn("replica.autoscaling.minReplicas", str(caught.exception))
+
+    def test_keda_scaled_object_queries_prometheus(self) -> None:
+        docs = render(AUTOSCALING_VARIANTS["autoscaling-keda"])
+        self.assertEqual([d for d in docs if d["kind"] == "HorizontalPodAutoscaler"], [])
+        so = one(docs, "ScaledObject", "replica")
+        sts = one(docs, "StatefulSet", "replica")
+        self.assertEqual(so["apiVersion"], "keda.sh/v1alpha1")
+        spec = so["spec"]
+        self.assertEqual(spec["scaleTargetRef"], {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]})
+        self.assertEqual((spec["minReplicaCount"], spec["maxReplicaCount"]), (1, 5))
+        self.assertNotIn("replicas", sts["spec"])
+        (trigger,) = spec["triggers"]
+        self.assertEqual(trigger["type"], "prometheus")
+        self.assertEqual(trigger["metadata"]["serverAddress"], "http://prometheus.monitoring:9090")
+        self.assertEqual(trigger["authenticationRef"], {"name": "prom-auth"})
+        query = trigger["metadata"]["query"]
+        selector = f'namespace="{NAMESPACE}",pod=~"{sts["metadata"]["name"]}-[0-9]+"'
+        self.assertEqual(query, f"sum(framecast_sessions_active{{{selector}}}) + sum(framecast_queue_depth{{{selector}}})")
+        self.assertEqual(trigger["metadata"]["threshold"], "3")
+        self.assertEqual(spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"], 600)
+        # The query is valid PromQL (promtool parses it inside a rule).
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump({"groups": [{"name": "keda", "rules": [{"record": "framecast:keda", "expr": query}]}]}, f)
+        try:
+            out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"autoscaling": {"enabled": True, "kind": "keda"}}})
+        self.assertIn("keda.serverAddress", str(caught.exception))
+
+    def test_grace_period_must_outlast_the_drain(self) -> None:
+        with self.assertRaises(helm.HelmError) as caught:
+            render({**MINIMAL, "replica": {"shutdownGraceSeconds": 90, "terminationGracePeriodSeconds": 60}})
+        self.assertIn("must exceed replica.shutdownGraceSeconds", str(caught.exception))
+        docs = render({**MINIMAL, "replica": {"shutdownGraceSeconds": 90, "terminationGracePeriodSeconds": 120}})
+        self.assertEqual(load_in_binary(docs, "replica")["server"]["shutdown_grace_seconds"], 90)
+        bad = [
+            {"replica": {"autoscaling": {"kind": "vpa"}}},
+            {"replica": {"autoscaling": {"maxReplicas": 0}}},
+            {"replica": {"autoscaling": {"scaleDown": {"stabilizationWindowSeconds": -1}}}},
+            {"replica": {"autoscaling": {"hpa": {"queueDepthMetric": "queue depth"}}}},
+            {"replica": {"autoscaling": {"keda": {"serverAddress": "prometheus:9090"}}}},
+            {"replica": {"shutdownGraceSeconds": 0}},
+        ]
+        with helm.Chart.load(str(CHART)) as chart:
+            for values in AUTOSCALING_VARIANTS.values():
+                chart.validate_schema(values)
+            for values in bad:
+                with self.assertRaises(helm.HelmValuesError, msg=str(values)):
+                    chart.validate_schema(values)
 
 
 if __name__ == "__main__":

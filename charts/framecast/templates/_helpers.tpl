@@ -127,7 +127,9 @@ topologySpreadConstraints:
 {{- end -}}
 
 {{/* The user's extra init containers; one without a securityContext gets the component's
-     container securityContext, so the pod stays within the restricted profile. */}}
+     container securityContext, so the pod stays within the restricted profile. Then the
+     chart's own (`chart`: a YAML list, e.g. the replica's model-fetch and model-check), which
+     run last: a user's container may prepare what they read. */}}
 {{- define "framecast.initContainers" -}}
 {{- $list := list -}}
 {{- range .v.initContainers -}}
@@ -137,6 +139,7 @@ topologySpreadConstraints:
 {{- end -}}
 {{- $list = append $list $c -}}
 {{- end -}}
+{{- with .chart }}{{ $list = concat $list (fromYamlArray .) }}{{ end -}}
 {{- with $list }}
 initContainers:
   {{- toYaml . | nindent 2 }}
@@ -145,11 +148,17 @@ initContainers:
 
 {{/* The router's config file: FastVideo's router block, replicas from the StatefulSet's stable DNS names. */}}
 {{- define "framecast.router.config" -}}
-{{- if ge (int .Values.replica.primaryIndex) (int .Values.replica.count) -}}
-{{- fail (printf "replica.primaryIndex (%d) must be below replica.count (%d), or -1 for no primary" (int .Values.replica.primaryIndex) (int .Values.replica.count)) -}}
+{{- include "framecast.autoscaling.validate" . -}}
+{{- $a := .Values.replica.autoscaling -}}
+{{- $least := ternary (int $a.minReplicas) (int .Values.replica.count) $a.enabled -}}
+{{- if ge (int .Values.replica.primaryIndex) $least -}}
+{{- fail (printf "replica.primaryIndex (%d) must be below %s (%d), or -1 for no primary" (int .Values.replica.primaryIndex) (ternary "replica.autoscaling.minReplicas" "replica.count" $a.enabled) $least) -}}
 {{- end -}}
 {{- $replicas := list -}}
-{{- range $i, $_ := until (int .Values.replica.count) -}}
+{{- /* With autoscaling the list names every pod the StatefulSet may have (maxReplicas): the
+       router probes each, and one that does not exist yet (its DNS name does not resolve) is
+       unhealthy and gets no session until it does. */ -}}
+{{- range $i, $_ := until (int (include "framecast.replica.listed" .)) -}}
 {{- $host := printf "%s-%d.%s.%s.svc.cluster.local" (include "framecast.replica.name" $) $i (include "framecast.replica.headless" $) $.Release.Namespace -}}
 {{- $replicas = append $replicas (dict "url" (printf "http://%s:%d" $host (int $.Values.replica.port)) "admin_url" (printf "http://%s:%d" $host (int $.Values.replica.adminPort)) "name" (printf "replica-%d" $i) "primary" (eq $i (int $.Values.replica.primaryIndex)) "weight" 1) -}}
 {{- end -}}
@@ -193,11 +202,11 @@ devices:
 {{- $r := .Values.replica -}}
 {{- include "framecast.ports.check" (dict "what" "replica" "port" $r.port "adminPort" $r.adminPort) -}}
 {{- $config := dict
-  "server" (dict "host" "0.0.0.0" "port" (int $r.port) "admin_port" (int $r.adminPort) "auth" (include "framecast.auth.config" (dict "ctx" . "required" $r.auth.required) | fromYaml))
+  "server" (dict "host" "0.0.0.0" "port" (int $r.port) "admin_port" (int $r.adminPort) "shutdown_grace_seconds" (int $r.shutdownGraceSeconds) "auth" (include "framecast.auth.config" (dict "ctx" . "required" $r.auth.required) | fromYaml))
   "streaming" (dict "max_sessions" (int $r.streaming.maxSessions) "session_timeout_seconds" (int $r.streaming.sessionTimeoutSeconds) "generation_segment_cap" (int $r.streaming.generationSegmentCap) "session_log_dir" (ternary (include "framecast.replica.sessionLogDir" .) nil $r.sessionLogs.enabled) "session_log_max_file_bytes" (include "framecast.replica.sessionLogFileBytes" . | int) "session_log_max_total_bytes" (mul (int $r.sessionLogs.maxTotalMiB) 1048576))
   "prompt" (include "framecast.replica.prompt" . | fromYaml)
   "pool" (include "framecast.replica.pool" . | fromYaml)
-  "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" $r.model.path "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
+  "generator" (dict "kind" $r.generator.kind "device" $r.generator.device "model_path" (include "framecast.model.path" .) "width" (int $r.generator.width) "height" (int $r.generator.height) "fps" (int $r.generator.fps) "frames_per_segment" (int $r.generator.framesPerSegment) "num_inference_steps" (int $r.generator.numInferenceSteps))
   "media" (dict "video_encoder" $r.media.videoEncoder "bitrate_kbps" (int $r.media.bitrateKbps))
   "store" (include "framecast.store.config" . | fromYaml) -}}
 {{- toYaml $config -}}

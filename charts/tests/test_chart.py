@@ -1961,6 +1961,25 @@ class Autoscaling(unittest.TestCase):
             render({**MINIMAL, "replica": {"primaryIndex": 1, "autoscaling": {"enabled": True, "minReplicas": 1}}})
         self.assertIn("replica.autoscaling.minReplicas", str(caught.exception))
 
+    def test_dns_discovery_follows_the_headless_service_instead_of_a_list(self) -> None:
+        values = {**MINIMAL, "router": {"replicaDiscovery": "dns"}, "replica": {"autoscaling": {"enabled": True, "maxReplicas": 8}}}
+        docs = render(values)
+        config = load_in_binary(docs, "router")["router"]
+        headless = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
+        self.assertEqual(config["replicas"], [])
+        discovery = config["discovery"]
+        self.assertEqual(discovery["dns_name"], f"{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local")
+        ports = {p["name"]: p["port"] for p in headless["spec"]["ports"]}
+        self.assertEqual((discovery["port"], discovery["admin_port"]), (ports["http"], ports["admin"]))
+        # New pods must resolve before they are ready, so the router can probe them.
+        self.assertTrue(headless["spec"]["publishNotReadyAddresses"])
+        # The default stays a static list, with no discovery.
+        config = load_in_binary(render(MINIMAL), "router")["router"]
+        self.assertIsNone(config["discovery"]["dns_name"])
+        self.assertGreater(len(config["replicas"]), 0)
+        with self.assertRaises(helm.HelmError):
+            render({**MINIMAL, "router": {"replicaDiscovery": "consul"}})
+
     def test_keda_scaled_object_queries_prometheus(self) -> None:
         docs = render(AUTOSCALING_VARIANTS["autoscaling-keda"])
         self.assertEqual([d for d in docs if d["kind"] == "HorizontalPodAutoscaler"], [])

@@ -170,7 +170,8 @@ initContainers:
   "admin_port" (int $r.adminPort)
   "auth" (include "framecast.auth.config" (dict "ctx" . "required" .Values.auth.required) | fromYaml)
   "client_limits" (dict "max_sessions_per_ip" (int $r.clientLimits.maxSessionsPerIp) "new_sessions_per_ip_per_minute" (int $r.clientLimits.newSessionsPerIpPerMinute) "trusted_proxies" $r.clientLimits.trustedProxies)
-  "replicas" $replicas
+  "replicas" (ternary (list) $replicas (eq $r.replicaDiscovery "dns"))
+  "discovery" (ternary (dict "dns_name" (printf "%s.%s.svc.cluster.local" (include "framecast.replica.headless" .) .Release.Namespace) "port" (int .Values.replica.port) "admin_port" (int .Values.replica.adminPort) "max_replicas" 256) (dict "dns_name" nil) (eq $r.replicaDiscovery "dns"))
   "health_check" (dict "path" $r.healthCheck.path "interval_seconds" $r.healthCheck.intervalSeconds "timeout_seconds" $r.healthCheck.timeoutSeconds "failure_threshold" (int $r.healthCheck.failureThreshold) "recovery_threshold" (int $r.healthCheck.recoveryThreshold))
   "selection" $r.selection
   "connect_timeout_seconds" $r.connectTimeoutSeconds

@@ -86,6 +86,11 @@ pub struct RouterConfig {
     pub client_limits: ClientLimitsConfig,
     /// Replicas found in DNS, besides (or instead of) `replicas`.
     pub discovery: DiscoveryConfig,
+    /// The largest client message the replicas take (their `streaming.max_message_bytes`;
+    /// keep the two equal). A replica drops a client that sends more, and a reset can swallow
+    /// its refusal on the way: the router then gives the client that refusal itself
+    /// (`invalid_message`, 1009) instead of reporting a lost replica.
+    pub client_frame_limit_bytes: u64,
 }
 
 /// Replicas found in DNS: every address a name resolves to is a replica, and the name is
@@ -208,6 +213,7 @@ impl Default for RouterConfig {
             threads: 2,
             client_limits: ClientLimitsConfig::default(),
             discovery: DiscoveryConfig::default(),
+            client_frame_limit_bytes: 1 << 20,
         }
     }
 }
@@ -358,6 +364,10 @@ impl Validate for RouterConfig {
                 4096,
             )?;
         }
+        at_least_one(
+            "router.client_frame_limit_bytes",
+            self.client_frame_limit_bytes,
+        )?;
         if self.replicas.is_empty() && self.discovery.dns_name.is_none() {
             return Err(FieldError::new(
                 "router.replicas",

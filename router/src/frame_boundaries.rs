@@ -250,6 +250,99 @@ impl FrameBoundaries {
     }
 }
 
+/// A client frame a replica drops the connection over: the replica then closes with the rest
+/// unread, its kernel resets the connection, and the router may lose the replica's own
+/// refusal to that reset. [`ClientFrames`] finds it so the router can give the refusal itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientViolation {
+    /// A data frame declared over the limit (the replica's `streaming.max_message_bytes`).
+    TooLarge { declared: u64, limit: u64 },
+    /// Not a valid client frame: unmasked, reserved bits, an unknown opcode, or a control
+    /// frame that is fragmented or over 125 bytes.
+    Malformed(&'static str),
+}
+
+/// Reads the client→replica frame headers of a tunnel (headers only) for the first
+/// [`ClientViolation`].
+#[derive(Debug, Clone)]
+pub struct ClientFrames {
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    payload_left: u64,
+    limit: u64,
+    violation: Option<ClientViolation>,
+}
+
+impl ClientFrames {
+    /// Data frames over `limit` payload bytes count as violations.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            header: [0; MAX_HEADER],
+            header_len: 0,
+            payload_left: 0,
+            limit,
+            violation: None,
+        }
+    }
+
+    /// The first violation seen, if any.
+    pub fn violation(&self) -> Option<ClientViolation> {
+        self.violation
+    }
+
+    /// Follows `chunk`, the next client bytes. Stops looking after the first violation (the
+    /// stream is no longer framed as the client claims).
+    pub fn observe(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        while !rest.is_empty() && self.violation.is_none() {
+            if self.payload_left > 0 {
+                let n =
+                    usize::try_from(self.payload_left).map_or(rest.len(), |l| l.min(rest.len()));
+                self.payload_left -= n as u64;
+                rest = &rest[n..];
+                continue;
+            }
+            let wanted = header_len(&self.header[..self.header_len]).unwrap_or(2);
+            let n = (wanted - self.header_len).min(rest.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&rest[..n]);
+            self.header_len += n;
+            rest = &rest[n..];
+            if header_len(&self.header[..self.header_len]) == Some(self.header_len) {
+                let header = &self.header[..self.header_len];
+                self.payload_left = payload_len(header);
+                self.violation = self.check(header);
+                self.header_len = 0;
+            }
+        }
+    }
+
+    fn check(&self, header: &[u8]) -> Option<ClientViolation> {
+        let (first, second) = (header[0], header[1]);
+        let opcode = first & 0x0F;
+        let len = payload_len(header);
+        if second & 0x80 == 0 {
+            return Some(ClientViolation::Malformed("unmasked client frame"));
+        }
+        if first & 0x70 != 0 {
+            return Some(ClientViolation::Malformed("reserved bits set"));
+        }
+        match opcode {
+            OP_CONTINUATION | OP_TEXT | OP_BINARY if len > self.limit => {
+                Some(ClientViolation::TooLarge {
+                    declared: len,
+                    limit: self.limit,
+                })
+            }
+            OP_CONTINUATION | OP_TEXT | OP_BINARY => None,
+            0x8..=0xA if len > 125 || first & 0x80 == 0 => Some(ClientViolation::Malformed(
+                "fragmented or oversized control frame",
+            )),
+            0x8..=0xA => None,
+            _ => Some(ClientViolation::Malformed("unknown opcode")),
+        }
+    }
+}
+
 /// Holds back the bytes of a frame until all of it has arrived, so what is forwarded to the
 /// client always ends at a frame boundary: a replica that dies mid-frame then leaves nothing
 /// half-sent, and the client (whose media player must not be fed a padded fragment) gets
@@ -342,6 +435,62 @@ mod tests {
     use super::*;
 
     const LIMIT: u64 = 1 << 20;
+
+    /// `frame`, masked as a client sends it (the key is zero: the bytes stay readable).
+    fn masked(frame: &[u8]) -> Vec<u8> {
+        let mut out = frame[..2].to_vec();
+        out[1] |= 0x80;
+        let extra = match frame[1] & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        out.extend_from_slice(&frame[2..2 + extra]);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&frame[2 + extra..]);
+        out
+    }
+
+    #[test]
+    fn client_frames_over_the_limit_or_malformed_are_found_at_every_cut() {
+        let ok = masked(&frame(true, OP_TEXT, b"{\"type\":\"ping\"}", false));
+        let big = masked(&frame(true, OP_BINARY, &[0; 300], false));
+        for (stream, expected) in [
+            ([ok.clone(), ok.clone()].concat(), None),
+            (
+                [ok.clone(), big.clone()].concat(),
+                Some(ClientViolation::TooLarge {
+                    declared: 300,
+                    limit: 200,
+                }),
+            ),
+            (
+                [ok.clone(), frame(true, OP_TEXT, b"unmasked", false)].concat(),
+                Some(ClientViolation::Malformed("unmasked client frame")),
+            ),
+            (
+                masked(&frame(true, 0x3, b"x", false)),
+                Some(ClientViolation::Malformed("unknown opcode")),
+            ),
+            (
+                masked(&[0xC1, 1, b'x']),
+                Some(ClientViolation::Malformed("reserved bits set")),
+            ),
+            (
+                masked(&frame(false, 0x9, b"ping", false)),
+                Some(ClientViolation::Malformed(
+                    "fragmented or oversized control frame",
+                )),
+            ),
+        ] {
+            for cut in 0..=stream.len() {
+                let mut client = ClientFrames::new(200);
+                client.observe(&stream[..cut]);
+                client.observe(&stream[cut..]);
+                assert_eq!(client.violation(), expected, "cut at {cut}");
+            }
+        }
+    }
 
     #[test]
     fn whole_frames_go_out_only_once_complete_at_every_cut() {

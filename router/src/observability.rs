@@ -26,6 +26,9 @@ pub const UPSTREAM_LOST_TOTAL: &str = "framecast_router_upstream_lost_total";
 pub const BYTES_TOTAL: &str = "framecast_router_bytes_total";
 /// Connections to a replica that failed before the WebSocket handshake, per replica.
 pub const CONNECT_FAILURES_TOTAL: &str = "framecast_router_connect_failures_total";
+/// Sessions a replica dropped over a client's protocol violation, answered by the router with
+/// the replica's refusal, by violation (frame_too_large, malformed_frame).
+pub const CLIENT_VIOLATIONS_TOTAL: &str = "framecast_router_client_violations_total";
 /// Connection attempts whose replica name did not resolve, per replica.
 pub const RESOLVE_FAILURES_TOTAL: &str = "framecast_router_resolve_failures_total";
 /// DNS discovery lookups that failed (the known replicas were kept).
@@ -76,6 +79,10 @@ pub fn describe() {
         "Sessions refused because no replica was routable."
     );
     describe_counter!(
+        CLIENT_VIOLATIONS_TOTAL,
+        "Sessions a replica dropped over a client's oversized or malformed frame (the router gave the client the refusal), by violation."
+    );
+    describe_counter!(
         DISCOVERY_FAILURES_TOTAL,
         "DNS discovery lookups that failed (the known replicas were kept)."
     );
@@ -107,6 +114,9 @@ pub fn register_replica(replica: &str) {
 pub fn register_router() {
     counter!(NO_REPLICA_TOTAL).absolute(0);
     counter!(DISCOVERY_FAILURES_TOTAL).absolute(0);
+    for violation in ["frame_too_large", "malformed_frame"] {
+        counter!(CLIENT_VIOLATIONS_TOTAL, "violation" => violation).absolute(0);
+    }
     for protocol in PROTOCOLS {
         counter!(SESSIONS_BY_PROTOCOL_TOTAL, "protocol" => protocol).absolute(0);
         counter!(UPSTREAM_LOST_TOTAL, "protocol" => protocol).absolute(0);
@@ -189,6 +199,11 @@ pub fn session_closed(replica: &str, outcome: &'static str, to_client: usize, to
 /// Connecting to `replica` failed, or it closed the connection before answering the handshake.
 pub fn connect_failed(replica: &str) {
     counter!(CONNECT_FAILURES_TOTAL, "replica" => replica.to_string()).increment(1);
+}
+
+/// A replica dropped a client over `violation`; the router answered for it.
+pub fn client_violation(violation: &'static str) {
+    counter!(CLIENT_VIOLATIONS_TOTAL, "violation" => violation).increment(1);
 }
 
 /// A discovery lookup failed.

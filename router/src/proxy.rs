@@ -44,6 +44,8 @@ pub struct StreamProxy {
     clients: ClientLimiter,
     auth: Authenticator,
     resolver: Arc<dyn Resolve>,
+    /// The largest client frame the replicas take (`router.client_frame_limit_bytes`).
+    client_frame_limit: u64,
 }
 
 /// pingora's per-request context: the replicas one request was sent to.
@@ -84,6 +86,7 @@ impl StreamProxy {
         clients: ClientLimiter,
         auth: Authenticator,
         resolver: Arc<dyn Resolve>,
+        client_frame_limit: u64,
     ) -> Self {
         Self {
             registry,
@@ -92,6 +95,7 @@ impl StreamProxy {
             clients,
             auth,
             resolver,
+            client_frame_limit,
         }
     }
 
@@ -258,7 +262,22 @@ impl ProxyHttp for StreamProxy {
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
         if websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let protocol = Protocol::of_path(session.req_header().uri.path());
-            ctx.upstream = Some(UpstreamWatch::new(protocol));
+            ctx.upstream = Some(UpstreamWatch::new(protocol, self.client_frame_limit));
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The client's frame headers: if the replica drops the connection over one of them,
+        // the client gets the replica's refusal, not a lost-replica error.
+        if let (Some(watch), Some(chunk)) = (ctx.upstream.as_mut(), body.as_deref()) {
+            watch.observe_client(chunk);
         }
         Ok(())
     }

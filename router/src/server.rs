@@ -105,6 +105,7 @@ impl RouterServer {
             ClientLimiter::new(&config.client_limits),
             auth,
             resolver,
+            config.client_frame_limit_bytes,
         );
         let conf: Arc<ServerConf> = server.configuration.clone();
         let mut service = http_proxy_service_with_name(&conf, proxy, "framecast-router");

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use framecast_common::protocol::{ErrorCode, ServerMessage};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::frame_boundaries::{FrameBoundaries, WholeFrames};
+use crate::frame_boundaries::{ClientFrames, ClientViolation, FrameBoundaries, WholeFrames};
 use crate::observability::{self, Protocol};
 
 /// The most payload bytes the router sends to finish a frame the replica left unfinished; a
@@ -43,6 +43,9 @@ const DREAMVERSE_MESSAGE: &str =
 #[derive(Debug, Clone)]
 pub struct UpstreamWatch {
     whole: WholeFrames,
+    /// The client's frames: a replica that dropped the connection over one of them was not
+    /// lost, it refused the client.
+    client: ClientFrames,
     frames: FrameBoundaries,
     protocol: Protocol,
     /// Set once [`UpstreamWatch::farewell`] has run: the connection's end is decided.
@@ -50,10 +53,12 @@ pub struct UpstreamWatch {
 }
 
 impl UpstreamWatch {
-    /// A watch over a tunnel speaking `protocol`, started when the replica's `101` goes out.
-    pub fn new(protocol: Protocol) -> Self {
+    /// A watch over a tunnel speaking `protocol`, started when the replica's `101` goes out;
+    /// client frames over `client_frame_limit` bytes are ones the replica refuses.
+    pub fn new(protocol: Protocol, client_frame_limit: u64) -> Self {
         Self {
             whole: WholeFrames::new(HOLD_LIMIT),
+            client: ClientFrames::new(client_frame_limit),
             frames: FrameBoundaries::new(),
             protocol,
             ended: false,
@@ -68,6 +73,11 @@ impl UpstreamWatch {
         out
     }
 
+    /// Follows `chunk`, the next client bytes forwarded to the replica (headers only).
+    pub fn observe_client(&mut self, chunk: &[u8]) {
+        self.client.observe(chunk);
+    }
+
     /// The replica named `replica` is gone (`cause`: it closed the connection, or the error).
     /// Returns what to send the client before the connection ends: the rest of the frame in
     /// progress, the `error` frame and the 1012 close. `None` when the replica had sent a
@@ -76,6 +86,9 @@ impl UpstreamWatch {
     pub fn farewell(&mut self, replica: &str, cause: &dyn std::fmt::Display) -> Option<Bytes> {
         if std::mem::replace(&mut self.ended, true) || self.frames.close_seen() {
             return None;
+        }
+        if let Some(violation) = self.client.violation() {
+            return self.refusal(replica, violation);
         }
         observability::upstream_lost(self.protocol);
         let mut bytes = match self.frames.completion(PADDING_LIMIT) {
@@ -101,6 +114,47 @@ impl UpstreamWatch {
             CLOSE_REASON,
         ));
         observability::error_sent(ErrorCode::WorkerFailed);
+        Some(Bytes::from(bytes))
+    }
+}
+
+impl UpstreamWatch {
+    /// What the replica said (and its reset may have swallowed) when it dropped a client over
+    /// `violation`: `invalid_message` and 1009 for a frame over the limit, 1002 for a malformed
+    /// one; no padding is owed past a refusal the client caused. Not a lost replica.
+    fn refusal(&mut self, replica: &str, violation: ClientViolation) -> Option<Bytes> {
+        let (message, reason, code, close_reason) = match violation {
+            ClientViolation::TooLarge { declared, limit } => (
+                format!("message of {declared} bytes is larger than {limit} bytes"),
+                "frame_too_large",
+                CloseCode::Size,
+                "message too big",
+            ),
+            ClientViolation::Malformed(what) => (
+                format!("malformed WebSocket frame: {what}"),
+                "malformed_frame",
+                CloseCode::Protocol,
+                "protocol error",
+            ),
+        };
+        tracing::info!(%replica, protocol = self.protocol.label(), %message,
+            "the replica dropped a client that broke the protocol; giving the client its refusal");
+        observability::client_violation(reason);
+        let mut bytes = self.frames.completion(PADDING_LIMIT).ok()?;
+        let text = match self.protocol {
+            Protocol::Dreamverse => {
+                serde_json::json!({"type": "error", "message": message}).to_string()
+            }
+            Protocol::V1Stream | Protocol::Other => ServerMessage::Error {
+                code: ErrorCode::InvalidMessage,
+                message,
+                retryable: false,
+                reason: Some(reason.into()),
+            }
+            .to_json(),
+        };
+        bytes.extend(crate::refusal::error_and_close(&text, code, close_reason));
+        observability::error_sent(ErrorCode::InvalidMessage);
         Some(Bytes::from(bytes))
     }
 }
@@ -153,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_lost_v1_stream_gets_whole_frames_only_then_worker_failed_and_1012() {
-        let mut watch = UpstreamWatch::new(Protocol::V1Stream);
+        let mut watch = UpstreamWatch::new(Protocol::V1Stream, 1 << 20);
         // A whole text frame goes out; of a binary frame of 10 bytes only 4 arrived: held.
         let out = watch.forward(&[0x81, 2, b'h', b'i', 0x82, 10, 1, 2, 3, 4]);
         assert_eq!(&out[..], &[0x81, 2, b'h', b'i']);
@@ -174,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_lost_dreamverse_session_gets_the_apps_error_shape() {
-        let mut watch = UpstreamWatch::new(Protocol::Dreamverse);
+        let mut watch = UpstreamWatch::new(Protocol::Dreamverse, 1 << 20);
         assert_eq!(&watch.forward(b"\x81\x02hi")[..], b"\x81\x02hi");
         let bytes = watch.farewell("r0", &"reset").unwrap();
         let (error, code, _) = split(&bytes, 0);
@@ -192,14 +246,14 @@ mod tests {
 
     #[test]
     fn a_replica_that_closed_the_session_gets_nothing_added() {
-        let mut watch = UpstreamWatch::new(Protocol::V1Stream);
+        let mut watch = UpstreamWatch::new(Protocol::V1Stream, 1 << 20);
         watch.forward(&[0x88, 0x02, 0x03, 0xE8]);
         assert!(watch.farewell("r0", &"closed").is_none());
     }
 
     #[test]
     fn a_frame_too_large_to_hold_is_passed_on_and_padded_when_cut() {
-        let mut watch = UpstreamWatch::new(Protocol::V1Stream);
+        let mut watch = UpstreamWatch::new(Protocol::V1Stream, 1 << 20);
         let len = HOLD_LIMIT as u64 + 10;
         let mut cut = vec![0x82, 127];
         cut.extend_from_slice(&len.to_be_bytes());
@@ -218,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_frame_too_large_to_pad_is_abandoned() {
-        let mut watch = UpstreamWatch::new(Protocol::V1Stream);
+        let mut watch = UpstreamWatch::new(Protocol::V1Stream, 1 << 20);
         let mut header = vec![0x82, 127];
         header.extend_from_slice(&(PADDING_LIMIT + 1).to_be_bytes());
         watch.forward(&header);

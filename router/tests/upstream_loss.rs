@@ -37,6 +37,9 @@ enum Ending {
     Reset,
     /// Dies after part of a binary frame too large for the router to hold back (FIN).
     Big,
+    /// Drops the client, as a replica refuses an oversized frame, once its header arrived:
+    /// a reset, so its own refusal would be lost.
+    Refuse,
     /// Sends a Close frame (1000) and closes once the client answered it.
     CloseFrame,
 }
@@ -80,6 +83,8 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         Ending::Reset
     } else if request_line.contains("ending=big") {
         Ending::Big
+    } else if request_line.contains("ending=refuse") {
+        Ending::Refuse
     } else if request_line.contains("ending=close") {
         Ending::CloseFrame
     } else {
@@ -97,6 +102,14 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     let mut greeting = vec![0x81, GREETING.len() as u8];
     greeting.extend_from_slice(GREETING.as_bytes());
     stream.write_all(&greeting).await?;
+    if ending == Ending::Refuse {
+        // The client's frame header (masked: 14 bytes with a 64-bit length), then the reset.
+        let mut header = [0u8; 14];
+        stream.read_exact(&mut header).await?;
+        stream.set_zero_linger()?;
+        drop(stream);
+        return Ok(());
+    }
     if ending == Ending::CloseFrame {
         stream.write_all(&[0x88, 6, 0x03, 0xE8]).await?;
         stream.write_all(b"done").await?;
@@ -292,6 +305,30 @@ async fn a_replica_lost_mid_frame_leaves_the_client_in_sync_with_worker_failed_a
     assert_eq!(metric(&router, LOST_DREAMVERSE).await, 1.0);
     assert_eq!(metric(&router, LOST_OTHER).await, 0.0);
     assert_eq!(metric(&router, WORKER_FAILED).await, 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropped_over_an_oversized_frame_gets_the_refusal_not_a_lost_replica() {
+    use futures_util::SinkExt;
+    let metrics = framecast_common::metrics::install_recorder("router").unwrap();
+    let router = router_for(start_raw_replica().await, Some(metrics)).await;
+    let too_large = "framecast_router_client_violations_total{violation=\"frame_too_large\"}";
+    assert_eq!(metric(&router, too_large).await, 0.0);
+    let mut ws = open(&router, "/v1/stream?ending=refuse").await;
+    assert_eq!(next(&mut ws).await, Message::text(GREETING));
+    // 2 MiB, over the replicas' 1 MiB.
+    let _ = ws.send(Message::binary(vec![0u8; 2 << 20])).await;
+    let error: serde_json::Value =
+        serde_json::from_str(next(&mut ws).await.to_text().unwrap()).expect("the refusal is JSON");
+    assert_eq!(error["code"], "invalid_message", "{error}");
+    assert_eq!(error["reason"], "frame_too_large");
+    assert_eq!(error["retryable"], false);
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert_eq!(metric(&router, too_large).await, 1.0);
+    assert_eq!(metric(&router, LOST_V1).await, 0.0, "not a lost replica");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,24 +18,28 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Two mock replicas sharing `redis`, and the router in front of them.
-async fn two_replicas_and_router(redis: &RedisServer) -> (Vec<ChildGuard>, Vec<String>, Router) {
+/// Two mock replicas sharing `redis` (0.5 s segments made in 0.2 s, so a client is never far
+/// behind; `extra` settings applied last), and the router in front of them.
+async fn two_replicas_and_router(
+    redis: &RedisServer,
+    extra: &[(&str, &str)],
+) -> ([ChildGuard; 2], Vec<String>, Router) {
     let url = redis.url();
-    let settings = [
+    let mut settings = vec![
         ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
         ("FRAMECAST_REPLICA__STORE__REDIS__URL", url.as_str()),
         (
             "FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX",
             "failover-test:",
         ),
-        // Segments of 0.5 s made in 0.2 s: a client is never far behind.
         ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "200"),
     ];
+    settings.extend_from_slice(extra);
     let (a, a_base) = start_mock_replica(&settings).await;
     let (b, b_base) = start_mock_replica(&settings).await;
     let bases = vec![a_base, b_base];
     let router = start_router(&bases, &[]).await;
-    (vec![a, b], bases, router)
+    ([a, b], bases, router)
 }
 
 fn init() -> Value {
@@ -163,7 +167,7 @@ async fn router_counter(router: &Router, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_continues_on_the_other_replica_after_a_kill_9() {
     let redis = RedisServer::start();
-    let (mut replicas, bases, router) = two_replicas_and_router(&redis).await;
+    let (mut replicas, bases, router) = two_replicas_and_router(&redis, &[]).await;
     let lost_before = router_counter(
         &router,
         "framecast_router_upstream_lost_total{protocol=\"v1_stream\"}",
@@ -267,7 +271,7 @@ async fn a_stream_continues_on_the_other_replica_after_a_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_new_sessions_stream_and_a_resume_is_refused_with_its_reason() {
     let mut redis = RedisServer::start();
-    let (_replicas, _bases, router) = two_replicas_and_router(&redis).await;
+    let (_replicas, _bases, router) = two_replicas_and_router(&redis, &[]).await;
     redis.kill();
 
     let mut ws = open_stream(&router.base, init()).await;
@@ -307,23 +311,14 @@ async fn with_redis_down_new_sessions_stream_and_a_resume_is_refused_with_its_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_keeps_playing_through_a_kill_9_of_its_replica() {
     let redis = RedisServer::start();
-    let url = redis.url();
     let settings = [
-        ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
-        ("FRAMECAST_REPLICA__STORE__REDIS__URL", url.as_str()),
-        (
-            "FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX",
-            "failover-browser:",
-        ),
-        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "200"),
+        // Close to real time (0.45 s per 0.5 s segment), so the player's buffer is thin when
+        // the replica dies and the stall measures the failover.
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "450"),
         // Eight 0.5 s segments: 4 s of video.
         ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "8"),
     ];
-    let (a, a_base) = start_mock_replica(&settings).await;
-    let (b, b_base) = start_mock_replica(&settings).await;
-    let mut replicas = [a, b];
-    let bases = vec![a_base, b_base];
-    let router = start_router(&bases, &[]).await;
+    let (mut replicas, bases, router) = two_replicas_and_router(&redis, &settings).await;
 
     let page = format!("{}/?autoplay=1&prompt=a%20red%20fox", router.base);
     let player = tokio::spawn(async move {
@@ -406,17 +401,9 @@ async fn stream_to_the_cap(router: String) -> (Vec<u64>, Vec<f64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_streams_continue_when_a_replica_is_killed_under_load() {
     let redis = RedisServer::start();
-    let url = redis.url();
     let capacity = (SESSIONS + 10).to_string();
     let cap = CAP.to_string();
     let settings = [
-        ("FRAMECAST_REPLICA__STORE__BACKEND", "redis"),
-        ("FRAMECAST_REPLICA__STORE__REDIS__URL", url.as_str()),
-        (
-            "FRAMECAST_REPLICA__STORE__REDIS__KEY_PREFIX",
-            "failover-load:",
-        ),
-        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "200"),
         (
             "FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP",
             cap.as_str(),
@@ -428,11 +415,7 @@ async fn fifty_streams_continue_when_a_replica_is_killed_under_load() {
         ),
         ("FRAMECAST_REPLICA__POOL__ACQUIRE_TIMEOUT_SECONDS", "60"),
     ];
-    let (a, a_base) = start_mock_replica(&settings).await;
-    let (b, b_base) = start_mock_replica(&settings).await;
-    let mut replicas = [a, b];
-    let bases = vec![a_base, b_base];
-    let router = start_router(&bases, &[]).await;
+    let (mut replicas, bases, router) = two_replicas_and_router(&redis, &settings).await;
 
     let clients: Vec<_> = (0..SESSIONS)
         .map(|_| tokio::spawn(stream_to_the_cap(router.base.clone())))

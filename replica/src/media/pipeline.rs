@@ -267,6 +267,7 @@ fn link(chain: &[&gst::Element]) -> Result<(), MediaError> {
 /// The video encoder element `kind` resolves to here (`x264enc` or `nvh264enc`), or why the
 /// one asked for cannot be had: what `/readyz` reports and every session uses.
 pub fn video_encoder_name(kind: VideoEncoderKind) -> Result<&'static str, MediaError> {
+    super::elements::init()?;
     Ok(if use_nvenc(kind)? {
         "nvh264enc"
     } else {

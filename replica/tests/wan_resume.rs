@@ -91,6 +91,14 @@ fn exact_checkpoints_resume_identically_and_portable_ones_are_small_and_continue
             / frames.len() as f64
     };
     let (portable_off, fresh_off) = (deviation(&from_portable.frames), deviation(&fresh.frames));
+    // Frame by frame: the same latents decoded with rebuilt instead of carried caches.
+    let per_frame: Vec<String> = from_portable
+        .frames
+        .iter()
+        .zip(&s2.frames)
+        .map(|(a, b)| format!("{:.1}", frame_difference(a, b)))
+        .collect();
+    eprintln!("portable vs exact, per frame: {}", per_frame.join(" "));
     let within = Seam::within(&[&s0.frames, &s1.frames, &s2.frames]);
     let seam = |next: &[Vec<u8>]| Seam::at_boundary(&s1.frames, next, within).score;
     eprintln!(

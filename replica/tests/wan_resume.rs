@@ -117,3 +117,54 @@ fn exact_checkpoints_resume_identically_and_portable_ones_are_small_and_continue
     // figures above are for the README, not a pass mark.
     assert!(portable_off.is_finite() && fresh_off.is_finite());
 }
+
+#[test]
+fn a_longer_latent_history_rebuilds_the_decoder_caches_closer_to_the_exact_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    let blobs: Arc<dyn BlobStore> =
+        Arc::new(MemoryBlobStore::new(64 << 20, Duration::from_secs(60)));
+    let mut offs = Vec::new();
+    for history in [1, 4, 8, 16] {
+        let mut live = WanGenerator::load(&dir, FORMAT, Device::Cpu, blobs.clone()).unwrap();
+        live.set_history_frames(history);
+        let mut state = None;
+        // Ten segments (two latent frames each, 21 in all) before the checkpoint.
+        for idx in 0..10 {
+            let segment = live
+                .generate(&request(idx), state.as_ref(), &mut |_| {
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            state = Some(segment.next_state);
+        }
+        let state = state.unwrap();
+        let portable = live.checkpoint_state(&state, "session", 0).unwrap();
+        let exact_next = live
+            .generate(
+                &request(6),
+                Some(&state),
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        let mut other = WanGenerator::load(&dir, FORMAT, Device::Cpu, blobs.clone()).unwrap();
+        let resumed = other
+            .generate(&request(6), Some(&portable), &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let off = resumed
+            .frames
+            .iter()
+            .zip(&exact_next.frames)
+            .map(|(a, b)| frame_difference(a, b))
+            .sum::<f64>()
+            / resumed.frames.len() as f64;
+        offs.push((history, off));
+    }
+    eprintln!("portable resume vs exact, by latent frames kept: {offs:?}");
+    let (first, last) = (offs[0].1, offs[offs.len() - 1].1);
+    assert!(
+        last < first,
+        "more history must rebuild the caches closer: {offs:?}"
+    );
+}

@@ -28,6 +28,10 @@ pub const WAN_STATE_KIND: &str = "framecast.wan.v1";
 pub(super) struct StreamState {
     /// Clean latents (1, z, CONTEXT_FRAMES, h, w) that condition the next segment.
     pub(super) context: Tensor,
+    /// The newest clean latent frames the decoder decoded (1, z, ≤ the generator's history
+    /// length, h, w): a portable checkpoint carries them so the decoder's causal caches can
+    /// be rebuilt by decoding them again.
+    pub(super) history: Tensor,
     /// The VAE decoder's causal caches.
     pub(super) decoder: DecoderState,
 }
@@ -46,9 +50,9 @@ struct WanStatePayload {
     frames_decoded: u64,
     /// Latent grid (height, width) the tensors were made for.
     latent_hw: (i64, i64),
-    /// The blob holds the latent context only, without the decoder's caches: a resume
-    /// checkpoint of a stream whose exact state is over the size limit. Restoring it
-    /// rebuilds the caches by decoding the context ([`StreamState::needs_cache_rebuild`]).
+    /// The blob holds the latent context and history only, without the decoder's caches: a
+    /// resume checkpoint of a stream whose exact state is over the size limit. Restoring it
+    /// rebuilds the caches by decoding the history ([`StreamState::needs_cache_rebuild`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     portable: bool,
 }
@@ -122,10 +126,13 @@ impl StreamStates {
         let tensors = tensor_bytes::from_bytes(&bytes, self.device, self.kind)
             .map_err(GenerateError::InvalidState)?;
         let mut context = None;
+        let mut history = None;
         let mut cache = Vec::new();
         for (name, tensor) in tensors {
             if name == "context" {
                 context = Some(tensor);
+            } else if name == "history" {
+                history = Some(tensor);
             } else if let Some(i) = name.strip_prefix("cache.") {
                 let i: usize = i.parse().map_err(|_| {
                     GenerateError::InvalidState(format!("bad tensor name `{name}`"))
@@ -136,10 +143,13 @@ impl StreamStates {
         cache.sort_by_key(|(i, _)| *i);
         let context =
             context.ok_or_else(|| GenerateError::InvalidState("no `context` tensor".into()))?;
+        // Snapshots made before histories existed carry the context alone.
+        let history = history.unwrap_or_else(|| context.shallow_clone());
         if payload.portable {
-            // No caches: the generator rebuilds them from the context before decoding.
+            // No caches: the generator rebuilds them from the history before decoding.
             return Ok(StreamState {
                 context,
+                history,
                 decoder: DecoderState::default(),
             });
         }
@@ -149,6 +159,7 @@ impl StreamStates {
             })?;
         Ok(StreamState {
             context,
+            history,
             decoder: DecoderState {
                 cache,
                 frames_decoded: payload.frames_decoded,
@@ -259,7 +270,7 @@ impl StreamStates {
         }
     }
 
-    /// Stores `stream`'s tensors (only the context when `portable`) as one safetensors blob
+    /// Stores `stream`'s tensors (only the context and history when `portable`) as one safetensors blob
     /// under `owner`, and names it in a continuation state.
     fn write(
         &self,
@@ -269,7 +280,10 @@ impl StreamStates {
         portable: bool,
     ) -> Result<ContinuationState, GenerateError> {
         let tensors = stream.decoder.cache.tensors();
-        let mut named: Vec<(String, &Tensor)> = vec![("context".into(), &stream.context)];
+        let mut named: Vec<(String, &Tensor)> = vec![
+            ("context".into(), &stream.context),
+            ("history".into(), &stream.history),
+        ];
         if !portable {
             named.extend(
                 tensors
@@ -322,7 +336,7 @@ impl StreamState {
     }
 
     /// Whether this stream was restored from a portable checkpoint, so its decoder caches
-    /// must be rebuilt (by decoding the context) before new frames are decoded.
+    /// must be rebuilt (by decoding the history) before new frames are decoded.
     pub(super) fn needs_cache_rebuild(&self) -> bool {
         self.decoder.frames_decoded == 0
     }

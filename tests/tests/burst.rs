@@ -208,7 +208,11 @@ async fn burst(base: &str, label: &str) -> (usize, usize) {
 }
 
 /// A replica with `CAPACITY` sessions over `WORKERS` in-process mock workers; sessions beyond
-/// the workers queue (they count towards the capacity) and each is served one segment.
+/// the workers queue (they count towards the capacity) and each is served one segment. A
+/// segment takes 150 ms, so the workers get through about 50 sessions a second: the burst
+/// stays over capacity however slowly this machine opens its 400 connections (at 20 ms the
+/// first sessions were sometimes done before the last clients connected, and no one was
+/// refused).
 async fn replica(logs: &tempfile::TempDir) -> (ChildGuard, String) {
     let capacity = CAPACITY.to_string();
     let workers = WORKERS.to_string();
@@ -217,7 +221,7 @@ async fn replica(logs: &tempfile::TempDir) -> (ChildGuard, String) {
         ("FRAMECAST_REPLICA__POOL__NUM_WORKERS", &workers),
         ("FRAMECAST_REPLICA__POOL__ACQUIRE_TIMEOUT_SECONDS", "60"),
         ("FRAMECAST_REPLICA__STREAMING__GENERATION_SEGMENT_CAP", "1"),
-        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "20"),
+        ("FRAMECAST_REPLICA__GENERATOR__MOCK_LATENCY_MS", "150"),
         (
             "FRAMECAST_REPLICA__STREAMING__SESSION_LOG_DIR",
             logs.path().to_str().unwrap(),

@@ -236,7 +236,7 @@ impl ReplicaRegistry {
             }
             let present = found
                 .iter()
-                .any(|a| address_authority(*a) == entry.replica.authority);
+                .any(|a| a.to_string() == entry.replica.authority);
             let mut state = entry.state.lock();
             if present && state.retired {
                 state.retired = false;
@@ -247,7 +247,7 @@ impl ReplicaRegistry {
             }
         }
         for addr in found {
-            let authority = address_authority(*addr);
+            let authority = addr.to_string();
             if self
                 .entries
                 .iter()
@@ -259,15 +259,12 @@ impl ReplicaRegistry {
                 changes.over_limit += 1;
                 continue;
             }
-            let host = match addr {
-                SocketAddr::V4(a) => a.ip().to_string(),
-                SocketAddr::V6(a) => a.ip().to_string(),
-            };
+            let host = addr.ip().to_string();
             let admin = SocketAddr::new(addr.ip(), admin_port);
             let replica = Replica {
                 name: authority.clone(),
                 url: format!("http://{authority}"),
-                admin_url: format!("http://{}", address_authority(admin)),
+                admin_url: format!("http://{admin}"),
                 authority,
                 host,
                 tls: false,
@@ -398,14 +395,6 @@ impl ReplicaRegistry {
     /// discovered ones as they appeared.
     pub fn all(&self) -> impl Iterator<Item = (usize, &Replica)> {
         self.entries.iter().map(|(i, e)| (i, &e.replica))
-    }
-}
-
-/// `ip:port` of `addr`, an IPv6 address bracketed (as configured URLs give authorities).
-fn address_authority(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     }
 }
 

@@ -152,10 +152,7 @@ pub fn format_key(generator: &GeneratorSettings) -> [u32; 4] {
 }
 
 fn sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::store::hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn is_hex(s: &str, len: usize) -> bool {

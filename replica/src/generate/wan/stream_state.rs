@@ -213,9 +213,20 @@ impl StreamStates {
         state: &ContinuationState,
         owner: &str,
     ) -> Result<ContinuationState, GenerateError> {
+        self.held_or_stored(state, |states| states.export_latest(owner))
+    }
+
+    /// `state` made portable by `write` when it names the stream held live here, or `state`
+    /// itself when it already references its bytes; an error when it is neither (another
+    /// worker's live stream, or one this worker has moved on from).
+    fn held_or_stored(
+        &mut self,
+        state: &ContinuationState,
+        write: impl FnOnce(&mut Self) -> Result<ContinuationState, GenerateError>,
+    ) -> Result<ContinuationState, GenerateError> {
         let payload = self.parse_payload(state)?;
         match &self.latest {
-            Some((token, _, _)) if *token == payload.stream => self.export_latest(owner),
+            Some((token, _, _)) if *token == payload.stream => write(self),
             _ if payload.blob.is_some() => Ok(state.clone()),
             _ => Err(GenerateError::InvalidState(format!(
                 "stream `{}` is no longer held by this worker",
@@ -256,18 +267,11 @@ impl StreamStates {
         owner: &str,
         max_bytes: u64,
     ) -> Result<ContinuationState, GenerateError> {
-        let payload = self.parse_payload(state)?;
-        match &self.latest {
-            Some((token, stream, _)) if *token == payload.stream => {
-                let portable = stream.exact_bytes() > max_bytes;
-                self.write(token, stream, owner, portable)
-            }
-            _ if payload.blob.is_some() => Ok(state.clone()),
-            _ => Err(GenerateError::InvalidState(format!(
-                "stream `{}` is no longer held by this worker",
-                payload.stream
-            ))),
-        }
+        self.held_or_stored(state, |states| {
+            let (token, stream, _) = states.latest.as_ref().expect("held: checked above");
+            let portable = stream.exact_bytes() > max_bytes;
+            states.write(token, stream, owner, portable)
+        })
     }
 
     /// Stores `stream`'s tensors (only the context and history when `portable`) as one safetensors blob

@@ -2,8 +2,10 @@
 //! reproduced, segments of the configured format, per-step progress, cancellation, and a
 //! stream continued from its stored state by a fresh generator identically.
 
+mod support;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,25 +14,8 @@ use framecast_replica::generate::wan::stream_state::WAN_STATE_KIND;
 use framecast_replica::generate::{GenerateError, Generator, SegmentRequest, StreamFormat};
 use framecast_replica::store::BlobStore;
 use framecast_replica::store::memory::MemoryBlobStore;
+use support::wan::{FORMAT, model_dir, request};
 use tch::{Device, Tensor};
-
-fn model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
-    assert!(
-        dir.join("model_index.json").exists(),
-        "{} is missing: run scripts/setup",
-        dir.display()
-    );
-    dir
-}
-
-const FORMAT: StreamFormat = StreamFormat {
-    width: 80,
-    height: 64,
-    fps: 8,
-    frames_per_segment: 8,
-    audio: None,
-};
 
 fn blobs() -> Arc<dyn BlobStore> {
     Arc::new(MemoryBlobStore::new(64 << 20, Duration::from_secs(600)))
@@ -38,20 +23,6 @@ fn blobs() -> Arc<dyn BlobStore> {
 
 fn generator(blobs: Arc<dyn BlobStore>) -> WanGenerator {
     WanGenerator::load(&model_dir(), FORMAT, Device::Cpu, blobs).unwrap()
-}
-
-fn request(segment_idx: u32) -> SegmentRequest {
-    SegmentRequest {
-        fresh_stream: false,
-        checkpoint_max_bytes: None,
-        segment_idx,
-        prompt: "a red fox runs through a snowy forest at dawn".into(),
-        negative_prompt: None,
-        seed: 7,
-        num_inference_steps: 2,
-        guidance_scale: 1.0,
-        initial_image: None,
-    }
 }
 
 #[test]

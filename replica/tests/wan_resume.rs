@@ -1,49 +1,29 @@
 //! Resume checkpoints of the Wan generator on the tiny model (CPU, fp32): an exact
 //! checkpoint continues the stream bit for bit on a generator that never saw it; a portable
-//! one (the latent context alone, the decoder caches rebuilt by decoding it) is a fraction
-//! of the size and continues the stream. The figures (sizes, difference from the exact
-//! continuation, seam scores) are printed. The tiny model is untrained, so its frames have no
-//! temporal coherence: its seam scores are all about 1 and every continuation is about as far
-//! from the exact one as a fresh start. A seam worth reporting needs a trained model.
+//! one (the latent context and the last clean latent frames, which a restore decodes again to
+//! rebuild the decoder caches) is a fraction of the size and continues the stream, the closer
+//! to the exact continuation the more history it keeps. The figures (sizes, difference from
+//! the exact continuation, seam scores) are printed. The tiny model is untrained, so its frames
+//! have no temporal coherence and its seam scores say nothing (about 1 for every
+//! continuation): a seam worth reporting needs a trained model.
+
+mod support;
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use framecast_replica::generate::Generator;
 use framecast_replica::generate::seam::{Seam, frame_difference};
 use framecast_replica::generate::wan::generator::WanGenerator;
-use framecast_replica::generate::{Generator, SegmentRequest, StreamFormat};
 use framecast_replica::store::BlobStore;
 use framecast_replica::store::memory::MemoryBlobStore;
+use support::wan::{FORMAT, model_dir, request};
 use tch::Device;
-
-const FORMAT: StreamFormat = StreamFormat {
-    width: 80,
-    height: 64,
-    fps: 8,
-    frames_per_segment: 8,
-    audio: None,
-};
-
-fn request(segment_idx: u32) -> SegmentRequest {
-    SegmentRequest {
-        fresh_stream: false,
-        checkpoint_max_bytes: None,
-        segment_idx,
-        prompt: "a red fox runs through a snowy forest at dawn".into(),
-        negative_prompt: None,
-        seed: 7,
-        num_inference_steps: 2,
-        guidance_scale: 1.0,
-        initial_image: None,
-    }
-}
 
 #[test]
 fn exact_checkpoints_resume_identically_and_portable_ones_are_small_and_continue() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
-    assert!(dir.join("model_index.json").exists(), "run scripts/setup");
+    let dir = model_dir();
     let blobs: Arc<dyn BlobStore> =
         Arc::new(MemoryBlobStore::new(64 << 20, Duration::from_secs(60)));
     let load = || WanGenerator::load(&dir, FORMAT, Device::Cpu, blobs.clone()).unwrap();
@@ -120,7 +100,7 @@ fn exact_checkpoints_resume_identically_and_portable_ones_are_small_and_continue
 
 #[test]
 fn a_longer_latent_history_rebuilds_the_decoder_caches_closer_to_the_exact_ones() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/wan-tiny");
+    let dir = model_dir();
     let blobs: Arc<dyn BlobStore> =
         Arc::new(MemoryBlobStore::new(64 << 20, Duration::from_secs(60)));
     let mut offs = Vec::new();

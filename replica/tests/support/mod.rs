@@ -9,6 +9,7 @@
 pub mod classifier;
 pub mod fake_llm;
 pub mod transcript;
+pub mod wan;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

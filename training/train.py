@@ -1,0 +1,340 @@
+"""Trains Framecast's default model on the shapes world and writes it as a diffusers-format
+Wan2.1 directory.
+
+    .venv/bin/python training/train.py --out models/framecast-shapes
+
+Phases, each resumable from its checkpoint in --work (so training can span sessions; rerun the
+same command to go on):
+
+1. `vae`: the causal VAE (`AutoencoderKLWan`) as a deterministic autoencoder on the world's
+   frames, first single frames (the causal encoder's first-frame path, ~2x cheaper per step),
+   then 5-frame clips (first frame + one 4-frame chunk, so the temporal layers and the causal
+   caches are trained too).
+2. `latents`: long clips encoded to latents once; their per-channel mean and std become the
+   VAE's `latents_mean`/`latents_std`, so the transformer sees unit-scale latents.
+3. `transformer`: `WanTransformer3DModel` with flow matching on windows of those latents,
+   conditioned on the frozen UMT5 encoder's embeddings of the captions (padded to 512 tokens as
+   `WanPipeline.encode_prompt` does). Windows are built like Framecast's streaming uses them:
+   a fresh stream's first segment (no context), a continuation (the previous segment's last
+   clean latent frame first, noised like the rest as the sampler re-imposes it), and a prompt
+   switch (that context frame from a clip with another caption).
+4. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
+
+Uses CUDA when available. Wall-time budgets per phase (--vae-minutes, --transformer-minutes)
+bound the run on a CPU; steps done so far are kept in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import model  # noqa: E402
+import world  # noqa: E402
+
+SEED = 20261206
+SIZE = 64  # training resolution, square
+TEXT_TOKENS = 512  # WanPipeline's max_sequence_length, which Framecast pads to as well
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) → float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+
+
+def clip_batch(rng: random.Random, scenes: list[world.Scene], batch: int, frames: int, crop: int = SIZE) -> torch.Tensor:
+    """`batch` random clips of `frames` frames, each cropped to a random `crop`-pixel square
+    (on the 8-pixel latent grid): the VAE is convolutional, so crops teach it the same at a
+    quarter of the cost."""
+    out = []
+    for _ in range(batch):
+        clip = world.render(rng.choice(scenes), rng.randrange(1 << 30), frames, SIZE, SIZE, start=rng.randrange(400))
+        ox, oy = rng.randrange(0, SIZE - crop + 1, 8), rng.randrange(0, SIZE - crop + 1, 8)
+        out.append(to_tensor(clip[:, oy : oy + crop, ox : ox + crop]))
+    return torch.stack(out)
+
+
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """`AutoencoderKLWan._decode` without its final clamp to [-1, 1]: clamped pixels pass no
+    gradient, and a fresh decoder's outputs are mostly out of range, which stalled training at
+    the mean colour."""
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(x.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(frames, 2)
+
+
+class Checkpoint:
+    """One phase's module + optimiser + progress in --work; saved every few minutes."""
+
+    def __init__(self, work: Path, name: str):
+        self.path = work / f"{name}.pt"
+
+    def load(self, module: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict:
+        if not self.path.exists():
+            return {"step": 0, "seconds": 0.0, "done": False, "losses": []}
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["module"])
+        if opt is not None and "opt" in state:
+            opt.load_state_dict(state["opt"])
+        return state["progress"]
+
+    def save(self, module: torch.nn.Module, opt: torch.optim.Optimizer | None, progress: dict) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"module": module.state_dict(), "opt": opt.state_dict() if opt else None, "progress": progress}, tmp)
+        tmp.replace(self.path)
+
+
+def cosine_lr(base: float, step: int, total: int, warmup: int = 30) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(total, 1)))))
+
+
+def train_vae(args, device: torch.device) -> torch.nn.Module:
+    vae = model.vae(SEED).to(device)
+    opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
+    ckpt = Checkpoint(args.work, "vae")
+    prog = ckpt.load(vae, opt)
+    budget = args.vae_minutes * 60
+    if prog["seconds"] >= budget:
+        vae.eval()
+        return vae
+    scenes = world.training_scenes()
+    rng = random.Random(SEED + prog["step"])
+    last_save = time.time()
+    start = time.time() - prog["seconds"]
+    vae.train()
+    while time.time() - start < budget:
+        step = prog["step"]
+        # The first half of the budget on single frames, then first frame + one chunk.
+        single = (time.time() - start) < 0.5 * budget
+        x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), 1 if single else 5, args.vae_crop).to(device)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.vae_lr, step, args.vae_steps_estimate)
+        mu = vae.encode(x).latent_dist.mode()
+        y = decode_unclamped(vae, mu)
+        loss = F.mse_loss(y, x) + 1e-4 * mu.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
+        opt.step()
+        prog["step"] = step + 1
+        prog["losses"].append(round(loss.item(), 5))
+        if step % 50 == 0:
+            log(f"vae step {step} ({'frames' if single else 'clips'}) loss {np.mean(prog['losses'][-50:]):.4f}")
+        if time.time() - last_save > 120:
+            prog["seconds"] = time.time() - start
+            ckpt.save(vae, opt, prog)
+            last_save = time.time()
+    prog["seconds"] = time.time() - start
+    prog["done"] = True
+    ckpt.save(vae, opt, prog)
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(args, vae, device: torch.device) -> dict:
+    """Long clips (1 + 4 * L frames) of every training scene → normalised latents."""
+    path = args.work / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    vae.eval()
+    rng = random.Random(SEED + 1)
+    scenes = world.training_scenes()
+    frames = 1 + 4 * args.latent_clip
+    items = []
+    for rep in range(args.clips_per_scene):
+        for s in scenes:
+            items.append((s, rng.randrange(1 << 30), rng.randrange(400)))
+    lat, caps = [], []
+    t0 = time.time()
+    for i in range(0, len(items), 16):
+        chunk = items[i : i + 16]
+        x = torch.stack([to_tensor(world.render(s, seed, frames, SIZE, SIZE, start=st)) for s, seed, st in chunk]).to(device)
+        lat.append(vae.encode(x).latent_dist.mode().cpu())
+        caps += [s.caption for s, _, _ in chunk]
+        if i % 320 == 0:
+            log(f"latents {i}/{len(items)} ({time.time() - t0:.0f} s)")
+    lat = torch.cat(lat)
+    mean = lat.mean(dim=(0, 2, 3, 4))
+    std = lat.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    norm = (lat - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+    out = {"latents": norm, "captions": caps, "mean": mean.tolist(), "std": std.tolist()}
+    torch.save(out, path)
+    return out
+
+
+@torch.no_grad()
+def embed_captions(tok, text_encoder, captions: list[str]) -> dict[str, torch.Tensor]:
+    """WanPipeline.encode_prompt's embedding of each caption: the encoder's output for the real
+    tokens, zeros up to 512."""
+    out = {}
+    for c in sorted(set(captions)):
+        enc = tok([c], padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
+        n = int(enc.attention_mask.sum())
+        h = text_encoder(enc.input_ids, enc.attention_mask).last_hidden_state[0, :n]
+        out[c] = torch.cat([h, h.new_zeros(TEXT_TOKENS - n, h.shape[1])])
+    return out
+
+
+def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, list[int]]):
+    """A batch of (latent window, caption) as streaming uses them; see the module docs."""
+    lat, caps = data["latents"], data["captions"]
+    n_clips, _, L = lat.shape[0], lat.shape[1], lat.shape[2]
+    n = rng.choice((2, 3, 4))  # new latent frames per segment: 8, 12 or 16 video frames
+    xs, cs = [], []
+    for _ in range(batch):
+        i = rng.randrange(n_clips)
+        kind = rng.random()
+        if kind < 0.3:  # fresh stream: n + 1 frames from the clip's start
+            xs.append(lat[i, :, : n + 1])
+            cs.append(caps[i])
+        elif kind < 0.85:  # continuation: context frame j, then j+1 .. j+n
+            j = rng.randrange(1, L - n)
+            xs.append(lat[i, :, j : j + n + 1])
+            cs.append(caps[i])
+        else:  # prompt switch: context from clip i, new frames from a clip with another caption
+            other = rng.choice([c for c in by_caption if c != caps[i]])
+            k = rng.choice(by_caption[other])
+            j = rng.randrange(1, L)
+            m = rng.randrange(1, L - n + 1)
+            xs.append(torch.cat([lat[i, :, j : j + 1], lat[k, :, m : m + n]], dim=1))
+            cs.append(caps[k])
+    return torch.stack(xs), cs
+
+
+def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> torch.nn.Module:
+    net = model.transformer(SEED + 2).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.tf_lr, weight_decay=0.01)
+    ckpt = Checkpoint(args.work, "transformer")
+    prog = ckpt.load(net, opt)
+    budget = args.transformer_minutes * 60
+    if prog["seconds"] >= budget:
+        net.eval()
+        return net
+    by_caption: dict[str, list[int]] = {}
+    for i, c in enumerate(data["captions"]):
+        by_caption.setdefault(c, []).append(i)
+    empty = embeds[""]
+    rng = random.Random(SEED + 3 + prog["step"])
+    gen = torch.Generator().manual_seed(SEED + prog["step"])
+    start = time.time() - prog["seconds"]
+    last_save = time.time()
+    net.train()
+    while time.time() - start < budget:
+        step = prog["step"]
+        x0, cs = windows(rng, data, args.tf_batch, by_caption)
+        # 10% of captions dropped, so classifier-free guidance has an unconditional model.
+        ctx = torch.stack([empty if rng.random() < 0.1 else embeds[c] for c in cs])
+        u = torch.rand(x0.shape[0], generator=gen)
+        sigma = shifted_sigma(u, model.SCHEDULER_SHIFT)
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        target = noise - x0
+        x0, xt, target, ctx = (t.to(device) for t in (x0, xt, target, ctx))
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.tf_lr, step, args.tf_steps_estimate)
+        pred = net(xt, (sigma * 1000).to(device), ctx, return_dict=False)[0]
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        prog["step"] = step + 1
+        prog["losses"].append(round(loss.item(), 5))
+        if step % 100 == 0:
+            log(f"transformer step {step} loss {np.mean(prog['losses'][-100:]):.4f}")
+        if time.time() - last_save > 120:
+            prog["seconds"] = time.time() - start
+            ckpt.save(net, opt, prog)
+            last_save = time.time()
+    prog["seconds"] = time.time() - start
+    prog["done"] = True
+    ckpt.save(net, opt, prog)
+    net.eval()
+    return net
+
+
+def export(args, tok, text_encoder, vae, net, data) -> None:
+    from diffusers import WanPipeline
+
+    vae.register_to_config(latents_mean=data["mean"], latents_std=data["std"])
+    pipe = WanPipeline(tokenizer=tok, text_encoder=text_encoder, transformer=net.cpu(), vae=vae.cpu(), scheduler=model.scheduler())
+    out = args.out
+    pipe.save_pretrained(out, safe_serialization=True)
+    (out / "world.json").write_text(json.dumps(world.world_json(), indent=2) + "\n")
+    (out / "eval-prompts.json").write_text(json.dumps(world.eval_prompts(), indent=1) + "\n")
+    progress = {}
+    for name in ("vae", "transformer"):
+        p = torch.load(args.work / f"{name}.pt", map_location="cpu", weights_only=False)["progress"]
+        progress[name] = {
+            "steps": p["step"],
+            "minutes": round(p["seconds"] / 60, 1),
+            "final_loss": round(float(np.mean(p["losses"][-100:])), 4),
+        }
+    (out / "training.json").write_text(json.dumps({"seed": SEED, "size": SIZE, "device": str(args.device_used), **progress}, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in out.rglob("*.safetensors"))
+    log(f"exported {out} ({size / 1e6:.1f} MB of weights): {progress}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("models/framecast-shapes"))
+    p.add_argument("--work", type=Path, default=Path("target/training"))
+    p.add_argument("--vae-minutes", type=float, default=35)
+    p.add_argument("--transformer-minutes", type=float, default=25)
+    p.add_argument("--vae-lr", type=float, default=5e-4)
+    p.add_argument("--vae-batch", type=int, default=12)
+    p.add_argument("--vae-crop", type=int, default=32)
+    p.add_argument("--vae-steps-estimate", type=int, default=5000)
+    p.add_argument("--tf-lr", type=float, default=1e-3)
+    p.add_argument("--tf-batch", type=int, default=32)
+    p.add_argument("--tf-steps-estimate", type=int, default=8000)
+    p.add_argument("--latent-clip", type=int, default=8, help="latent frames per encoded training clip (minus the first)")
+    p.add_argument("--clips-per-scene", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.device_used = device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    log(f"training on {device}, work dir {args.work}")
+    tok = model.tokenizer()
+    text_encoder = model.text_encoder(len(tok), SEED + 1)
+    vae = train_vae(args, device)
+    data = encode_latents(args, vae, device)
+    embeds = embed_captions(tok, text_encoder, data["captions"] + [""] + [s.caption for s in world.held_out_scenes()])
+    net = train_transformer(args, data, embeds, device)
+    export(args, tok, text_encoder, vae, net, data)
+
+
+if __name__ == "__main__":
+    main()

@@ -112,6 +112,10 @@ pub struct SessionInit {
     /// on whichever replica this connection reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume: Option<Box<ResumeRequest>>,
+    /// Also publish the stream as a live HLS ladder for any number of viewers (when the
+    /// replica allows broadcasts): answered by `broadcast_started` with the playlist's path.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
 }
 
 /// What a client sends to continue a lost session: the `session_resumable` it was given
@@ -422,6 +426,14 @@ pub enum ServerMessage {
         session_id: String,
         /// The segment that comes next.
         segment_idx: u32,
+    },
+    /// The stream is being published as live HLS: its master playlist is served at
+    /// `master_playlist` (a path on the origin the session connected to).
+    BroadcastStarted {
+        /// Identifies the broadcast (the fMP4 stream id).
+        stream_id: String,
+        /// `/v1/broadcast/<stream_id>/master.m3u8`.
+        master_playlist: String,
     },
     /// Something went wrong.
     Error {

@@ -146,7 +146,9 @@ async fn record_inner(plan: &StreamPlan) -> Result<Recording, ClientError> {
         match msg? {
             Message::Binary(chunk) => {
                 if rec.fps == 0 {
-                    return Err(ClientError::Protocol("media before ltx2_stream_start".into()));
+                    return Err(ClientError::Protocol(
+                        "media before ltx2_stream_start".into(),
+                    ));
                 }
                 if rec.fmp4.is_empty() {
                     rec.time_to_first_media = started.elapsed();
@@ -182,17 +184,18 @@ async fn record_inner(plan: &StreamPlan) -> Result<Recording, ClientError> {
                 }
                 Ok(ServerMessage::MediaSegmentComplete { .. }) => {
                     rec.segment_done.push(started.elapsed());
-                    if rec.segment_done.len() as u32 == want && rec.generation_ms.len() as u32 == want
+                    if rec.segment_done.len() as u32 == want
+                        && rec.generation_ms.len() as u32 == want
                     {
                         break;
                     }
                 }
                 Ok(ServerMessage::Ltx2SegmentComplete {
-                    generation_time_ms,
-                    ..
+                    generation_time_ms, ..
                 }) => {
                     rec.generation_ms.push(generation_time_ms);
-                    if rec.segment_done.len() as u32 == want && rec.generation_ms.len() as u32 == want
+                    if rec.segment_done.len() as u32 == want
+                        && rec.generation_ms.len() as u32 == want
                     {
                         break;
                     }
@@ -223,7 +226,10 @@ async fn record_inner(plan: &StreamPlan) -> Result<Recording, ClientError> {
         }
     }
     if (rec.segment_done.len() as u32) < want {
-        return Err(ended(rec.segment_done.len() as u32, "connection ended".into()));
+        return Err(ended(
+            rec.segment_done.len() as u32,
+            "connection ended".into(),
+        ));
     }
     let _ = ws.close(None).await;
     Ok(rec)

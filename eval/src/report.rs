@@ -169,10 +169,7 @@ fn html(report: &Report<'_>, thumbs: &[Thumbnails]) -> String {
         out,
         "<p>{} streams scored, {} failed; time to first media (median) {:.0} ms; realtime factor (median) {:.2}.</p>\
          <table><tr><th>metric</th><th>measured</th><th>target</th><th></th></tr>",
-        a.streams,
-        a.failed_streams,
-        a.time_to_first_media_ms_median,
-        a.realtime_factor_median
+        a.streams, a.failed_streams, a.time_to_first_media_ms_median, a.realtime_factor_median
     );
     for (name, got, want, ok) in rows {
         let _ = write!(

@@ -181,7 +181,8 @@ pub fn run(cfg: &EvalConfig) -> Result<Outcome, RunError> {
         scored[k] = Some((score, thumbs));
     }
     drop(pool);
-    let (scores, thumbs): (Vec<StreamScore>, Vec<Thumbnails>) = scored.into_iter().flatten().unzip();
+    let (scores, thumbs): (Vec<StreamScore>, Vec<Thumbnails>) =
+        scored.into_iter().flatten().unzip();
     let agg = aggregate(&scores, failures.len());
     let missed = cfg.targets.missed(&agg);
     let settings = serde_json::json!({

@@ -199,7 +199,12 @@ pub fn aggregate(scores: &[StreamScore], failed: usize) -> Aggregate {
         failed_streams: failed,
         colour_adherence: frac(judged.iter().filter(|v| v.colour_ok).count(), judged.len()),
         direction_adherence: frac(judged.iter().filter(|v| v.motion_ok).count(), judged.len()),
-        seam_score: mean(&scores.iter().filter_map(|s| s.seam_score).collect::<Vec<_>>()),
+        seam_score: mean(
+            &scores
+                .iter()
+                .filter_map(|s| s.seam_score)
+                .collect::<Vec<_>>(),
+        ),
         switch_within_one_segment: frac(
             scores
                 .iter()
@@ -254,7 +259,11 @@ mod tests {
     #[test]
     fn aggregate_counts_judged_segments_and_switches() {
         let a = stream(
-            vec![seg(true, true, true), seg(true, false, true), seg(false, false, false)],
+            vec![
+                seg(true, true, true),
+                seg(true, false, true),
+                seg(false, false, false),
+            ],
             Some(1),
             2.0,
         );

@@ -95,10 +95,16 @@ pub fn load_prompts(path: &Path, palette: &Palette) -> Result<Vec<EvalPrompt>, W
     for p in &prompts {
         for s in [&p.prompt, &p.switch_to] {
             if s.motion().is_none() {
-                return Err(invalid(format!("prompt {}: unknown motion `{}`", p.id, s.motion)));
+                return Err(invalid(format!(
+                    "prompt {}: unknown motion `{}`",
+                    p.id, s.motion
+                )));
             }
             if !palette.objects.iter().any(|(n, _)| *n == s.colour) {
-                return Err(invalid(format!("prompt {}: unknown colour `{}`", p.id, s.colour)));
+                return Err(invalid(format!(
+                    "prompt {}: unknown colour `{}`",
+                    p.id, s.colour
+                )));
             }
             if !palette.backgrounds.iter().any(|(n, _)| *n == s.background) {
                 return Err(invalid(format!(

@@ -37,6 +37,8 @@ pub struct ReplicaConfig {
     pub prompt: PromptSettings,
     /// The prompt safety filter (a fastText classifier); off unless enabled.
     pub safety: SafetySettings,
+    /// Sessions that ask for it also go out as an HLS ladder (the `broadcast` module).
+    pub broadcast: BroadcastSettings,
 }
 
 impl ReplicaConfig {
@@ -683,6 +685,114 @@ impl Default for MediaSettings {
     }
 }
 
+/// Broadcast output: a session that asks for it (`session_init_v2.broadcast`) is also
+/// encoded as a ladder of renditions into CMAF segments with live HLS playlists, served at
+/// `/v1/broadcast/{stream id}/master.m3u8` for any number of viewers and HTTP caches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BroadcastSettings {
+    /// Whether sessions may broadcast at all; off by default (each broadcast costs one
+    /// encoder per worker per rung).
+    pub enabled: bool,
+    /// Where segments and playlists are written (one directory per stream) and served from.
+    pub dir: PathBuf,
+    /// The renditions, largest first: each scales the generated frames down by `divisor`.
+    pub ladder: Vec<RungSettings>,
+    /// Encoder workers per rung at the start (threads, one encoder each); 1 to 16.
+    pub workers_per_rung: usize,
+    /// Segments a rung's queue holds waiting for a worker; when full, the session's media
+    /// waits (back-pressure, as for a slow WebSocket client). At least 1.
+    pub queue_segments: usize,
+    /// Segments listed in a live media playlist (older ones are deleted); 3 to 100.
+    pub window_segments: usize,
+    /// Broadcasts at once on this replica; a session asking beyond it streams without one.
+    pub max_broadcasts: usize,
+    /// Seconds an ended broadcast's files stay servable before they are deleted.
+    pub retain_seconds: u64,
+}
+
+/// One rendition of the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungSettings {
+    /// Its path component: letters, digits, `-` and `_`, at most 16.
+    pub name: String,
+    /// The generated frame size divided by this (1, 2, 4, …), rounded down to even.
+    pub divisor: u32,
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for BroadcastSettings {
+    fn default() -> Self {
+        let rung = |name: &str, divisor, bitrate_kbps| RungSettings {
+            name: name.into(),
+            divisor,
+            bitrate_kbps,
+        };
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/tmp/framecast-broadcast"),
+            ladder: vec![
+                rung("full", 1, 2500),
+                rung("half", 2, 800),
+                rung("quarter", 4, 250),
+            ],
+            workers_per_rung: 2,
+            queue_segments: 4,
+            window_segments: 6,
+            max_broadcasts: 4,
+            retain_seconds: 60,
+        }
+    }
+}
+
+impl BroadcastSettings {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.ladder.is_empty() {
+            return Err(FieldError::new(
+                "broadcast.ladder",
+                "needs at least one rung",
+            ));
+        }
+        for (i, rung) in self.ladder.iter().enumerate() {
+            let valid_name = !rung.name.is_empty()
+                && rung.name.len() <= 16
+                && rung
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_name {
+                return Err(FieldError::new(
+                    format!("broadcast.ladder[{i}].name"),
+                    format!("`{}`: 1 to 16 letters, digits, `-` or `_`", rung.name),
+                ));
+            }
+            if self.ladder[..i].iter().any(|r| r.name == rung.name) {
+                return Err(FieldError::new(
+                    format!("broadcast.ladder[{i}].name"),
+                    format!("`{}` is used twice", rung.name),
+                ));
+            }
+            in_range(
+                &format!("broadcast.ladder[{i}].divisor"),
+                rung.divisor,
+                1,
+                16,
+            )?;
+            at_least_one(
+                &format!("broadcast.ladder[{i}].bitrate_kbps"),
+                rung.bitrate_kbps,
+            )?;
+        }
+        in_range("broadcast.workers_per_rung", self.workers_per_rung, 1, 16)?;
+        at_least_one("broadcast.queue_segments", self.queue_segments)?;
+        in_range("broadcast.window_segments", self.window_segments, 3, 100)?;
+        at_least_one("broadcast.max_broadcasts", self.max_broadcasts)?;
+        Ok(())
+    }
+}
+
 /// Where the session and blob stores live (in memory, or in Redis shared by replicas), their
 /// bounds, and the key continuation states are signed with.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -932,6 +1042,7 @@ impl Validate for ReplicaConfig {
         }
         self.prompt.validate()?;
         self.safety.validate()?;
+        self.broadcast.validate()?;
         let s = &self.streaming;
         at_least_one(
             "streaming.session_timeout_seconds",

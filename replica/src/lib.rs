@@ -14,6 +14,7 @@
 //! prompt                   prompt pipeline (LLM providers, operations, safety filter)
 //! ```
 
+pub mod broadcast;
 pub mod config;
 pub mod device;
 pub mod generate;

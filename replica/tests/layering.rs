@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "observability",
         "prompt",
     ],
-    &["generate", "media"],
+    &["generate", "media", "broadcast"],
     &["pipeline"],
     &["pool"],
     &["session"],

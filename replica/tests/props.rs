@@ -588,13 +588,20 @@ fn to_worker() -> impl Strategy<Value = ToWorker> {
     prop_oneof![
         (any::<u64>(), continuation_state())
             .prop_map(|(call, state)| ToWorker::Validate { call, state }),
-        (any::<u64>(), text(), prop::option::of(continuation_state())).prop_map(
-            |(session, session_id, initial_state)| ToWorker::Start {
-                session,
-                session_id,
-                initial_state,
-            }
-        ),
+        (
+            any::<u64>(),
+            text(),
+            prop::option::of(continuation_state()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(session, session_id, initial_state, broadcast)| ToWorker::Start {
+                    session,
+                    session_id,
+                    initial_state,
+                    broadcast,
+                }
+            ),
         any::<u64>().prop_map(|session| ToWorker::Export { session }),
         any::<u64>().prop_map(|session| ToWorker::Cancel { session }),
         (any::<u64>(), prop::result::maybe_ok(text(), store_error()))

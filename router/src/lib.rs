@@ -21,6 +21,7 @@
 //! 7. `server`
 
 pub mod admin;
+pub mod broadcast_owner;
 pub mod capacity;
 pub mod client_limits;
 pub mod config;

@@ -29,6 +29,7 @@ use pingora::{Error, ErrorType, Result};
 
 use framecast_common::auth::Authenticator;
 
+use crate::broadcast_owner::{BroadcastOwners, broadcast_id};
 use crate::client_limits::{ClientLimiter, ClientSlot};
 use crate::observability::{self, Protocol};
 use crate::registry::{ReplicaRegistry, SessionGuard};
@@ -46,6 +47,8 @@ pub struct StreamProxy {
     resolver: Arc<dyn Resolve>,
     /// The largest client frame the replicas take (`router.client_frame_limit_bytes`).
     client_frame_limit: u64,
+    /// Which replica serves which broadcast's files.
+    broadcasts: BroadcastOwners,
 }
 
 /// pingora's per-request context: the replicas one request was sent to.
@@ -61,6 +64,8 @@ pub struct RequestRoute {
     upstream: Option<UpstreamWatch>,
     /// The client was already answered (a refusal frame): nothing more is written to it.
     answered: bool,
+    /// The replica that serves the broadcast this request reads.
+    broadcast_owner: Option<usize>,
 }
 
 impl RequestRoute {
@@ -96,6 +101,7 @@ impl StreamProxy {
             auth,
             resolver,
             client_frame_limit,
+            broadcasts: BroadcastOwners::default(),
         }
     }
 
@@ -106,29 +112,38 @@ impl StreamProxy {
     async fn next_resolved(&self, ctx: &mut RequestRoute) -> Option<(usize, SocketAddr)> {
         loop {
             let index = self.registry.select(&ctx.tried)?;
-            ctx.tried.push(index);
-            let replica = self.registry.replica(index);
-            if let Ok(addr) = replica.authority.parse::<SocketAddr>() {
-                // An address already (configured so, or discovered): nothing to resolve.
-                return Some((index, addr));
+            if let Some(found) = self.resolved(index, ctx).await {
+                return Some(found);
             }
-            let resolved = tokio::time::timeout(
-                self.connect_timeout,
-                self.resolver.resolve(&replica.authority),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "name resolution timed out",
-                ))
-            });
-            match resolved {
-                Ok(addr) => return Some((index, addr)),
-                Err(e) => {
-                    tracing::warn!(replica = %replica.name, authority = %replica.authority, error = %e, "replica name does not resolve; trying another");
-                    observability::resolve_failed(&replica.name);
-                }
+        }
+    }
+
+    /// Replica `index` (recorded as tried) with its address; `None` when its name does not
+    /// resolve within the connect timeout.
+    async fn resolved(&self, index: usize, ctx: &mut RequestRoute) -> Option<(usize, SocketAddr)> {
+        ctx.tried.push(index);
+        let replica = self.registry.replica(index);
+        if let Ok(addr) = replica.authority.parse::<SocketAddr>() {
+            // An address already (configured so, or discovered): nothing to resolve.
+            return Some((index, addr));
+        }
+        let resolved = tokio::time::timeout(
+            self.connect_timeout,
+            self.resolver.resolve(&replica.authority),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "name resolution timed out",
+            ))
+        });
+        match resolved {
+            Ok(addr) => Some((index, addr)),
+            Err(e) => {
+                tracing::warn!(replica = %replica.name, authority = %replica.authority, error = %e, "replica name does not resolve; trying another");
+                observability::resolve_failed(&replica.name);
+                None
             }
         }
     }
@@ -160,6 +175,21 @@ impl ProxyHttp for StreamProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if !session.is_upgrade_req() {
+            // A broadcast's files are on the replica whose workers write them.
+            let path = session.req_header().uri.path().to_string();
+            if let Some(id) = broadcast_id(&path) {
+                match self.broadcasts.owner(&self.registry, id).await {
+                    Some(index) => ctx.broadcast_owner = Some(index),
+                    None => {
+                        let mut answer = ResponseHeader::build(http::StatusCode::NOT_FOUND, None)?;
+                        answer.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                        session
+                            .write_response_header(Box::new(answer), true)
+                            .await?;
+                        return Ok(true);
+                    }
+                }
+            }
             return Ok(false);
         }
         let request = session.req_header();
@@ -212,7 +242,11 @@ impl ProxyHttp for StreamProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let Some((index, addr)) = self.next_resolved(ctx).await else {
+        let next = match ctx.broadcast_owner.take() {
+            Some(owner) => self.resolved(owner, ctx).await,
+            None => self.next_resolved(ctx).await,
+        };
+        let Some((index, addr)) = next else {
             observability::no_replica();
             if session.is_upgrade_req() && session.response_written().is_none() {
                 // Nothing reached a replica yet: the client gets the refusal frame.

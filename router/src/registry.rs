@@ -312,6 +312,11 @@ impl ReplicaRegistry {
             && (0..self.len()).any(|i| !exclude.contains(&i) && self.lock(i).routable())
     }
 
+    /// Whether replica `i` may take requests now (healthy, not retired, not draining).
+    pub fn can_route_to(&self, i: usize) -> bool {
+        !self.is_draining() && i < self.len() && self.lock(i).routable()
+    }
+
     /// Stops handing out replicas: the router is shutting down.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);

@@ -265,6 +265,26 @@ impl Fmp4Encoder {
         Ok(())
     }
 
+    /// Moves the timeline forward so the next frame pushed sits at index `frame` of the
+    /// stream: a broadcast encoder worker that claims segments 3 and then 7 of a rendition
+    /// gives segment 7 the decode times a single encoder would have given it. Only between
+    /// segments, and never backwards (a decoder cannot go back in time).
+    pub fn jump_timeline_to(&mut self, frame: u64) -> Result<(), MediaError> {
+        let next = self.timeline_start + self.frames_pushed;
+        if self.segment.is_some() || frame < next {
+            return Err(MediaError::InvalidSettings(format!(
+                "the timeline moves forward between segments only (next frame {next}, asked {frame})"
+            )));
+        }
+        self.timeline_start = frame - self.frames_pushed;
+        Ok(())
+    }
+
+    /// Index on the stream's timeline of the next frame pushed.
+    pub fn next_frame(&self) -> u64 {
+        self.timeline_start + self.frames_pushed
+    }
+
     /// Presentation time of the `n`-th frame this encoder pushes.
     fn frame_pts(&self, n: u64) -> u64 {
         self.settings.frame_pts_ns(self.timeline_start + n)

@@ -9,6 +9,7 @@ use framecast_common::protocol::ContinuationState;
 use super::generation::{GenerationJob, generation_loop};
 use super::media::{MediaJob, media_loop};
 use super::{PipelineOutputs, SegmentJob, SegmentPipeline};
+use crate::config::BroadcastSettings;
 use crate::generate::Generator;
 use crate::media::EncoderSettings;
 
@@ -34,6 +35,7 @@ impl LocalPipeline {
         initial_state: Option<ContinuationState>,
         encoder: EncoderSettings,
         stream_id: String,
+        broadcast: Option<BroadcastSettings>,
         outputs: PipelineOutputs,
     ) -> Self
     where
@@ -67,7 +69,9 @@ impl LocalPipeline {
             let cancel = cancel.clone();
             std::thread::Builder::new()
                 .name("fc-media".into())
-                .spawn(move || media_loop(encoder, stream_id, media_rx, &cancel, &outputs))
+                .spawn(move || {
+                    media_loop(encoder, stream_id, broadcast, media_rx, &cancel, &outputs)
+                })
                 .expect("spawn media thread");
         }
         Self {
@@ -135,6 +139,7 @@ mod tests {
             None,
             encoder,
             "fresh".into(),
+            None,
             PipelineOutputs {
                 out,
                 events,

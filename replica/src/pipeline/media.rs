@@ -11,6 +11,7 @@
 //! `sequence` mode) sees the same init segment again, which MSE allows, and continuous
 //! media.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use framecast_common::protocol::{ErrorCode, ServerMessage};
 use tokio::sync::mpsc;
 
 use super::{Outgoing, PipelineEvent, PipelineOutputs};
+use crate::broadcast::{Ladder, LadderPlan};
+use crate::config::BroadcastSettings;
 use crate::generate::GeneratedSegment;
 use crate::media::{ChunkKind, EncoderSettings, Fmp4Encoder, MediaChunk, MediaError};
 use crate::observability;
@@ -35,6 +38,7 @@ pub(super) struct MediaJob {
 pub(super) fn media_loop(
     settings: EncoderSettings,
     stream_id: String,
+    broadcast: Option<BroadcastSettings>,
     jobs: Receiver<MediaJob>,
     cancel: &AtomicBool,
     outputs: &PipelineOutputs,
@@ -45,6 +49,7 @@ pub(super) fn media_loop(
             message: format!("media: {e}"),
         });
     };
+    let mut broadcast = broadcast.map(|b| Broadcast::Planned(b, settings.clone()));
     let encoder = match Fmp4Encoder::new(settings) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -70,10 +75,97 @@ pub(super) fn media_loop(
                 return fail(e);
             }
         }
+        let (idx, frames) = (
+            job.segment_idx,
+            broadcast
+                .as_ref()
+                .map(|_| Arc::new(job.segment.frames.clone())),
+        );
         match media.encode_segment(job, outputs, cancel) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => return fail(e),
+        }
+        if let (Some(b), Some(frames)) = (&mut broadcast, frames) {
+            b.push(&media.stream_id, idx, frames, outputs);
+        }
+    }
+}
+
+/// A session's broadcast, started with its first segment (whose frame count it needs).
+enum Broadcast {
+    Planned(BroadcastSettings, EncoderSettings),
+    /// The ladder, how long its files outlive it, and whether the client was told.
+    Running(Ladder, Duration, bool),
+    /// Refused or failed; the session streams on without it.
+    Off,
+}
+
+impl Broadcast {
+    /// Hands segment `idx` to the ladder (waiting for room: back-pressure), starting the
+    /// ladder first if need be, and tells the client once the master playlist exists.
+    fn push(
+        &mut self,
+        stream_id: &str,
+        idx: u32,
+        frames: Arc<Vec<Vec<u8>>>,
+        outputs: &PipelineOutputs,
+    ) {
+        let tell = |message: ServerMessage| {
+            let _ = outputs.out.blocking_send(Outgoing::text(&message));
+        };
+        if let Broadcast::Planned(settings, encoder) = self {
+            let retain = Duration::from_secs(settings.retain_seconds);
+            let plan = LadderPlan {
+                stream_id: stream_id.to_string(),
+                settings: settings.clone(),
+                encoder: encoder.clone(),
+                frames_per_segment: frames.len() as u32,
+                first_segment: idx,
+            };
+            *self = match Ladder::start(&plan) {
+                Ok(ladder) => Broadcast::Running(ladder, retain, false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "broadcast not started");
+                    tell(refusal(format!("broadcast: {e}"), "broadcast:not_started"));
+                    Broadcast::Off
+                }
+            };
+        }
+        let Broadcast::Running(ladder, _, told) = self else {
+            return;
+        };
+        if let Err(e) = ladder.push_segment(idx, frames) {
+            tracing::warn!(error = %e, "broadcast failed; the session streams on");
+            tell(refusal(format!("broadcast: {e}"), "broadcast:failed"));
+            *self = Broadcast::Off;
+            return;
+        }
+        if !*told && ladder.write_master_if_ready() {
+            *told = true;
+            tell(ServerMessage::BroadcastStarted {
+                stream_id: ladder.id().to_string(),
+                master_playlist: ladder.master_path(),
+            });
+        }
+    }
+}
+
+/// The `error` a client gets when its broadcast does not start or stops; its stream goes on.
+fn refusal(message: String, reason: &str) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::InternalError,
+        message,
+        retryable: true,
+        reason: Some(reason.into()),
+    }
+}
+
+impl Drop for Broadcast {
+    fn drop(&mut self) {
+        if let Broadcast::Running(ladder, retain, _) = self {
+            ladder.finish();
+            ladder.remove_later(*retain);
         }
     }
 }

@@ -148,6 +148,9 @@ pub enum ToWorker {
         session_id: String,
         /// Where the stream continues from.
         initial_state: Option<ContinuationState>,
+        /// Also publish the stream as a broadcast (the worker's `broadcast` settings).
+        #[serde(default)]
+        broadcast: bool,
     },
     /// A segment to generate; an initial image's RGB bytes are the body.
     Submit {

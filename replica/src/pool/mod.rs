@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use framecast_common::protocol::ContinuationState;
 
+use crate::config::BroadcastSettings;
 use crate::generate::{GenerateError, Generator, StreamFormat};
 use crate::media::EncoderSettings;
 use crate::pipeline::{LocalPipeline, PipelineOutputs, SegmentPipeline};
@@ -131,6 +132,7 @@ impl WorkerLease {
         initial_state: Option<ContinuationState>,
         encoder: EncoderSettings,
         stream_id: String,
+        broadcast: Option<BroadcastSettings>,
         outputs: PipelineOutputs,
     ) -> Box<dyn SegmentPipeline> {
         match self.worker() {
@@ -141,6 +143,7 @@ impl WorkerLease {
                     conn,
                     initial_state,
                     stream_id,
+                    broadcast.is_some(),
                     outputs,
                 ))
             }
@@ -149,6 +152,7 @@ impl WorkerLease {
                 initial_state,
                 encoder,
                 stream_id,
+                broadcast,
                 outputs,
             )),
         }

@@ -5,6 +5,7 @@
 //! and CORS.
 
 mod access;
+mod broadcast;
 mod dreamverse_ws;
 mod health;
 mod player;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     app.route("/player.js", get(player::script))
         .route("/v1/stream", get(stream::upgrade))
         .route("/ws", get(dreamverse_ws::upgrade))
+        .route("/v1/broadcast/{id}/{*rest}", get(broadcast::file))
         .merge(web_app::client_routes())
         // Paths only: a query may carry an access token.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {

@@ -141,6 +141,19 @@ impl Session {
         };
         self.last_state = initial_state.clone();
         let encoder = encoder_settings(&self.ctx.config.media, format);
+        // A broadcast the replica does not allow is refused; the session streams as usual.
+        let broadcast = match (self.init.broadcast, self.ctx.config.broadcast.enabled) {
+            (true, true) => Some(self.ctx.config.broadcast.clone()),
+            (true, false) => {
+                self.invalid(
+                    "broadcast: this replica does not publish broadcasts (broadcast.enabled is off)",
+                    "broadcast:disabled",
+                )
+                .await;
+                None
+            }
+            (false, _) => None,
+        };
         let gpu_id = lease.gpu_id();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         self.events = Some(events_rx);
@@ -148,6 +161,7 @@ impl Session {
             initial_state,
             encoder,
             self.id.clone(),
+            broadcast,
             PipelineOutputs {
                 out: self.out.clone(),
                 events: events_tx,

@@ -198,6 +198,7 @@ impl WorkerSessions {
                 session,
                 session_id,
                 initial_state,
+                broadcast,
             } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.sessions.lock().insert(session, tx);
@@ -206,6 +207,7 @@ impl WorkerSessions {
                     session,
                     session_id,
                     initial_state,
+                    broadcast,
                     rx,
                 ));
             }
@@ -271,6 +273,7 @@ async fn run_session(
     session: u64,
     session_id: String,
     initial_state: Option<framecast_common::protocol::ContinuationState>,
+    broadcast: bool,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let fail = |message: String| {
@@ -306,6 +309,7 @@ async fn run_session(
         initial_state,
         encoder_settings(&env.config.media, env.format),
         session_id,
+        broadcast.then(|| env.config.broadcast.clone()),
         PipelineOutputs {
             out: out_tx,
             events: events_tx,

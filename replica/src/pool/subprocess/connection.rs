@@ -183,6 +183,7 @@ impl RemotePipeline {
         conn: Arc<WorkerConnection>,
         initial_state: Option<ContinuationState>,
         stream_id: String,
+        broadcast: bool,
         outputs: PipelineOutputs,
     ) -> Self {
         let session = conn.next_id();
@@ -201,6 +202,7 @@ impl RemotePipeline {
                 session,
                 session_id: stream_id,
                 initial_state,
+                broadcast,
             }));
         if !started {
             let why = refused.unwrap_or_else(|| format!("worker process {} went away", conn.index));

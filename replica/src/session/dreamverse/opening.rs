@@ -244,6 +244,7 @@ impl DreamverseSession {
             None,
             encoder,
             self.id.clone(),
+            None,
             PipelineOutputs {
                 out: media_tx,
                 events: events_tx,

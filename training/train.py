@@ -126,9 +126,13 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
     vae.train()
     while time.time() - start < budget:
         step = prog["step"]
-        # The first half of the budget on single frames, then first frame + one chunk.
+        # The first half of the budget on single frames, then clips of the first frame and
+        # two 4-frame chunks: the second chunk is the first to see its causal caches filled
+        # by a chunk before it, as every later chunk of a stream does (trained on one chunk
+        # only, the decoder drew garbage from the third latent frame on).
         single = (time.time() - start) < 0.5 * budget
-        x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), 1 if single else 5, args.vae_crop).to(device)
+        frames = 1 if single else args.vae_clip_frames
+        x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), frames, args.vae_crop).to(device)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(args.vae_lr, step, args.vae_steps_estimate)
         mu = vae.encode(x).latent_dist.mode()
@@ -206,7 +210,7 @@ def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, li
     """A batch of (latent window, caption) as streaming uses them; see the module docs."""
     lat, caps = data["latents"], data["captions"]
     n_clips, _, L = lat.shape[0], lat.shape[1], lat.shape[2]
-    n = rng.choice((2, 3, 4))  # new latent frames per segment: 8, 12 or 16 video frames
+    n = rng.choice((2, 3, 4, 6))  # new latent frames per segment: 8, 12, 16 or 24 video frames
     xs, cs = [], []
     for _ in range(batch):
         i = rng.randrange(n_clips)
@@ -281,6 +285,41 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
     return net
 
 
+# Prompts whose tokens and embeddings the Rust side must reproduce: one of the grammar, one
+# with words it does not know (split into characters) and punctuation it drops.
+REFERENCE_PROMPTS = {
+    "grammar": "an orange triangle moving up on a gray background",
+    "other": "A red ball bouncing on a green lawn!",
+}
+
+
+@torch.no_grad()
+def write_reference(out: Path) -> None:
+    """`reference.safetensors` beside the model: token ids and `WanPipeline.encode_prompt`
+    embeddings of `REFERENCE_PROMPTS`, and a VAE decode, for the Rust parity test of the shipped
+    model (`replica/tests/shapes_model.rs`)."""
+    from diffusers import WanPipeline
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+    from safetensors.torch import save_file
+
+    pipe = WanPipeline.from_pretrained(out)
+    tensors = {}
+    for name, text in REFERENCE_PROMPTS.items():
+        enc = pipe.tokenizer(prompt_clean(text), padding="max_length", max_length=TEXT_TOKENS, truncation=True)
+        tensors[f"{name}_ids"] = torch.tensor([i for i, m in zip(enc["input_ids"], enc["attention_mask"]) if m])
+        embeds, _ = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=TEXT_TOKENS)
+        tensors[f"{name}_embeds"] = embeds.contiguous()
+    g = torch.Generator().manual_seed(SEED)
+    z = torch.randn(1, model.Z_DIM, 2, SIZE // 8, SIZE // 8, generator=g)
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    tensors["vae_latents"] = z
+    tensors["vae_video"] = vae.decode(z * std + mean, return_dict=False)[0].contiguous()
+    save_file(tensors, out / "reference.safetensors")
+    (out / "reference.json").write_text(json.dumps(REFERENCE_PROMPTS, indent=1) + "\n")
+
+
 def export(args, tok, text_encoder, vae, net, data) -> None:
     from diffusers import WanPipeline
 
@@ -299,6 +338,7 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
             "final_loss": round(float(np.mean(p["losses"][-100:])), 4),
         }
     (out / "training.json").write_text(json.dumps({"seed": SEED, "size": SIZE, "device": str(args.device_used), **progress}, indent=2) + "\n")
+    write_reference(out)
     size = sum(p.stat().st_size for p in out.rglob("*.safetensors"))
     log(f"exported {out} ({size / 1e6:.1f} MB of weights): {progress}")
 
@@ -312,6 +352,7 @@ def main() -> None:
     p.add_argument("--vae-lr", type=float, default=5e-4)
     p.add_argument("--vae-batch", type=int, default=12)
     p.add_argument("--vae-crop", type=int, default=32)
+    p.add_argument("--vae-clip-frames", type=int, default=9, help="1 + 4k frames per clip in the clip phase")
     p.add_argument("--vae-steps-estimate", type=int, default=5000)
     p.add_argument("--tf-lr", type=float, default=1e-3)
     p.add_argument("--tf-batch", type=int, default=32)

@@ -324,6 +324,10 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
     from diffusers import WanPipeline
 
     vae.register_to_config(latents_mean=data["mean"], latents_std=data["std"])
+    # Encoding batches padded to 512 left that as the tokenizer's default; saved, it would pad
+    # every prompt for whoever loads it.
+    tok.backend_tokenizer.no_padding()
+    tok.backend_tokenizer.no_truncation()
     pipe = WanPipeline(tokenizer=tok, text_encoder=text_encoder, transformer=net.cpu(), vae=vae.cpu(), scheduler=model.scheduler())
     out = args.out
     pipe.save_pretrained(out, safe_serialization=True)

@@ -28,6 +28,9 @@ pub struct SegmentVerdict {
     pub velocity: (f32, f32),
     /// Object and background colour match the caption.
     pub colour_ok: bool,
+    /// The background alone, and the object's colour alone (diagnostics).
+    pub background_ok: bool,
+    pub object_colour_ok: bool,
     /// Motion matches the caption.
     pub motion_ok: bool,
     /// Counted in the adherence figures (false for the first segment after the switch).
@@ -69,8 +72,9 @@ pub struct Timings {
 }
 
 fn verdict(segment: u32, scene: &Scene, reading: &ClipReading, judged: bool) -> SegmentVerdict {
-    let colour_ok = reading.object_colour.as_deref() == Some(scene.colour.as_str())
-        && reading.background.as_deref() == Some(scene.background.as_str());
+    let object_colour_ok = reading.object_colour.as_deref() == Some(scene.colour.as_str());
+    let background_ok = reading.background.as_deref() == Some(scene.background.as_str());
+    let colour_ok = object_colour_ok && background_ok;
     let motion_ok = reading.motion.is_some() && reading.motion == scene.motion();
     SegmentVerdict {
         segment,
@@ -80,6 +84,8 @@ fn verdict(segment: u32, scene: &Scene, reading: &ClipReading, judged: bool) -> 
         motion: reading.motion.map(|m| m.as_str().to_string()),
         velocity: reading.velocity,
         colour_ok,
+        background_ok,
+        object_colour_ok,
         motion_ok,
         judged,
     }
@@ -149,6 +155,9 @@ pub struct Aggregate {
     /// Over every judged segment of every stream.
     pub colour_adherence: f64,
     pub direction_adherence: f64,
+    /// Its two halves: the background's colour, and the object's.
+    pub background_adherence: f64,
+    pub object_colour_adherence: f64,
     /// Mean of the streams' seam scores.
     pub seam_score: f64,
     /// Fraction of streams whose switch showed within one segment.
@@ -199,6 +208,14 @@ pub fn aggregate(scores: &[StreamScore], failed: usize) -> Aggregate {
         failed_streams: failed,
         colour_adherence: frac(judged.iter().filter(|v| v.colour_ok).count(), judged.len()),
         direction_adherence: frac(judged.iter().filter(|v| v.motion_ok).count(), judged.len()),
+        background_adherence: frac(
+            judged.iter().filter(|v| v.background_ok).count(),
+            judged.len(),
+        ),
+        object_colour_adherence: frac(
+            judged.iter().filter(|v| v.object_colour_ok).count(),
+            judged.len(),
+        ),
         seam_score: mean(
             &scores
                 .iter()
@@ -234,6 +251,8 @@ mod tests {
             motion: None,
             velocity: (0.0, 0.0),
             colour_ok,
+            background_ok: colour_ok,
+            object_colour_ok: colour_ok,
             motion_ok,
             judged,
         }
@@ -273,6 +292,7 @@ mod tests {
         assert_eq!(agg.streams, 3);
         assert_eq!(agg.failed_streams, 1);
         assert!((agg.colour_adherence - 0.75).abs() < 1e-9);
+        assert!((agg.background_adherence - 0.75).abs() < 1e-9);
         assert!((agg.direction_adherence - 0.75).abs() < 1e-9);
         assert!((agg.switch_within_one_segment - 1.0 / 3.0).abs() < 1e-9);
         assert!((agg.switch_latency_mean_segments - 1.5).abs() < 1e-9);

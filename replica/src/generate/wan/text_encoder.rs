@@ -114,8 +114,18 @@ impl TextEncoder {
                 what: "the tokenizer (tokenizers' JSON format)",
             });
         }
-        let tokenizer =
+        let mut tokenizer =
             Tokenizer::from_file(&tokenizer_path).map_err(|e| WanError::Unreadable {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        // A tokenizer.json saved after transformers padded a batch keeps that padding and
+        // truncation as defaults: the prompt's real tokens are what the encoder must see
+        // (pads would be attended to), and `tokenize` truncates the way transformers does.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| WanError::Unreadable {
                 path: tokenizer_path.clone(),
                 message: e.to_string(),
             })?;

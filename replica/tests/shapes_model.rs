@@ -1,0 +1,75 @@
+//! The shipped default model (`models/framecast-shapes`, trained by `scripts/train-model`)
+//! loads unchanged and runs as diffusers ran it when it was exported: the same token ids for a
+//! caption of its grammar and for other words, the same prompt embeddings, the same VAE
+//! decode (fp32, CPU). The trainer writes the reference beside the weights.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use framecast_replica::generate::wan::text_encoder::TextEncoder;
+use framecast_replica::generate::wan::vae::{DecoderState, WanVae};
+use tch::{Device, Kind, Tensor};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/framecast-shapes")
+}
+
+fn reference() -> HashMap<String, Tensor> {
+    let path = model_dir().join("reference.safetensors");
+    Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn the_shipped_models_text_encoder_matches_transformers() {
+    let _no_grad = tch::no_grad_guard();
+    let dir = model_dir();
+    let encoder = TextEncoder::load(
+        &dir.join("text_encoder"),
+        &dir.join("tokenizer"),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let prompts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let r = reference();
+    for name in ["grammar", "other"] {
+        let text = prompts[name].as_str().unwrap();
+        let ids = encoder.tokenize(text, 512).unwrap();
+        let expected = Vec::<i64>::try_from(&r[&format!("{name}_ids")]).unwrap();
+        // Padded to 512 with <pad> (0) after the real tokens.
+        assert_eq!(&ids[..expected.len()], expected, "token ids of {text:?}");
+        assert!(ids[expected.len()..].iter().all(|&i| i == 0), "{ids:?}");
+        let embeds = encoder.encode(text, 512).unwrap();
+        let diff = max_abs_diff(&embeds, &r[&format!("{name}_embeds")]);
+        assert!(diff <= TOLERANCE, "{text:?}: max abs diff {diff:e}");
+    }
+    // The grammar's words are whole tokens: one per word, plus </s>.
+    let grammar = prompts["grammar"].as_str().unwrap();
+    let real = encoder.tokenize(grammar, 512).unwrap();
+    assert_eq!(
+        real.iter().filter(|&&i| i != 0).count(),
+        grammar.split_whitespace().count() + 1
+    );
+}
+
+#[test]
+fn the_shipped_models_vae_decodes_as_diffusers_did() {
+    let _no_grad = tch::no_grad_guard();
+    let vae = WanVae::load(&model_dir().join("vae"), Device::Cpu, Kind::Float).unwrap();
+    let r = reference();
+    let video = vae.decode(&r["vae_latents"], &mut DecoderState::default());
+    let diff = max_abs_diff(&video, &r["vae_video"]);
+    assert!(diff <= TOLERANCE, "max abs diff {diff:e}");
+}

@@ -187,7 +187,7 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
         (opt_string(), opt_string(), opt_string()),
         prop::collection::vec(any::<String>(), 0..4),
         prop::option::of(image),
-        any::<[bool; 4]>(),
+        any::<[bool; 5]>(),
         opt_string(),
         prop::option::of(continuation_state()),
         prop::option::of((any::<String>(), any::<String>(), any::<u32>())),
@@ -197,7 +197,13 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
                 (client_id, preset, preset_label),
                 curated_prompts,
                 initial_image,
-                [enhancement, auto_extension, loop_generation, single_clip],
+                [
+                    enhancement,
+                    auto_extension,
+                    loop_generation,
+                    single_clip,
+                    broadcast,
+                ],
                 stream_mode,
                 continuation_state,
                 resume,
@@ -220,6 +226,7 @@ fn session_init() -> impl Strategy<Value = SessionInit> {
                         next_segment_idx,
                     })
                 }),
+                broadcast,
             },
         )
 }

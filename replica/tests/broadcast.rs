@@ -18,6 +18,10 @@ use framecast_replica::config::{BroadcastSettings, RungSettings};
 use framecast_replica::media::EncoderSettings;
 use framecast_replica::media::boxes::{find_box, tfdt_decode_times};
 
+#[path = "support/decode.rs"]
+mod decode;
+use decode::decode_fmp4;
+
 const W: u32 = 192;
 const H: u32 = 112;
 const FPS: u32 = 12;
@@ -145,7 +149,7 @@ fn every_rung_decodes_at_its_size_with_continuous_decode_times() {
         for (file, _) in &segs {
             stream.extend(std::fs::read(rung.join(file)).unwrap());
         }
-        let (frames, dw, dh) = decode(&stream);
+        let (frames, dw, dh) = decode_fmp4(&stream);
         assert_eq!(
             (frames, dw, dh),
             ((SEGMENTS * PER_SEGMENT) as usize, w, h),
@@ -257,35 +261,4 @@ fn ffprobe_reads_the_master_playlist_and_every_rung() {
         assert!(text.lines().any(|l| l.trim() == size), "{size} in {text}");
     }
     drop(ladder);
-}
-
-/// Decodes an fMP4 byte stream: (frames, width, height).
-fn decode(bytes: &[u8]) -> (usize, i32, i32) {
-    use gstreamer as gst;
-    use gstreamer::prelude::*;
-    gst::init().unwrap();
-    let file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
-        file.path().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gstreamer_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let (mut frames, mut w, mut h) = (0, 0, 0);
-    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
-        let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-        w = s.get::<i32>("width").unwrap();
-        h = s.get::<i32>("height").unwrap();
-        frames += 1;
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    (frames, w, h)
 }

@@ -8,9 +8,10 @@ use framecast_replica::media::{
     AudioEncoderKind, AudioSettings, ChunkKind, EncoderSettings, Fmp4Encoder, MediaChunk,
     MediaError,
 };
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
+
+#[path = "support/decode.rs"]
+mod decode;
+use decode::decode_fmp4;
 
 const W: u32 = 160;
 const H: u32 = 96;
@@ -156,40 +157,6 @@ fn chunks_are_whole_boxes_with_init_once_and_fragments_per_segment() {
     }
 }
 
-/// Decodes an fMP4 byte stream with decodebin; returns (frames, width, height).
-fn decode(bytes: &[u8]) -> (usize, i32, i32) {
-    let file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
-        file.path().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let (mut frames, mut w, mut h) = (0, 0, 0);
-    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
-        let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-        w = s.get::<i32>("width").unwrap();
-        h = s.get::<i32>("height").unwrap();
-        frames += 1;
-    }
-    let errors = pipeline
-        .bus()
-        .unwrap()
-        .pop_filtered(&[gst::MessageType::Error])
-        .map(|m| format!("{m:?}"));
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(errors, None);
-    (frames, w, h)
-}
-
 #[test]
 fn output_decodes_to_every_frame_at_the_right_size() {
     let (encoder, per_segment) = encode_segments(settings(), 2, 24);
@@ -201,7 +168,7 @@ fn output_decodes_to_every_frame_at_the_right_size() {
     for c in encoder.finish(WAIT).unwrap() {
         bytes.extend(c.bytes);
     }
-    assert_eq!(decode(&bytes), (48, W as i32, H as i32));
+    assert_eq!(decode_fmp4(&bytes), (48, W as i32, H as i32));
 }
 
 #[test]
@@ -217,7 +184,7 @@ fn init_segment_repeated_before_each_segment_still_decodes() {
         }
     }
     drop(encoder);
-    assert_eq!(decode(&bytes).0, 48);
+    assert_eq!(decode_fmp4(&bytes).0, 48);
 }
 
 #[test]
@@ -282,7 +249,7 @@ fn audio_and_video_with_opus() {
     assert!(mime.ends_with(r#",opus""#), "{mime}");
     assert_eq!(track_count(&bytes), 2);
     assert_eq!(
-        decode(&bytes).0,
+        decode_fmp4(&bytes).0,
         48,
         "video still decodes with audio muxed in"
     );

@@ -12,6 +12,10 @@ use framecast_replica::media::{
     AudioEncoderKind, AudioSettings, ChunkKind, EncoderSettings, Fmp4Encoder, MediaChunk,
 };
 
+#[path = "support/decode.rs"]
+mod decode;
+use decode::decode_fmp4;
+
 const W: u32 = 160;
 const H: u32 = 96;
 const FPS: u32 = 24;
@@ -391,47 +395,11 @@ fn a_segment_of_a_partial_fragment_holds_all_its_frames_and_sound() {
     check_segments(Some(AudioEncoderKind::Opus), 20, OPUS_LAG);
 }
 
-/// Decodes an fMP4 file with decodebin; returns the video frames.
-fn decoded_frames(bytes: &[u8]) -> usize {
-    use gstreamer as gst;
-    use gstreamer::prelude::*;
-    let file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! appsink name=sink sync=false",
-        file.path().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gstreamer_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut frames = 0;
-    while sink
-        .try_pull_sample(gst::ClockTime::from_seconds(10))
-        .is_some()
-    {
-        frames += 1;
-    }
-    let errors = pipeline
-        .bus()
-        .unwrap()
-        .pop_filtered(&[gst::MessageType::Error])
-        .map(|m| format!("{m:?}"));
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(errors, None);
-    frames
-}
-
 #[test]
 fn each_segment_saved_with_the_init_segment_plays_all_its_frames() {
     let (init, per_segment) = encode(EncoderSettings::new(W, H, FPS, 250), 3, 20);
     for (k, chunks) in per_segment.iter().enumerate() {
         let file = [init.clone(), fragment_bytes(chunks)].concat();
-        assert_eq!(decoded_frames(&file), 20, "segment {k}");
+        assert_eq!(decode_fmp4(&file).0, 20, "segment {k}");
     }
 }

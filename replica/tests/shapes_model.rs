@@ -10,6 +10,10 @@ use framecast_replica::generate::wan::text_encoder::TextEncoder;
 use framecast_replica::generate::wan::vae::{DecoderState, WanVae};
 use tch::{Device, Kind, Tensor};
 
+#[path = "support/tensors.rs"]
+mod tensors;
+use tensors::{max_abs_diff, read_reference};
+
 const TOLERANCE: f64 = 1e-4;
 
 fn model_dir() -> PathBuf {
@@ -17,16 +21,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    let path = model_dir().join("reference.safetensors");
-    Tensor::read_safetensors(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
-        .collect()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    read_reference(&model_dir().join("reference.safetensors"))
 }
 
 #[test]

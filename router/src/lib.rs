@@ -16,7 +16,8 @@
 //! 2. `capacity`, `client_limits`, `frame_boundaries`, `observability`
 //! 3. `refusal`, `health::state`, `selection`
 //! 4. `registry`, `upstream_loss`
-//! 5. `health::checker`, `admin`, `shutdown`
+//! 5. `health::checker`, `admin`, `shutdown`, `broadcast_owner` (which replica serves a
+//!    broadcast's files)
 //! 6. `proxy`
 //! 7. `server`
 

@@ -17,7 +17,13 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["refusal", "health::state", "selection"],
     &["registry", "upstream_loss"],
-    &["health::checker", "discovery", "admin", "shutdown"],
+    &[
+        "health::checker",
+        "discovery",
+        "admin",
+        "shutdown",
+        "broadcast_owner",
+    ],
     &["proxy"],
     &["server"],
 ];

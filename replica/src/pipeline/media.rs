@@ -75,10 +75,12 @@ pub(super) fn media_loop(
                 return fail(e);
             }
         }
+        // The ladder gets its own copy: the encoder takes the frames over.
         let (idx, frames) = (
             job.segment_idx,
             broadcast
                 .as_ref()
+                .filter(|b| !matches!(b, Broadcast::Off))
                 .map(|_| Arc::new(job.segment.frames.clone())),
         );
         match media.encode_segment(job, outputs, cancel) {

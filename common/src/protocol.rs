@@ -315,6 +315,17 @@ impl ErrorCode {
     }
 }
 
+/// Whether `id` can name a broadcast (`/v1/broadcast/{id}/…`): what stream ids are (letters,
+/// digits, `-`, `_`; at most 64), nothing that walks a file system. The replica, which maps it
+/// to a directory, and the router, which looks its owner up, share this one rule.
+pub fn valid_broadcast_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Messages the server sends (binary fMP4 frames travel separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use framecast_common::protocol::valid_broadcast_id;
 use hashlink::LruCache;
 use parking_lot::Mutex;
 
@@ -20,13 +21,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn broadcast_id(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/broadcast/")?;
     let (id, file) = rest.split_once('/')?;
-    let plausible = !id.is_empty()
-        && id.len() <= 64
-        && !file.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    plausible.then_some(id)
+    (!file.is_empty() && valid_broadcast_id(id)).then_some(id)
 }
 
 /// Broadcast id → replica index.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use framecast_common::protocol::valid_broadcast_id;
 use parking_lot::Mutex;
 
 use super::playlist::{RungInfo, master_playlist};
@@ -45,16 +46,6 @@ pub enum BroadcastError {
     /// Every rung failed.
     #[error("every rung failed; the first: {0}")]
     Failed(String),
-}
-
-/// Whether `id` can name a broadcast: what stream ids are (hex, `-`), nothing that walks
-/// the file system.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// What a broadcast is built from.
@@ -101,7 +92,7 @@ pub struct Ladder {
 impl Ladder {
     /// Creates the output directories and starts `workers_per_rung` workers per rung.
     pub fn start(plan: &LadderPlan) -> Result<Self, BroadcastError> {
-        if !valid_id(&plan.stream_id) {
+        if !valid_broadcast_id(&plan.stream_id) {
             return Err(BroadcastError::BadId(plan.stream_id.clone()));
         }
         let max = plan.settings.max_broadcasts;
@@ -192,7 +183,8 @@ impl Ladder {
 
     /// Hands segment `segment_idx`'s frames to every rung that has not failed, waiting for
     /// room in each queue (back-pressure); a rung whose workers take nothing for 30 s is
-    /// failed. An error only when every rung has failed.
+    /// failed. An error only when every rung has failed. The caller writes the master
+    /// playlist ([`Ladder::write_master_if_ready`]) when it wants to tell viewers.
     pub fn push_segment(
         &self,
         segment_idx: u32,
@@ -215,7 +207,6 @@ impl Ladder {
                 Err(PushError::Closed) => {}
             }
         }
-        self.write_master_if_ready();
         match self.rungs.iter().all(|(r, _, _)| r.failed()) {
             true => Err(BroadcastError::Failed(
                 self.rungs[0].0.failure().unwrap_or_default(),

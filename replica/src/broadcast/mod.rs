@@ -10,4 +10,4 @@ pub mod queue;
 pub mod rung;
 pub mod worker;
 
-pub use ladder::{BroadcastError, Ladder, LadderPlan, valid_id};
+pub use ladder::{BroadcastError, Ladder, LadderPlan};

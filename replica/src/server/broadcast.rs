@@ -7,13 +7,13 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use framecast_common::protocol::valid_broadcast_id;
 
 use super::AppState;
 use crate::broadcast::playlist::{
     ENDED_PLAYLIST_CACHE_CONTROL, IMMUTABLE_CACHE_CONTROL, INIT_CONTENT_TYPE,
     LIVE_PLAYLIST_CACHE_CONTROL, PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE,
 };
-use crate::broadcast::valid_id;
 
 /// What a path under a broadcast may name.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub(super) async fn file(
     Path((id, rest)): Path<(String, String)>,
 ) -> Response {
     let settings = &state.inner.sessions.config.broadcast;
-    if !settings.enabled || !valid_id(&id) {
+    if !settings.enabled || !valid_broadcast_id(&id) {
         return not_found();
     }
     let rungs: Vec<&str> = settings.ladder.iter().map(|r| r.name.as_str()).collect();

@@ -13,12 +13,16 @@ same command to go on):
 2. `latents`: long clips encoded to latents once; their per-channel mean and std become the
    VAE's `latents_mean`/`latents_std`, so the transformer sees unit-scale latents.
 3. `transformer`: `WanTransformer3DModel` with flow matching on windows of those latents,
-   conditioned on the frozen UMT5 encoder's embeddings of the captions (padded to 512 tokens as
-   `WanPipeline.encode_prompt` does). Windows are built like Framecast's streaming uses them:
+   conditioned on the frozen UMT5 encoder's embeddings of the captions (padded with zeros to
+   `model.TEXT_TOKENS` as `WanPipeline.encode_prompt` pads to its max_sequence_length). Windows are built like Framecast's streaming uses them:
    a fresh stream's first segment (no context), a continuation (the previous segment's last
    clean latent frame first, noised like the rest as the sampler re-imposes it), and a prompt
    switch (that context frame from a clip with another caption).
 4. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
+
+`--init-from DIR` starts a phase that has no checkpoint from the weights of an exported model
+(e.g. the committed one), so training goes on across machines that lose --work; with
+`--vae-minutes 0` the VAE is taken as it is.
 
 Uses CUDA when available. Wall-time budgets per phase (--vae-minutes, --transformer-minutes)
 bound the run on a CPU; steps done so far are kept in the checkpoint.
@@ -45,7 +49,7 @@ import world  # noqa: E402
 
 SEED = 20261206
 SIZE = 64  # training resolution, square
-TEXT_TOKENS = 512  # WanPipeline's max_sequence_length, which Framecast pads to as well
+TEXT_TOKENS = model.TEXT_TOKENS
 
 
 def log(msg: str) -> None:
@@ -104,6 +108,26 @@ class Checkpoint:
         tmp.replace(self.path)
 
 
+def warm_start(args, module: torch.nn.Module, name: str, prog: dict) -> None:
+    """Loads `--init-from`'s weights for phase `name` into a phase with no checkpoint yet, and
+    carries the steps and minutes they were trained for into its progress (so the model card
+    counts all of them)."""
+    if args.init_from is None or prog["step"] > 0 or prog.get("init_from"):
+        return
+    from safetensors.torch import load_file
+
+    sub = args.init_from / name
+    state = {}
+    for f in sorted(sub.glob("*.safetensors")):
+        state.update(load_file(f))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"--init-from {sub}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    before = json.loads((args.init_from / "training.json").read_text()).get(name, {})
+    prog["init_from"] = {"dir": str(args.init_from), "steps": before.get("steps", 0), "minutes": before.get("minutes", 0.0)}
+    log(f"{name}: warm start from {sub} ({prog['init_from']['steps']} steps before)")
+
+
 def cosine_lr(base: float, step: int, total: int, warmup: int = 30) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -115,8 +139,11 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
     opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
     ckpt = Checkpoint(args.work, "vae")
     prog = ckpt.load(vae, opt)
+    warm_start(args, vae, "vae", prog)
     budget = args.vae_minutes * 60
     if prog["seconds"] >= budget:
+        if not ckpt.path.exists():
+            ckpt.save(vae, None, prog)
         vae.eval()
         return vae
     scenes = world.training_scenes()
@@ -192,7 +219,7 @@ def encode_latents(args, vae, device: torch.device) -> dict:
 @torch.no_grad()
 def embed_captions(tok, text_encoder, captions: list[str]) -> dict[str, torch.Tensor]:
     """WanPipeline.encode_prompt's embedding of each caption: the encoder's output for the real
-    tokens, zeros up to 512."""
+    tokens, zeros up to TEXT_TOKENS."""
     out = {}
     for c in sorted(set(captions)):
         enc = tok([c], padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
@@ -237,8 +264,11 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
     opt = torch.optim.AdamW(net.parameters(), lr=args.tf_lr, weight_decay=0.01)
     ckpt = Checkpoint(args.work, "transformer")
     prog = ckpt.load(net, opt)
+    warm_start(args, net, "transformer", prog)
     budget = args.transformer_minutes * 60
     if prog["seconds"] >= budget:
+        if not ckpt.path.exists():
+            ckpt.save(net, None, prog)
         net.eval()
         return net
     by_caption: dict[str, list[int]] = {}
@@ -331,15 +361,18 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
     pipe = WanPipeline(tokenizer=tok, text_encoder=text_encoder, transformer=net.cpu(), vae=vae.cpu(), scheduler=model.scheduler())
     out = args.out
     pipe.save_pretrained(out, safe_serialization=True)
+    # What WanPipeline users pass as max_sequence_length, and the replica reads.
+    (out / "framecast.json").write_text(json.dumps({"max_sequence_length": TEXT_TOKENS}, indent=2) + "\n")
     (out / "world.json").write_text(json.dumps(world.world_json(), indent=2) + "\n")
     (out / "eval-prompts.json").write_text(json.dumps(world.eval_prompts(), indent=1) + "\n")
     progress = {}
     for name in ("vae", "transformer"):
         p = torch.load(args.work / f"{name}.pt", map_location="cpu", weights_only=False)["progress"]
+        before = p.get("init_from") or {"steps": 0, "minutes": 0.0}
         progress[name] = {
-            "steps": p["step"],
-            "minutes": round(p["seconds"] / 60, 1),
-            "final_loss": round(float(np.mean(p["losses"][-100:])), 4),
+            "steps": before["steps"] + p["step"],
+            "minutes": round(before["minutes"] + p["seconds"] / 60, 1),
+            "final_loss": round(float(np.mean(p["losses"][-100:])), 4) if p["losses"] else None,
         }
     (out / "training.json").write_text(json.dumps({"seed": SEED, "size": SIZE, "device": str(args.device_used), **progress}, indent=2) + "\n")
     write_reference(out)
@@ -363,6 +396,7 @@ def main() -> None:
     p.add_argument("--tf-steps-estimate", type=int, default=8000)
     p.add_argument("--latent-clip", type=int, default=8, help="latent frames per encoded training clip (minus the first)")
     p.add_argument("--clips-per-scene", type=int, default=4)
+    p.add_argument("--init-from", type=Path, default=None, help="exported model to start phases without a checkpoint from")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

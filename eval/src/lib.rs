@@ -2,7 +2,8 @@
 //! a running stack over WebSocket ([`client`]), records each stream's fMP4, decodes the
 //! recordings with a bounded prefetch pool ([`pool`], [`decode`]), measures each stream against
 //! its caption ([`analyze`], [`score`]), and writes JSON plus an HTML contact sheet
-//! ([`report`]). [`run`] puts these together; [`world`] reads the trainer's ground truth.
+//! ([`report`]). [`run`] puts these together; [`world`] reads the trainer's ground truth. [`timing`] measures
+//! only the serving figures, for models with nothing to score.
 
 pub mod analyze;
 pub mod client;
@@ -11,4 +12,5 @@ pub mod pool;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod timing;
 pub mod world;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use framecast_eval::report::Targets;
 use framecast_eval::run::{EvalConfig, run};
+use framecast_eval::timing::{TimingConfig, run_timing};
 use framecast_eval::world::{load_palette, load_prompts};
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,14 @@ struct Args {
     /// Exit with 1 when a target is missed.
     #[arg(long)]
     require_targets: bool,
+    /// Only measure serving (time to first media, realtime factor, generation time) of
+    /// --streams streams (default 1) of --prompt, writing `timing.json`: for models with no
+    /// world to score against. Decodes nothing.
+    #[arg(long)]
+    timing_only: bool,
+    /// The prompt of every segment with --timing-only.
+    #[arg(long, default_value = "a red circle moving left on a blue background")]
+    prompt: String,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +92,19 @@ fn main() -> ExitCode {
 }
 
 fn eval(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.timing_only {
+        let report = run_timing(&TimingConfig {
+            url: args.url.clone(),
+            prompt: args.prompt.clone(),
+            segments: args.segments,
+            streams: u32::try_from(args.streams.max(1)).unwrap_or(u32::MAX),
+            steps: args.steps,
+            timeout: Duration::from_secs(args.stream_timeout_seconds),
+            out: args.out.clone(),
+        })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let palette = load_palette(&args.model.join("world.json"))?;
     let prompts_path = args
         .prompts

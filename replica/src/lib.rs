@@ -17,6 +17,7 @@
 pub mod broadcast;
 pub mod config;
 pub mod device;
+pub mod device_check;
 pub mod generate;
 pub mod media;
 pub mod observability;

@@ -15,7 +15,7 @@ use framecast_replica::pool::subprocess::{SubprocessPool, SubprocessSettings, Wo
 use framecast_replica::prompt::PromptService;
 use framecast_replica::server::{self, AppState};
 use framecast_replica::session::SessionContext;
-use framecast_replica::{device, media};
+use framecast_replica::{device, device_check, media};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -58,6 +58,40 @@ enum Command {
         #[arg(long, value_parser = parse_device)]
         device: Option<DeviceKind>,
     },
+    /// Run the configured model (generator.model_path at generator.width x height, fps and
+    /// frames_per_segment) for a few segments on one device and print timings as JSON; with
+    /// --reference, also in fp32 on that device and compare the frames. Exits 1 when they
+    /// differ by more than --max-mean-abs-diff. For proving a new GPU machine before it serves.
+    DeviceCheck {
+        /// The device under test (`cpu`, `cuda`, `cuda:N`, `auto`).
+        #[arg(long, value_parser = parse_device, default_value = "auto")]
+        device: DeviceKind,
+        /// Its precision (`auto`: bf16 on CUDA, fp32 on the CPU, as serving does).
+        #[arg(long, value_enum, default_value = "auto")]
+        dtype: device_check::Dtype,
+        /// Run the same segments in fp32 here and compare (e.g. `cpu`).
+        #[arg(long, value_parser = parse_device)]
+        reference: Option<DeviceKind>,
+        /// Segments in the stream; the first is a warm-up when there are more.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        segments: u32,
+        /// Denoising steps per segment (default: generator.num_inference_steps).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        steps: Option<u32>,
+        /// Classifier-free guidance (above 1 runs the transformer twice per step).
+        #[arg(long, default_value_t = 1.0)]
+        guidance_scale: f32,
+        /// Noise seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The prompt of every segment.
+        #[arg(long, default_value = "a red circle moving left on a blue background")]
+        prompt: String,
+        /// Largest mean absolute pixel difference (8-bit levels) from the reference that
+        /// passes.
+        #[arg(long, default_value_t = 4.0)]
+        max_mean_abs_diff: f64,
+    },
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
@@ -77,6 +111,48 @@ fn main() -> ExitCode {
             Err(err) => {
                 eprintln!("framecast-replica worker {index}: {err:#}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::DeviceCheck {
+        device,
+        dtype,
+        reference,
+        segments,
+        steps,
+        guidance_scale,
+        seed,
+        prompt,
+        max_mean_abs_diff,
+    }) = cli.command
+    {
+        let check = device_check::CheckSettings {
+            device,
+            dtype,
+            reference,
+            segments,
+            steps: steps.unwrap_or(config.generator.num_inference_steps),
+            guidance_scale,
+            seed,
+            prompt,
+            max_mean_abs_diff,
+        };
+        return match device_check::run(&config.generator, &check) {
+            Ok(report) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                if report.passed() {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("framecast-replica device-check: frames differ beyond the tolerance");
+                    ExitCode::from(1)
+                }
+            }
+            Err(err) => {
+                eprintln!("framecast-replica device-check: {err}");
+                ExitCode::from(2)
             }
         };
     }

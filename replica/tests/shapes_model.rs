@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use framecast_replica::generate::wan::pipeline_config::PipelineConfig;
 use framecast_replica::generate::wan::text_encoder::TextEncoder;
 use framecast_replica::generate::wan::vae::{DecoderState, WanVae};
 use tch::{Device, Kind, Tensor};
@@ -38,21 +39,26 @@ fn the_shipped_models_text_encoder_matches_transformers() {
     let prompts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
+    // Trained on captions padded to 32 tokens, not WanPipeline's 512 (see training/model.py),
+    // and the replica must pad as training did.
+    let tokens = PipelineConfig::load(&dir).unwrap().max_sequence_length;
+    assert_eq!(tokens, 32);
     let r = reference();
     for name in ["grammar", "other"] {
         let text = prompts[name].as_str().unwrap();
-        let ids = encoder.tokenize(text, 512).unwrap();
+        let ids = encoder.tokenize(text, tokens).unwrap();
         let expected = Vec::<i64>::try_from(&r[&format!("{name}_ids")]).unwrap();
-        // Padded to 512 with <pad> (0) after the real tokens.
+        // Padded with <pad> (0) after the real tokens.
         assert_eq!(&ids[..expected.len()], expected, "token ids of {text:?}");
         assert!(ids[expected.len()..].iter().all(|&i| i == 0), "{ids:?}");
-        let embeds = encoder.encode(text, 512).unwrap();
+        let embeds = encoder.encode(text, tokens).unwrap();
+        assert_eq!(embeds.size()[1], tokens as i64);
         let diff = max_abs_diff(&embeds, &r[&format!("{name}_embeds")]);
         assert!(diff <= TOLERANCE, "{text:?}: max abs diff {diff:e}");
     }
     // The grammar's words are whole tokens: one per word, plus </s>.
     let grammar = prompts["grammar"].as_str().unwrap();
-    let real = encoder.tokenize(grammar, 512).unwrap();
+    let real = encoder.tokenize(grammar, tokens).unwrap();
     assert_eq!(
         real.iter().filter(|&&i| i != 0).count(),
         grammar.split_whitespace().count() + 1

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use tch::{Device, Kind, Tensor};
 
 use super::WanError;
+use super::pipeline_config::PipelineConfig;
 use super::scheduler::{FlowMatchEuler, Schedule};
 use super::stream_state::{StreamState, StreamStates, WAN_STATE_KIND};
 use super::text_encoder::TextEncoder;
@@ -36,8 +37,6 @@ const CONTEXT_FRAMES: i64 = 1;
 /// tiny model 21 latent frames into a stream: 16 frames rebuild them to within 2/255 of the
 /// exact continuation, 8 to 19/255, 1 to 27/255 (`replica/tests/wan_resume.rs`).
 const HISTORY_FRAMES: i64 = 16;
-/// Text tokens the transformer attends to (Wan2.1's `max_sequence_length`).
-const TEXT_TOKENS: usize = 512;
 /// Prompt embeddings kept per worker.
 const PROMPT_CACHE: usize = 32;
 
@@ -54,6 +53,8 @@ pub struct WanGenerator {
     format: StreamFormat,
     device: Device,
     kind: Kind,
+    /// Text tokens the transformer attends to (the model's `max_sequence_length`).
+    text_tokens: usize,
     /// Prompt → text embedding, at most `PROMPT_CACHE` of them.
     prompts: HashMap<String, Tensor>,
     streams: StreamStates,
@@ -89,7 +90,20 @@ impl WanGenerator {
         } else {
             Kind::Float
         };
+        Self::load_as(dir, format, device, kind, blobs)
+    }
+
+    /// [`WanGenerator::load`] in a chosen precision: `device-check` compares bf16 with fp32
+    /// on one device to tell rounding from a device's own error.
+    pub fn load_as(
+        dir: &Path,
+        format: StreamFormat,
+        device: Device,
+        kind: Kind,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self, WanError> {
         let _no_grad = tch::no_grad_guard();
+        let text_tokens = PipelineConfig::load(dir)?.max_sequence_length;
         let text = TextEncoder::load(
             &dir.join("text_encoder"),
             &dir.join("tokenizer"),
@@ -124,6 +138,7 @@ impl WanGenerator {
             format,
             device,
             kind,
+            text_tokens,
             prompts: HashMap::new(),
             streams: StreamStates::new(blobs, device, kind, latent_hw),
             latent_frames: frames / temporal,
@@ -150,14 +165,14 @@ impl WanGenerator {
         self.vae.decode(latents, &mut DecoderState::default())
     }
 
-    /// The prompt's text embedding (1, 512, text_dim), cached per worker.
+    /// The prompt's text embedding (1, max_sequence_length, text_dim), cached per worker.
     pub fn embed(&mut self, prompt: &str) -> Result<Tensor, GenerateError> {
         if let Some(e) = self.prompts.get(prompt) {
             return Ok(e.shallow_clone());
         }
         let e = self
             .text
-            .encode(prompt, TEXT_TOKENS)
+            .encode(prompt, self.text_tokens)
             .map_err(|e| GenerateError::Failed(e.to_string()))?;
         if self.prompts.len() >= PROMPT_CACHE {
             self.prompts.clear();

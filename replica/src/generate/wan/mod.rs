@@ -5,12 +5,14 @@
 //!
 //! Networks: [`text_encoder`] (UMT5 + tokenizer), [`transformer`] (the DiT,
 //! `WanTransformer3DModel`), [`vae`] (`AutoencoderKLWan`'s decoder), on the shared
-//! [`weights`] loader and [`layers`]; [`scheduler`] samples; [`generator`] ties them into the
+//! [`weights`] loader and [`layers`]; [`scheduler`] samples; [`pipeline_config`] reads what
+//! `WanPipeline` takes as call arguments; [`generator`] ties them into the
 //! session controller's `Generator`, whose streams [`stream_state`] keeps between segments and
 //! exports (as [`tensor_bytes`]) to the blob store.
 
 pub mod generator;
 pub mod layers;
+pub mod pipeline_config;
 pub mod scheduler;
 pub mod stream_state;
 pub mod tensor_bytes;

@@ -12,7 +12,7 @@
 #   docker build --build-arg RUST_IMAGE=rust:1.95-bookworm@sha256:<digest> ...
 ARG RUST_IMAGE=rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
 ARG RUNTIME_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
-ARG TORCH_VERSION=2.13.0
+ARG TORCH_VERSION=2.11.0
 
 FROM ${RUST_IMAGE} AS build
 ARG TORCH_VERSION

@@ -70,14 +70,46 @@ def tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-# Sizes: "tiny" for tests and the demo; "mid" for benchmarks (a realistic amount of compute on
-# a CPU without Wan2.1-1.3B's 30-layer, 1536-wide transformer).
+TINY_VAE = dict(
+    base_dim=8,
+    z_dim=4,
+    # Wan2.1's structure (8x spatial, 4x temporal compression), narrow.
+    dim_mult=[1, 2, 2, 2],
+    num_res_blocks=1,
+    attn_scales=[],
+    temperal_downsample=[False, True, True],
+    latents_mean=[0.1, -0.2, 0.3, 0.0],
+    latents_std=[1.5, 0.8, 1.2, 1.0],
+)
+
+# Sizes: "tiny" for tests and the demo; "mid" for benchmarks and the GPU check's bf16-vs-fp32
+# comparison (a realistic amount of compute on a CPU without Wan2.1-1.3B's 30-layer,
+# 1536-wide transformer); "wan2.1-1.3b" for GPU figures: Wan2.1-T2V-1.3B's transformer and
+# VAE exactly (random weights), with a 2-layer UMT5 of the real width (the real 24-layer
+# encoder runs once per prompt, and its 5.7 B parameters would take minutes to initialise).
 PRESETS = {
-    "tiny": dict(transformer=TRANSFORMER, vae_base=8, text=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)),
+    "tiny": dict(transformer=TRANSFORMER, vae=TINY_VAE, text=dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)),
     "mid": dict(
         transformer=dict(TRANSFORMER, num_attention_heads=4, attention_head_dim=48, text_dim=128, freq_dim=128, ffn_dim=768, num_layers=4),
-        vae_base=32,
+        vae=dict(TINY_VAE, base_dim=32),
         text=dict(d_model=128, d_kv=32, d_ff=256, num_layers=4, num_heads=4),
+    ),
+    "wan2.1-1.3b": dict(
+        transformer=dict(
+            TRANSFORMER,
+            num_attention_heads=12,
+            attention_head_dim=128,
+            in_channels=16,
+            out_channels=16,
+            text_dim=4096,
+            freq_dim=256,
+            ffn_dim=8960,
+            num_layers=30,
+            rope_max_seq_len=1024,
+        ),
+        # AutoencoderKLWan's defaults are Wan2.1's VAE.
+        vae=dict(),
+        text=dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=2, num_heads=64),
     ),
 }
 
@@ -99,17 +131,7 @@ def build(out: Path, preset: str = "tiny") -> WanPipeline:
         )
     ).eval()
     transformer = WanTransformer3DModel(**size["transformer"]).eval()
-    vae = AutoencoderKLWan(
-        base_dim=size["vae_base"],
-        z_dim=4,
-        # Wan2.1's structure (8x spatial, 4x temporal compression), narrow.
-        dim_mult=[1, 2, 2, 2],
-        num_res_blocks=1,
-        attn_scales=[],
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.1, -0.2, 0.3, 0.0],
-        latents_std=[1.5, 0.8, 1.2, 1.0],
-    ).eval()
+    vae = AutoencoderKLWan(**size["vae"]).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     pipe = WanPipeline(
         tokenizer=tok, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
@@ -212,7 +234,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/wan-tiny"))
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.preset == "tiny":
+        torch.set_num_threads(1)  # bit-identical references on any machine
     pipe = build(args.out, args.preset)
     if args.preset == "tiny":
         references(pipe, args.out)

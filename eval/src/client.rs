@@ -42,6 +42,8 @@ pub struct StreamPlan {
     pub seed: u64,
     /// Denoising steps; the server's default when `None`.
     pub steps: Option<u32>,
+    /// Classifier-free guidance scale; the server's default when `None`.
+    pub guidance_scale: Option<f32>,
     /// Longest time the whole stream may take.
     pub timeout: Duration,
 }
@@ -113,6 +115,9 @@ fn segment_request(plan: &StreamPlan, idx: usize) -> Message {
     });
     if let Some(steps) = plan.steps {
         body["num_inference_steps"] = json!(steps);
+    }
+    if let Some(scale) = plan.guidance_scale {
+        body["guidance_scale"] = json!(scale);
     }
     Message::text(body.to_string())
 }

@@ -45,6 +45,9 @@ struct Args {
     /// Denoising steps (default: the server's).
     #[arg(long)]
     steps: Option<u32>,
+    /// Classifier-free guidance scale (default: the server's).
+    #[arg(long)]
+    guidance_scale: Option<f32>,
     /// Streams recorded at once (1 measures each stream's realtime factor alone).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     concurrency: u32,
@@ -127,6 +130,7 @@ fn eval(args: &Args) -> anyhow::Result<ExitCode> {
         segments: args.segments,
         switch_at,
         steps: args.steps,
+        guidance_scale: args.guidance_scale,
         concurrency: args.concurrency as usize,
         loader_threads: args.loader_threads as usize,
         prefetch: args.prefetch as usize,

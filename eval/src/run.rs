@@ -27,6 +27,8 @@ pub struct EvalConfig {
     pub switch_at: u32,
     /// Denoising steps; the server's default when `None`.
     pub steps: Option<u32>,
+    /// Classifier-free guidance scale; the server's default when `None`.
+    pub guidance_scale: Option<f32>,
     /// Streams recorded at once.
     pub concurrency: usize,
     /// Decoder threads, and decoded streams held at most while waiting to be scored.
@@ -75,6 +77,7 @@ fn plan(cfg: &EvalConfig, p: &EvalPrompt) -> StreamPlan {
         prompts,
         seed: p.seed,
         steps: cfg.steps,
+        guidance_scale: cfg.guidance_scale,
         timeout: cfg.stream_timeout,
     }
 }
@@ -191,6 +194,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Outcome, RunError> {
         "segments": cfg.segments,
         "switch_at": cfg.switch_at,
         "steps": cfg.steps,
+        "guidance_scale": cfg.guidance_scale,
         "concurrency": cfg.concurrency,
         "loader_threads": cfg.loader_threads,
     });

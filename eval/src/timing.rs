@@ -106,6 +106,7 @@ pub fn run_timing(cfg: &TimingConfig) -> Result<TimingReport, TimingError> {
         prompts: vec![cfg.prompt.clone(); cfg.segments as usize],
         seed: 42,
         steps: cfg.steps,
+        guidance_scale: None,
         timeout: cfg.timeout,
     };
     let mut streams = Vec::new();

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     &["pool"],
     &["session"],
-    &["server", "worker_process"],
+    &["server", "worker_process", "device_check"],
 ];
 
 fn rank(module: &str) -> Option<usize> {

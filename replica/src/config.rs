@@ -596,6 +596,9 @@ pub struct GeneratorSettings {
     pub frames_per_segment: u32,
     /// Denoising steps when the client does not say.
     pub num_inference_steps: u32,
+    /// Classifier-free guidance when the client does not say (1: none, one transformer pass
+    /// per step; above 1 two). The best value is the model's: measured by `framecast-eval`.
+    pub guidance_scale: f32,
     /// `mock` only: wall time one segment takes.
     pub mock_latency_ms: u64,
     /// `mock` only: add a tone audio track.
@@ -613,6 +616,7 @@ impl Default for GeneratorSettings {
             fps: 24,
             frames_per_segment: 24,
             num_inference_steps: 4,
+            guidance_scale: 1.0,
             mock_latency_ms: 250,
             mock_audio: false,
         }
@@ -1109,6 +1113,17 @@ impl Validate for ReplicaConfig {
         in_range("generator.fps", g.fps, 1, 120)?;
         at_least_one("generator.frames_per_segment", g.frames_per_segment)?;
         at_least_one("generator.num_inference_steps", g.num_inference_steps)?;
+        if !(g.guidance_scale.is_finite()
+            && (0.0..=l.max_guidance_scale).contains(&g.guidance_scale))
+        {
+            return Err(FieldError::new(
+                "generator.guidance_scale",
+                format!(
+                    "{} must be a number from 0 to streaming.limits.max_guidance_scale ({})",
+                    g.guidance_scale, l.max_guidance_scale
+                ),
+            ));
+        }
         if g.num_inference_steps > l.max_inference_steps {
             return Err(FieldError::new(
                 "generator.num_inference_steps",
@@ -1305,6 +1320,18 @@ mod tests {
         assert_eq!(c.server.port, 8002);
         assert_eq!(c.media.video_encoder, VideoEncoderKind::X264);
         assert_eq!(c.streaming.session_timeout_seconds, 30);
+    }
+
+    #[test]
+    fn default_guidance_must_be_within_the_clients_range() {
+        let c = load_with_env(&[("FRAMECAST_REPLICA__GENERATOR__GUIDANCE_SCALE", "3.0")]).unwrap();
+        assert_eq!(c.generator.guidance_scale, 3.0);
+        for bad in ["-1", "21", "NaN"] {
+            let err = load_with_env(&[("FRAMECAST_REPLICA__GENERATOR__GUIDANCE_SCALE", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("generator.guidance_scale"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! decoding what came back and scoring it.
 //!
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
-//! here are set from what it does reach, below it with margin, on the figure that tells a
-//! working pipeline from a broken one: the background colour (61 % of judged segments with
-//! this model; 19–22 % when prompts were mis-tokenized or the VAE decoded garbage). Timing
-//! figures are only checked for presence: the suite runs tests side by side, so speed is the
-//! benches' and `scripts/eval`'s.
+//! here are set from what it does reach on these 8 streams, below it with margin: background
+//! 67 %, direction 75 %, colour (object and background) 50 % of judged segments with the
+//! shipped config (8 steps, guidance 3); a broken pipeline scores near chance (background
+//! 19–22 % when prompts were mis-tokenized or the VAE decoded garbage; direction 27 % when
+//! captions were padded unlike training). Timing figures are only checked for presence: the
+//! suite runs tests side by side, so speed is the benches' and `scripts/eval`'s.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use framecast_e2e::{binary, spawn_replica_with_args, start_router, wait_for_stat
 /// Streams and segments: 8 held-out prompts, a switch after segment 2.
 const STREAMS: &str = "8";
 const SEGMENTS: &str = "4";
-const MIN_BACKGROUND: f64 = 0.4;
+const MIN_BACKGROUND: f64 = 0.5;
+const MIN_DIRECTION: f64 = 0.55;
+const MIN_COLOUR: f64 = 0.3;
 
 #[tokio::test]
 async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
@@ -67,6 +70,8 @@ async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
     assert_eq!(agg["streams"], 8, "{agg}");
     assert_eq!(agg["failed_streams"], 0, "{report}");
     assert!(f("background_adherence") >= MIN_BACKGROUND, "{agg}");
+    assert!(f("direction_adherence") >= MIN_DIRECTION, "{agg}");
+    assert!(f("colour_adherence") >= MIN_COLOUR, "{agg}");
     for k in [
         "colour_adherence",
         "direction_adherence",

@@ -68,8 +68,7 @@ fn the_bundle_runs_gpu_check_in_a_clean_environment() {
         String::from_utf8_lossy(&run.stderr)
     );
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report_dir.join("gpu-check.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(report_dir.join("gpu-check.json")).unwrap()).unwrap();
 
     // bf16 on the CPU against fp32: the comparison ran, differed (so it compares something)
     // and stayed within the tolerance gpu-check applies to the GPU.

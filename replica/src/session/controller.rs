@@ -141,7 +141,8 @@ impl Session {
             ctx.config.streaming.generation_segment_cap,
             seed >> 16,
             ctx.config.generator.num_inference_steps,
-        );
+        )
+        .with_default_guidance(ctx.config.generator.guidance_scale);
         if ctx.prompts.llm_available() {
             schedule.use_llm_auto_extension();
         }

@@ -28,6 +28,7 @@ pub struct SegmentScheduler {
     cap: u32,
     seed: u64,
     default_steps: u32,
+    default_guidance: f32,
 }
 
 impl SegmentScheduler {
@@ -45,7 +46,14 @@ impl SegmentScheduler {
             cap,
             seed,
             default_steps,
+            default_guidance: 1.0,
         }
+    }
+
+    /// Guidance for segments whose prompt does not set it (`generator.guidance_scale`).
+    pub fn with_default_guidance(mut self, guidance_scale: f32) -> Self {
+        self.default_guidance = guidance_scale;
+        self
     }
 
     /// Lowers the cap (single-clip mode asks for one segment).
@@ -134,7 +142,7 @@ impl SegmentScheduler {
                 .seed
                 .unwrap_or(self.seed.wrapping_add(u64::from(segment_idx))),
             num_inference_steps: prompt.num_inference_steps.unwrap_or(self.default_steps),
-            guidance_scale: prompt.guidance_scale.unwrap_or(1.0),
+            guidance_scale: prompt.guidance_scale.unwrap_or(self.default_guidance),
             initial_image: None,
         };
         self.last_prompt = Some(prompt);
@@ -245,6 +253,20 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn guidance_not_asked_for_is_the_configured_default() {
+        let mut s = SegmentScheduler::new(10, 0, 4).with_default_guidance(3.0);
+        let i = init(&[], false, false);
+        s.request(plain("default".into()));
+        assert_eq!(s.next(&i).unwrap().guidance_scale, 3.0);
+        s.generated();
+        s.request(SegmentPrompt {
+            guidance_scale: Some(1.5),
+            ..plain("asked".into())
+        });
+        assert_eq!(s.next(&i).unwrap().guidance_scale, 1.5);
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl DreamverseSession {
             negative_prompt: None,
             seed: self.seed.wrapping_add(u64::from(pipeline_idx)),
             num_inference_steps: self.ctx.config.generator.num_inference_steps,
-            guidance_scale: 1.0,
+            guidance_scale: self.ctx.config.generator.guidance_scale,
             // Each Dreamverse stream (after a restart, a new project, a single clip) starts
             // afresh: nothing of the previous stream's frames conditions it.
             fresh_stream: plan.segment_idx == 1,

@@ -201,6 +201,9 @@ pub fn run(
     })
 }
 
+/// Every segment's RGB frames, in order.
+type SegmentFrames = Vec<Vec<Vec<u8>>>;
+
 /// One stream of `check.segments` segments on `device`: its timings and every segment's frames.
 fn run_on(
     generator: &GeneratorSettings,
@@ -208,7 +211,7 @@ fn run_on(
     format: StreamFormat,
     device: Device,
     kind: Kind,
-) -> Result<(DeviceRun, Vec<Vec<Vec<u8>>>), CheckError> {
+) -> Result<(DeviceRun, SegmentFrames), CheckError> {
     let blobs = Arc::new(MemoryBlobStore::new(256 << 20, Duration::from_secs(600)));
     let started = Instant::now();
     let mut model = WanGenerator::load_as(&generator.model_path, format, device, kind, blobs)?;

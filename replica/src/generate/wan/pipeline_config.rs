@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use super::WanError;
 
 /// `WanPipeline`'s default `max_sequence_length`, which Wan2.1 was trained with.
@@ -15,17 +13,11 @@ pub const DEFAULT_TEXT_TOKENS: usize = 512;
 pub const MAX_TEXT_TOKENS: usize = 4096;
 
 /// `framecast.json`: what a model's own pipeline passes to `WanPipeline.__call__`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineConfig {
     /// Text tokens the transformer attends to: the prompt's, then zero embeddings up to this.
     /// Training pads to it, so serving must too.
-    #[serde(default = "default_text_tokens")]
     pub max_sequence_length: usize,
-}
-
-fn default_text_tokens() -> usize {
-    DEFAULT_TEXT_TOKENS
 }
 
 impl Default for PipelineConfig {
@@ -51,19 +43,34 @@ impl PipelineConfig {
                 });
             }
         };
-        let config: Self = serde_json::from_str(&text).map_err(|e| WanError::Unreadable {
+        let invalid = |message: String| WanError::Unreadable {
             path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if !(1..=MAX_TEXT_TOKENS).contains(&config.max_sequence_length) {
-            return Err(WanError::Unreadable {
-                path,
-                message: format!(
-                    "max_sequence_length must be 1 to {MAX_TEXT_TOKENS}, not {}",
-                    config.max_sequence_length
-                ),
-            });
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let fields = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+        if let Some(unknown) = fields.keys().find(|k| *k != "max_sequence_length") {
+            return Err(invalid(format!(
+                "unknown field `{unknown}`, expected `max_sequence_length`"
+            )));
         }
+        let config = match fields.get("max_sequence_length") {
+            None => Self::default(),
+            Some(v) => Self {
+                max_sequence_length: v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|n| (1..=MAX_TEXT_TOKENS).contains(n))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "max_sequence_length must be a whole number from 1 to {MAX_TEXT_TOKENS}, not {v}"
+                        ))
+                    })?,
+            },
+        };
         Ok(config)
     }
 }

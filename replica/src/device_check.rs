@@ -159,6 +159,18 @@ pub fn run(
             "--segments and --steps must be at least 1".into(),
         ));
     }
+    if !(check.guidance_scale.is_finite() && check.guidance_scale >= 0.0) {
+        return Err(CheckError::Settings(format!(
+            "--guidance-scale must be a finite number of at least 0, not {}",
+            check.guidance_scale
+        )));
+    }
+    if !(check.max_mean_abs_diff.is_finite() && check.max_mean_abs_diff >= 0.0) {
+        return Err(CheckError::Settings(format!(
+            "--max-mean-abs-diff must be a finite number of at least 0, not {}",
+            check.max_mean_abs_diff
+        )));
+    }
     let format = StreamFormat {
         width: generator.width,
         height: generator.height,
@@ -347,6 +359,43 @@ mod tests {
         // MSE 8 → 10·log10(65025 / 8) ≈ 39.1 dB.
         assert!((c.psnr_db - 39.1).abs() < 0.1, "{}", c.psnr_db);
         assert!(!c.within_tolerance);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_anything_loads() {
+        let generator = GeneratorSettings::default();
+        let good = CheckSettings {
+            device: DeviceKind::Cpu,
+            dtype: Dtype::Auto,
+            reference: None,
+            segments: 1,
+            steps: 1,
+            guidance_scale: 1.0,
+            seed: 1,
+            prompt: "p".into(),
+            max_mean_abs_diff: 4.0,
+        };
+        for bad in [
+            CheckSettings {
+                segments: 0,
+                ..good.clone()
+            },
+            CheckSettings {
+                guidance_scale: f32::NAN,
+                ..good.clone()
+            },
+            CheckSettings {
+                guidance_scale: -1.0,
+                ..good.clone()
+            },
+            CheckSettings {
+                max_mean_abs_diff: f64::INFINITY,
+                ..good.clone()
+            },
+        ] {
+            let err = run(&generator, &bad).unwrap_err();
+            assert!(matches!(err, CheckError::Settings(_)), "{err}");
+        }
     }
 
     #[test]

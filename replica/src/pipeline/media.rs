@@ -80,7 +80,6 @@ pub(super) fn media_loop(
             job.segment_idx,
             broadcast
                 .as_ref()
-                .filter(|b| !matches!(b, Broadcast::Off))
                 .map(|_| Arc::new(job.segment.frames.clone())),
         );
         match media.encode_segment(job, outputs, cancel) {
@@ -88,8 +87,11 @@ pub(super) fn media_loop(
             Ok(false) => return,
             Err(e) => return fail(e),
         }
-        if let (Some(b), Some(frames)) = (&mut broadcast, frames) {
-            b.push(&media.stream_id, idx, frames, outputs);
+        if let (Some(b), Some(frames)) = (&mut broadcast, frames)
+            && !b.push(&media.stream_id, idx, frames, outputs)
+        {
+            // Refused or failed: the session streams on without it.
+            broadcast = None;
         }
     }
 }
@@ -99,20 +101,19 @@ enum Broadcast {
     Planned(BroadcastSettings, EncoderSettings),
     /// The ladder, how long its files outlive it, and whether the client was told.
     Running(Ladder, Duration, bool),
-    /// Refused or failed; the session streams on without it.
-    Off,
 }
 
 impl Broadcast {
     /// Hands segment `idx` to the ladder (waiting for room: back-pressure), starting the
-    /// ladder first if need be, and tells the client once the master playlist exists.
+    /// ladder first if need be, and tells the client once the master playlist exists. False
+    /// when the broadcast was refused or failed (the client was told), so it is dropped.
     fn push(
         &mut self,
         stream_id: &str,
         idx: u32,
         frames: Arc<Vec<Vec<u8>>>,
         outputs: &PipelineOutputs,
-    ) {
+    ) -> bool {
         let tell = |message: ServerMessage| {
             let _ = outputs.out.blocking_send(Outgoing::text(&message));
         };
@@ -125,23 +126,22 @@ impl Broadcast {
                 frames_per_segment: frames.len() as u32,
                 first_segment: idx,
             };
-            *self = match Ladder::start(&plan) {
-                Ok(ladder) => Broadcast::Running(ladder, retain, false),
+            match Ladder::start(&plan) {
+                Ok(ladder) => *self = Broadcast::Running(ladder, retain, false),
                 Err(e) => {
                     tracing::warn!(error = %e, "broadcast not started");
                     tell(refusal(format!("broadcast: {e}"), "broadcast:not_started"));
-                    Broadcast::Off
+                    return false;
                 }
-            };
+            }
         }
         let Broadcast::Running(ladder, _, told) = self else {
-            return;
+            return false;
         };
         if let Err(e) = ladder.push_segment(idx, frames) {
             tracing::warn!(error = %e, "broadcast failed; the session streams on");
             tell(refusal(format!("broadcast: {e}"), "broadcast:failed"));
-            *self = Broadcast::Off;
-            return;
+            return false;
         }
         if !*told && ladder.write_master_if_ready() {
             *told = true;
@@ -150,6 +150,7 @@ impl Broadcast {
                 master_playlist: ladder.master_path(),
             });
         }
+        true
     }
 }
 

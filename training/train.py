@@ -14,10 +14,11 @@ same command to go on):
    VAE's `latents_mean`/`latents_std`, so the transformer sees unit-scale latents.
 3. `transformer`: `WanTransformer3DModel` with flow matching on windows of those latents,
    conditioned on the frozen UMT5 encoder's embeddings of the captions (padded with zeros to
-   `model.TEXT_TOKENS` as `WanPipeline.encode_prompt` pads to its max_sequence_length). Windows are built like Framecast's streaming uses them:
-   a fresh stream's first segment (no context), a continuation (the previous segment's last
-   clean latent frame first, noised like the rest as the sampler re-imposes it), and a prompt
-   switch (that context frame from a clip with another caption).
+   `model.TEXT_TOKENS` as `WanPipeline.encode_prompt` pads to its max_sequence_length).
+   Windows are built like Framecast's streaming uses them: a fresh stream's first segment (no
+   context), a continuation (the previous segment's last clean latent frame first, noised like
+   the rest as the sampler re-imposes it), and a prompt switch (that context frame from a clip
+   with another caption).
 4. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
 
 `--init-from DIR` starts a phase that has no checkpoint from the weights of an exported model

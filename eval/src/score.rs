@@ -170,17 +170,18 @@ pub struct Aggregate {
     pub realtime_factor_median: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (the mean of the middle two of an even count); `None` of nothing.
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
-        return 0.0;
+        return None;
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    Some(if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    })
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -232,9 +233,10 @@ pub fn aggregate(scores: &[StreamScore], failed: usize) -> Aggregate {
         switch_latency_mean_segments: mean(&latencies),
         time_to_first_media_ms_median: median(
             scores.iter().map(|s| s.time_to_first_media_ms).collect(),
-        ),
+        )
+        .unwrap_or(0.0),
         realtime_factor_min: rtf.iter().copied().reduce(f64::min).unwrap_or(0.0),
-        realtime_factor_median: median(rtf),
+        realtime_factor_median: median(rtf).unwrap_or(0.0),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::{ClientError, Recording, StreamPlan, record};
+use crate::score::median;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -73,11 +74,6 @@ pub enum TimingError {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }
 
 fn timing(rec: &Recording, recording: String) -> StreamTiming {
@@ -168,5 +164,6 @@ mod tests {
     fn medians_of_nothing_are_none() {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
     }
 }

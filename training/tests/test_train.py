@@ -1,0 +1,87 @@
+"""The trainer's batch building: which windows train the first latent frame, the decoder's cuts
+and its object weighting."""
+
+import random
+import sys
+import unittest
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import train  # noqa: E402
+
+
+def numbered_latents(clips: int, frames: int) -> torch.Tensor:
+    """(clips, 1, frames, 1, 1) latents whose value is clip * 100 + frame."""
+    v = torch.tensor([[c * 100 + f for f in range(frames)] for c in range(clips)], dtype=torch.float32)
+    return v.view(clips, 1, frames, 1, 1)
+
+
+class WindowsTest(unittest.TestCase):
+    def test_fresh_flags_exactly_the_windows_that_start_at_a_clip_start(self):
+        lat = numbered_latents(6, 9)
+        data = {"latents": lat, "captions": [f"c{i % 3}" for i in range(6)]}
+        by_caption: dict[str, list[int]] = {}
+        for i, c in enumerate(data["captions"]):
+            by_caption.setdefault(c, []).append(i)
+        rng = random.Random(1)
+        seen = {True: 0, False: 0}
+        for _ in range(50):
+            x, caps, fresh = train.windows(rng, data, 16, by_caption, switch_share=0.25)
+            self.assertEqual(fresh.shape, (16,))
+            for w, f in zip(x, fresh.tolist()):
+                starts_clip = int(w[0, 0, 0, 0]) % 100 == 0
+                self.assertEqual(f, starts_clip)
+                seen[f] += 1
+        # ~30 % fresh; both kinds present.
+        self.assertGreater(seen[True], 100)
+        self.assertGreater(seen[False], 400)
+
+    def test_switch_share_sets_how_many_windows_change_clip(self):
+        lat = numbered_latents(8, 9)
+        data = {"latents": lat, "captions": [f"c{i}" for i in range(8)]}
+        by_caption = {f"c{i}": [i] for i in range(8)}
+        for share, lo, hi in ((0.0, 0.0, 0.0), (0.5, 0.4, 0.6)):
+            rng = random.Random(2)
+            switched = total = 0
+            for _ in range(40):
+                x, _, _ = train.windows(rng, data, 16, by_caption, switch_share=share)
+                for w in x:
+                    clips = {int(v) // 100 for v in w[0, :, 0, 0]}
+                    switched += len(clips) > 1
+                    total += 1
+            self.assertGreaterEqual(switched / total, lo)
+            self.assertLessEqual(switched / total, hi)
+
+
+class DecoderBatchTest(unittest.TestCase):
+    def test_cut_keeps_the_first_half_and_takes_the_rest_from_the_other_clip(self):
+        x = torch.zeros(3, 3, 9, 4, 4)
+        other = torch.ones(3, 3, 9, 4, 4)
+        z = torch.zeros(3, 2, 3, 1, 1)
+        z_other = torch.ones(3, 2, 3, 1, 1)
+        train.cut_to_other(random.Random(0), x, z, other, z_other, share=1.0)
+        # Latent frames 0-1 (pixel frames 0-4) kept; latent frame 2 (pixels 5-8) cut.
+        self.assertTrue(torch.equal(z[:, :, :2], torch.zeros(3, 2, 2, 1, 1)))
+        self.assertTrue(torch.equal(z[:, :, 2:], torch.ones(3, 2, 1, 1, 1)))
+        self.assertTrue(torch.equal(x[:, :, :5], torch.zeros(3, 3, 5, 4, 4)))
+        self.assertTrue(torch.equal(x[:, :, 5:], torch.ones(3, 3, 4, 4, 4)))
+
+    def test_no_cut_at_share_zero(self):
+        x, z = torch.zeros(2, 3, 9, 4, 4), torch.zeros(2, 2, 3, 1, 1)
+        train.cut_to_other(random.Random(0), x, z, torch.ones_like(x), torch.ones_like(z), share=0.0)
+        self.assertEqual(float(x.abs().sum() + z.abs().sum()), 0.0)
+
+    def test_object_pixels_weigh_more(self):
+        x = torch.full((1, 3, 2, 16, 16), -0.5)  # background
+        x[0, 0, :, 4:8, 4:8] = 0.9  # a red-ish square
+        w = train.object_weights(x)
+        self.assertEqual(w.shape, (1, 1, 2, 16, 16))
+        self.assertTrue(torch.all(w[0, 0, :, 4:8, 4:8] == train.OBJECT_WEIGHT))
+        self.assertEqual(float(w.sum()), 2 * (16 * 16 - 16) + 2 * 16 * train.OBJECT_WEIGHT)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -18,15 +18,18 @@ same command to go on):
    Windows are built like Framecast's streaming uses them: a fresh stream's first segment (no
    context), a continuation (the previous segment's last clean latent frame first, noised like
    the rest as the sampler re-imposes it), and a prompt switch (that context frame from a clip
-   with another caption).
-4. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
+   with another caption). The context frame is in the loss of fresh windows only, and a share
+   of windows is noised to sigma 0.95-1, where the caption alone decides the colours.
+4. `decoder`: the VAE decoder alone fine-tuned (object colours weighted up, clips that cut to
+   another clip as prompt switches do); the encoder, and so the latents, stay as they are.
+5. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
 
 `--init-from DIR` starts a phase that has no checkpoint from the weights of an exported model
 (e.g. the committed one), so training goes on across machines that lose --work; with
 `--vae-minutes 0` the VAE is taken as it is.
 
-Uses CUDA when available. Wall-time budgets per phase (--vae-minutes, --transformer-minutes)
-bound the run on a CPU; steps done so far are kept in the checkpoint.
+Uses CUDA when available. Wall-time budgets per phase (--vae-minutes, --transformer-minutes,
+--decoder-minutes) bound the run on a CPU; steps done so far are kept in the checkpoint.
 """
 
 from __future__ import annotations
@@ -375,7 +378,7 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
         return vae
     scenes = world.training_scenes()
     rng = random.Random(SEED + 7 + prog["step"])
-    frames = args.vae_clip_frames
+    frames = args.decoder_clip_frames
     for p in vae.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -499,7 +502,13 @@ def main() -> None:
     p.add_argument("--decoder-minutes", type=float, default=20)
     p.add_argument("--decoder-lr", type=float, default=3e-4)
     p.add_argument("--decoder-batch", type=int, default=4)
-    p.add_argument("--decoder-steps-estimate", type=int, default=3000)
+    p.add_argument(
+        "--decoder-clip-frames",
+        type=int,
+        default=17,
+        help="1 + 4k frames per clip: 17 keeps the caches in steady state (a fine-tune on 9 broke streamed decoding)",
+    )
+    p.add_argument("--decoder-steps-estimate", type=int, default=800)
     p.add_argument("--top-noise-share", type=float, default=0.25, help="share of windows noised to sigma 0.95-1")
     p.add_argument("--switch-share", type=float, default=0.25, help="share of windows that are prompt switches")
     p.add_argument("--latent-clip", type=int, default=8, help="latent frames per encoded training clip (minus the first)")

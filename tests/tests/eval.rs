@@ -5,11 +5,13 @@
 //!
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
 //! here are set from what it does reach on these 8 streams, below it with margin: background
-//! 67 %, direction 75 %, colour (object and background) 50 % of judged segments with the
+//! 83 %, direction 79 %, colour (object and background) 62.5 % of judged segments with the
 //! shipped config (8 steps, guidance 3); a broken pipeline scores near chance (background
 //! 19–22 % when prompts were mis-tokenized or the VAE decoded garbage; direction 27 % when
-//! captions were padded unlike training). Timing figures are only checked for presence: the
-//! suite runs tests side by side, so speed is the benches' and `scripts/eval`'s.
+//! captions were padded unlike training; background 65 % and colour 34 % when the
+//! transformer drew a blended first latent frame, over 48 streams). Timing figures are only
+//! checked for presence: the suite runs tests side by side, so speed is the benches' and
+//! `scripts/eval`'s.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,9 +21,9 @@ use framecast_e2e::{binary, spawn_replica_with_args, start_router, wait_for_stat
 /// Streams and segments: 8 held-out prompts, a switch after segment 2.
 const STREAMS: &str = "8";
 const SEGMENTS: &str = "4";
-const MIN_BACKGROUND: f64 = 0.5;
-const MIN_DIRECTION: f64 = 0.55;
-const MIN_COLOUR: f64 = 0.3;
+const MIN_BACKGROUND: f64 = 0.65;
+const MIN_DIRECTION: f64 = 0.6;
+const MIN_COLOUR: f64 = 0.45;
 
 #[tokio::test]
 async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {

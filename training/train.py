@@ -138,6 +138,38 @@ def cosine_lr(base: float, step: int, total: int, warmup: int = 30) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(total, 1)))))
 
 
+def run_phase(name: str, ckpt: Checkpoint, module, opt, prog: dict, budget: float, step_fn, *,
+              params, lr: tuple[float, int], max_norm: float, log_every: int) -> None:
+    """Trains until the phase's wall-time budget (seconds, counting earlier runs) is spent:
+    `step_fn(step, elapsed_fraction)` returns the batch's loss (and a note for the log); the
+    learning rate follows `cosine_lr(*lr)`; the checkpoint is saved every two minutes and at
+    the end, so an interrupted phase resumes where it stopped."""
+    start = time.time() - prog["seconds"]
+    last_save = time.time()
+    module.train()
+    while time.time() - start < budget:
+        step = prog["step"]
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(lr[0], step, lr[1])
+        loss, note = step_fn(step, (time.time() - start) / budget)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        prog["step"] = step + 1
+        prog["losses"].append(round(loss.item(), 5))
+        if step % log_every == 0:
+            log(f"{name} step {step}{note} loss {np.mean(prog['losses'][-log_every:]):.4f}")
+        if time.time() - last_save > 120:
+            prog["seconds"] = time.time() - start
+            ckpt.save(module, opt, prog)
+            last_save = time.time()
+    prog["seconds"] = time.time() - start
+    prog["done"] = True
+    ckpt.save(module, opt, prog)
+    module.eval()
+
+
 def train_vae(args, device: torch.device) -> torch.nn.Module:
     vae = model.vae(SEED).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.99))
@@ -152,39 +184,21 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
         return vae
     scenes = world.training_scenes()
     rng = random.Random(SEED + prog["step"])
-    last_save = time.time()
-    start = time.time() - prog["seconds"]
-    vae.train()
-    while time.time() - start < budget:
-        step = prog["step"]
+
+    def step_fn(step: int, elapsed: float):
         # The first half of the budget on single frames, then clips of the first frame and
         # two 4-frame chunks: the second chunk is the first to see its causal caches filled
         # by a chunk before it, as every later chunk of a stream does (trained on one chunk
         # only, the decoder drew garbage from the third latent frame on).
-        single = (time.time() - start) < 0.5 * budget
+        single = elapsed < 0.5
         frames = 1 if single else args.vae_clip_frames
         x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), frames, args.vae_crop).to(device)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.vae_lr, step, args.vae_steps_estimate)
         mu = vae.encode(x).latent_dist.mode()
         y = decode_unclamped(vae, mu)
-        loss = F.mse_loss(y, x) + 1e-4 * mu.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
-        opt.step()
-        prog["step"] = step + 1
-        prog["losses"].append(round(loss.item(), 5))
-        if step % 50 == 0:
-            log(f"vae step {step} ({'frames' if single else 'clips'}) loss {np.mean(prog['losses'][-50:]):.4f}")
-        if time.time() - last_save > 120:
-            prog["seconds"] = time.time() - start
-            ckpt.save(vae, opt, prog)
-            last_save = time.time()
-    prog["seconds"] = time.time() - start
-    prog["done"] = True
-    ckpt.save(vae, opt, prog)
-    vae.eval()
+        return F.mse_loss(y, x) + 1e-4 * mu.pow(2).mean(), " (frames)" if single else " (clips)"
+
+    run_phase("vae", ckpt, vae, opt, prog, budget, step_fn, params=list(vae.parameters()),
+              lr=(args.vae_lr, args.vae_steps_estimate), max_norm=5.0, log_every=50)
     return vae
 
 
@@ -282,20 +296,16 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
     empty = embeds[""]
     rng = random.Random(SEED + 3 + prog["step"])
     gen = torch.Generator().manual_seed(SEED + prog["step"])
-    start = time.time() - prog["seconds"]
-    last_save = time.time()
-    net.train()
-    while time.time() - start < budget:
-        step = prog["step"]
+
+    def step_fn(step: int, elapsed: float):
         x0, cs, fresh = windows(rng, data, args.tf_batch, by_caption, args.switch_share)
         # 10% of captions dropped, so classifier-free guidance has an unconditional model.
         ctx = torch.stack([empty if rng.random() < 0.1 else embeds[c] for c in cs])
         u = torch.rand(x0.shape[0], generator=gen)
         sigma = shifted_sigma(u, model.SCHEDULER_SHIFT)
-        # Near sigma 1 the caption is all the model has to go on: the sampler's first step
-        # there fixes the colours and the layout, and a model that learned to read them from
-        # the faint signal in x_t at lower sigmas ignored the caption at the top (its x0 error
-        # at sigma 1 was 2.5x that at 0.9), drawing the data's commonest colours instead.
+        # A share of windows near sigma 1, where the caption is all the model has to go on and
+        # the sampler's first step sets colours and layout. (Tried when the colours looked
+        # lost there; they were not, and it moved the sigma-1 loss little: 0.590 -> 0.577.)
         top = torch.rand(x0.shape[0], generator=gen) < args.top_noise_share
         sigma = torch.where(top, 1.0 - 0.05 * torch.rand(x0.shape[0], generator=gen), sigma)
         noise = torch.randn(x0.shape, generator=gen)
@@ -303,8 +313,6 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
         xt = (1 - s) * x0 + s * noise
         target = noise - x0
         x0, xt, target, ctx = (t.to(device) for t in (x0, xt, target, ctx))
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.tf_lr, step, args.tf_steps_estimate)
         pred = net(xt, (sigma * 1000).to(device), ctx, return_dict=False)[0]
         # The first latent frame of a fresh stream is the VAE's image latent, unlike the
         # context frame of a continuation, which the sampler re-imposes (so what the model
@@ -316,23 +324,10 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
         per_frame = (pred - target).pow(2).mean(dim=(1, 3, 4))
         keep = torch.ones_like(per_frame)
         keep[:, 0] = fresh.to(device).float()
-        loss = (per_frame * keep).sum() / keep.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        prog["step"] = step + 1
-        prog["losses"].append(round(loss.item(), 5))
-        if step % 100 == 0:
-            log(f"transformer step {step} loss {np.mean(prog['losses'][-100:]):.4f}")
-        if time.time() - last_save > 120:
-            prog["seconds"] = time.time() - start
-            ckpt.save(net, opt, prog)
-            last_save = time.time()
-    prog["seconds"] = time.time() - start
-    prog["done"] = True
-    ckpt.save(net, opt, prog)
-    net.eval()
+        return (per_frame * keep).sum() / keep.sum(), ""
+
+    run_phase("transformer", ckpt, net, opt, prog, budget, step_fn, params=list(net.parameters()),
+              lr=(args.tf_lr, args.tf_steps_estimate), max_norm=1.0, log_every=100)
     return net
 
 
@@ -397,37 +392,20 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    start = time.time() - prog["seconds"]
-    last_save = time.time()
-    vae.train()
-    while time.time() - start < budget:
-        step = prog["step"]
+
+    def step_fn(step: int, elapsed: float):
         b = args.decoder_batch
         x = clip_batch(rng, scenes, 2 * b, frames).to(device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         x, other, z, z_other = x[:b], x[b:], z[:b], z[b:]
         cut_to_other(rng, x, z, other, z_other, share=0.25)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.decoder_lr, step, args.decoder_steps_estimate)
         y = decode_unclamped(vae, z)
         w = object_weights(x)
-        loss = ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        prog["step"] = step + 1
-        prog["losses"].append(round(loss.item(), 5))
-        if step % 50 == 0:
-            log(f"decoder step {step} loss {np.mean(prog['losses'][-50:]):.4f}")
-        if time.time() - last_save > 120:
-            prog["seconds"] = time.time() - start
-            ckpt.save(vae, opt, prog)
-            last_save = time.time()
-    prog["seconds"] = time.time() - start
-    prog["done"] = True
-    ckpt.save(vae, opt, prog)
+        return ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1]), ""
+
+    run_phase("decoder", ckpt, vae, opt, prog, budget, step_fn, params=params,
+              lr=(args.decoder_lr, args.decoder_steps_estimate), max_norm=5.0, log_every=50)
     return blend_decoder(vae, before, args.decoder_blend)
 
 

@@ -252,7 +252,9 @@ def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, list[int]], switch_share: float):
-    """A batch of (latent window, caption) as streaming uses them; see the module docs."""
+    """A batch of latent windows as streaming uses them (see the module docs), their captions,
+    and which are fresh streams (their first frame is a clip's first: the VAE's image latent).
+    `switch_share` of the windows are prompt switches; 30 % are fresh; the rest continue."""
     lat, caps = data["latents"], data["captions"]
     n_clips, _, L = lat.shape[0], lat.shape[1], lat.shape[2]
     n = rng.choice((2, 3, 4, 6))  # new latent frames per segment: 8, 12, 16 or 24 video frames

@@ -494,16 +494,16 @@ def main() -> None:
     p.add_argument("--tf-lr", type=float, default=1e-3)
     p.add_argument("--tf-batch", type=int, default=32)
     p.add_argument("--tf-steps-estimate", type=int, default=8000)
-    p.add_argument("--decoder-minutes", type=float, default=20)
+    p.add_argument("--decoder-minutes", type=float, default=15)
     p.add_argument("--decoder-lr", type=float, default=3e-4)
-    p.add_argument("--decoder-batch", type=int, default=4)
+    p.add_argument("--decoder-batch", type=int, default=2)
     p.add_argument(
         "--decoder-clip-frames",
         type=int,
-        default=17,
-        help="1 + 4k frames per clip: 17 keeps the caches in steady state (a fine-tune on 9 broke streamed decoding)",
+        default=33,
+        help="1 + 4k frames per clip: long clips keep the caches in steady state (a fine-tune on 9 broke streamed decoding)",
     )
-    p.add_argument("--decoder-steps-estimate", type=int, default=800)
+    p.add_argument("--decoder-steps-estimate", type=int, default=700)
     p.add_argument("--decoder-blend", type=float, default=0.5, help="share of the fine-tuned decoder in the exported one")
     p.add_argument("--top-noise-share", type=float, default=0.25, help="share of windows noised to sigma 0.95-1")
     p.add_argument("--switch-share", type=float, default=0.25, help="share of windows that are prompt switches")

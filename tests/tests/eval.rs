@@ -5,7 +5,7 @@
 //!
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
 //! here are set from what it does reach on these 8 streams, below it with margin: background
-//! 83 %, direction 79 %, colour (object and background) 62.5 % of judged segments with the
+//! 83 %, direction 83 %, colour (object and background) 62.5 % of judged segments with the
 //! shipped config (8 steps, guidance 3); a broken pipeline scores near chance (background
 //! 19–22 % when prompts were mis-tokenized or the VAE decoded garbage; direction 27 % when
 //! captions were padded unlike training; background 65 % and colour 34 % when the

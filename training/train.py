@@ -20,8 +20,9 @@ same command to go on):
    the rest as the sampler re-imposes it), and a prompt switch (that context frame from a clip
    with another caption). The context frame is in the loss of fresh windows only, and a share
    of windows is noised to sigma 0.95-1, where the caption alone decides the colours.
-4. `decoder`: the VAE decoder alone fine-tuned (object colours weighted up, clips that cut to
-   another clip as prompt switches do); the encoder, and so the latents, stay as they are.
+4. `decoder`: the VAE decoder alone fine-tuned (object colours weighted up, windows deep in
+   a stream after caches filled without gradient, clips that cut to another clip as prompt
+   switches do); the encoder, and so the latents, stay as they are.
 5. `export`: the pipeline saved with `save_pretrained`, `world.json` and a model card.
 
 `--init-from DIR` starts a phase that has no checkpoint from the weights of an exported model
@@ -77,16 +78,20 @@ def clip_batch(rng: random.Random, scenes: list[world.Scene], batch: int, frames
     return torch.stack(out)
 
 
-def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+def decode_unclamped(vae, z: torch.Tensor, warm: int = 0) -> torch.Tensor:
     """`AutoencoderKLWan._decode` without its final clamp to [-1, 1]: clamped pixels pass no
     gradient, and a fresh decoder's outputs are mostly out of range, which stalled training at
-    the mean colour."""
+    the mean colour. The first `warm` latent frames only fill the decoder's causal caches
+    (without gradient) and their pixel frames are left out: a window deep in a stream."""
     vae.clear_cache()
     x = vae.post_quant_conv(z)
     frames = []
     for i in range(x.shape[2]):
         vae._conv_idx = [0]
-        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and i >= warm):
+            out = vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+        if i >= warm:
+            frames.append(out)
     vae.clear_cache()
     return torch.cat(frames, 2)
 
@@ -102,7 +107,7 @@ class Checkpoint:
             return {"step": 0, "seconds": 0.0, "done": False, "losses": []}
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         module.load_state_dict(state["module"])
-        if opt is not None and "opt" in state:
+        if opt is not None and state.get("opt") is not None:
             opt.load_state_dict(state["opt"])
         return state["progress"]
 
@@ -344,16 +349,21 @@ def object_weights(x: torch.Tensor) -> torch.Tensor:
     return 1 + (OBJECT_WEIGHT - 1) * obj
 
 
-def cut_to_other(rng: random.Random, x, z, other, z_other, share: float) -> None:
-    """In place, for a `share` of the clips: keeps the first half of the latent frames (and
-    their pixel frames) and takes the rest from `other`, as a prompt switch cuts to a new
-    scene. x, other: (B, 3, 1 + 4k, H, W) pixels; z, z_other: their (B, C, 1 + k, h, w) latents."""
-    k = 1 + (z.shape[2] - 1) // 2  # latent frames kept
-    half = 1 + 4 * (k - 1)  # their pixel frames
+def cut_to_other(rng: random.Random, x, z, other, z_other, share: float, earliest: int = 1) -> list[int | None]:
+    """In place, for a `share` of the clips: keeps the latent frames before a random one k
+    (`earliest` or later; and their pixel frames) and takes the rest from `other`, as a prompt
+    switch cuts to a new scene. x, other: (B, 3, 1 + 4K, H, W) pixels; z, z_other: their
+    (B, C, 1 + K, h, w) latents. Returns each clip's k (None where not cut)."""
+    cuts: list[int | None] = []
     for i in range(x.shape[0]):
-        if rng.random() < share:
-            z[i, :, k:] = z_other[i, :, k:]
-            x[i, :, half:] = other[i, :, half:]
+        if rng.random() >= share:
+            cuts.append(None)
+            continue
+        k = rng.randrange(min(earliest, z.shape[2] - 1), z.shape[2])  # first latent frame of the new scene
+        z[i, :, k:] = z_other[i, :, k:]
+        x[i, :, 1 + 4 * (k - 1) :] = other[i, :, 1 + 4 * (k - 1) :]
+        cuts.append(k)
+    return cuts
 
 
 def blend_decoder(vae, before: dict, blend: float):
@@ -372,13 +382,17 @@ def blend_decoder(vae, before: dict, blend: float):
 
 def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
     """Fine-tunes the VAE decoder (the encoder, and so the latents and the transformer, stay as
-    they are) for colour and for cuts.
+    they are) for colour, for long streams and for cuts.
 
     Trained on plain MSE, the decoder desaturated the object (~4 % of a frame): red decoded
     with twice its green and close to orange. Here the object's pixels weigh OBJECT_WEIGHT
-    times more. A quarter of the clips cut to another clip half way, as a prompt switch does,
-    with each part's frames as the target, so features the causal caches carry over from the
-    old scene do not repaint the new one."""
+    times more. The replica decodes a stream as one clip, its causal caches carried from
+    segment to segment; a decoder trained on 33-frame clips drew gray backgrounds green from
+    frame ~33 on, and a clip that cut to another scene with the old background (or none it
+    knew) for most of the frames after the cut. So each step decodes a window of
+    `--decoder-window` latent frames after a random number (up to `--decoder-warm-max`) that
+    only fill the caches, and `--decoder-cut-share` of the clips cut to another clip at a
+    random latent frame, each part's frames the target."""
     ckpt = Checkpoint(args.work, "decoder")
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.Adam(params, lr=args.decoder_lr, betas=(0.9, 0.99))
@@ -389,7 +403,6 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
         return blend_decoder(vae, before, args.decoder_blend if prog["step"] else 1.0)
     scenes = world.training_scenes()
     rng = random.Random(SEED + 7 + prog["step"])
-    frames = args.decoder_clip_frames
     for p in vae.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -397,14 +410,28 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
 
     def step_fn(step: int, elapsed: float):
         b = args.decoder_batch
+        warm = rng.randint(0, args.decoder_warm_max)
+        frames = 1 + 4 * (warm + args.decoder_window - 1)
         x = clip_batch(rng, scenes, 2 * b, frames).to(device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         x, other, z, z_other = x[:b], x[b:], z[:b], z[b:]
-        cut_to_other(rng, x, z, other, z_other, share=0.25)
-        y = decode_unclamped(vae, z)
+        cuts = cut_to_other(rng, x, z, other, z_other, share=args.decoder_cut_share, earliest=max(1, warm - 2))
+        # Half the cuts as the encoder makes them of the cut clip, half spliced from the two
+        # clips' own latents (as the transformer, trained on such splices, draws a switch).
+        joint = [i for i, k in enumerate(cuts) if k is not None and rng.random() < 0.5]
+        if joint:
+            with torch.no_grad():
+                z[joint] = vae.encode(x[joint]).latent_dist.mode()
+        y = decode_unclamped(vae, z, warm)
+        x = x[:, :, x.shape[2] - y.shape[2] :]
         w = object_weights(x)
-        return ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1]), ""
+        loss = ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1])
+        # Frame-to-frame steps like the clip's: without this term, the decoder drew a jump at
+        # every latent frame boundary (every 4th step 1.56x the others; the eval's seam score
+        # rose from 0.97 to 1.64).
+        steps = ((y.diff(dim=2) - x.diff(dim=2)) ** 2).mean()
+        return loss + args.decoder_step_weight * steps, f" (warm {warm})"
 
     run_phase("decoder", ckpt, vae, opt, prog, budget, step_fn, params=params,
               lr=(args.decoder_lr, args.decoder_steps_estimate), max_norm=5.0, log_every=50)
@@ -462,15 +489,20 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
     (out / "world.json").write_text(json.dumps(world.world_json(), indent=2) + "\n")
     (out / "eval-prompts.json").write_text(json.dumps(world.eval_prompts(), indent=1) + "\n")
     progress = {}
+    earlier = json.loads((args.init_from / "training.json").read_text()) if args.init_from else {}
     for name in ("vae", "transformer", "decoder"):
         if not (args.work / f"{name}.pt").exists():
+            if name in earlier:  # a phase not run here: as --init-from recorded it
+                progress[name] = earlier[name]
             continue
         p = torch.load(args.work / f"{name}.pt", map_location="cpu", weights_only=False)["progress"]
         before = p.get("init_from") or {"steps": 0, "minutes": 0.0}
+        if name == "decoder" and name in earlier:  # fine-tuned on from --init-from's decoder
+            before = earlier[name]
         progress[name] = {
             "steps": before["steps"] + p["step"],
             "minutes": round(before["minutes"] + p["seconds"] / 60, 1),
-            "final_loss": round(float(np.mean(p["losses"][-100:])), 4) if p["losses"] else None,
+            "final_loss": round(float(np.mean(p["losses"][-100:])), 4) if p["losses"] else earlier.get(name, {}).get("final_loss"),
         }
         if name == "decoder":
             progress[name]["blend"] = args.decoder_blend
@@ -497,13 +529,12 @@ def main() -> None:
     p.add_argument("--decoder-minutes", type=float, default=15)
     p.add_argument("--decoder-lr", type=float, default=3e-4)
     p.add_argument("--decoder-batch", type=int, default=2)
-    p.add_argument(
-        "--decoder-clip-frames",
-        type=int,
-        default=33,
-        help="1 + 4k frames per clip: long clips keep the caches in steady state (a fine-tune on 9 broke streamed decoding)",
-    )
+    p.add_argument("--decoder-window", type=int, default=4, help="latent frames per decoder step that carry the loss")
+    p.add_argument("--decoder-warm-max", type=int, default=16,
+                   help="most latent frames decoded before the window only to fill the caches (a stream's depth)")
     p.add_argument("--decoder-steps-estimate", type=int, default=700)
+    p.add_argument("--decoder-cut-share", type=float, default=0.25, help="share of the decoder's clips that cut to another")
+    p.add_argument("--decoder-step-weight", type=float, default=4.0, help="weight of the frame-to-frame step loss")
     p.add_argument("--decoder-blend", type=float, default=0.5, help="share of the fine-tuned decoder in the exported one")
     p.add_argument("--top-noise-share", type=float, default=0.25, help="share of windows noised to sigma 0.95-1")
     p.add_argument("--switch-share", type=float, default=0.25, help="share of windows that are prompt switches")

@@ -261,16 +261,23 @@ pub fn read_clip(frames: &[&[u8]], width: u32, height: u32, palette: &Palette) -
 /// How abrupt the steps across segment boundaries are compared with the steps within
 /// segments: the mean absolute pixel difference from frame `k * segment_len - 1` to
 /// `k * segment_len`, over the mean within segments. About 1 when a continuation picks up
-/// where the previous segment left off; well above 1 when it jumps. `None` with no boundary,
-/// no step within a segment, or no change within segments to compare against.
-pub fn seam_score(frames: &[&[u8]], segment_len: usize) -> Option<f64> {
+/// where the previous segment left off; well above 1 when it jumps. The boundary before
+/// segment `switch_at` (where a prompt switch starts) is left out: there the scene is meant
+/// to change, and counting it would reward a model that ignores the switch. `None` with no
+/// continuation boundary, no step within a segment, or no change within segments to compare
+/// against.
+pub fn seam_score(frames: &[&[u8]], segment_len: usize, switch_at: Option<usize>) -> Option<f64> {
     if segment_len == 0 {
         return None;
     }
     let (mut seams, mut within) = (Vec::new(), Vec::new());
     for (i, pair) in frames.windows(2).enumerate() {
+        let boundary = (i + 1) % segment_len == 0;
+        if boundary && Some((i + 1) / segment_len) == switch_at {
+            continue;
+        }
         let step = mean_abs_diff(pair[0], pair[1]);
-        if (i + 1) % segment_len == 0 {
+        if boundary {
             seams.push(step);
         } else {
             within.push(step);

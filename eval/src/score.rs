@@ -137,7 +137,7 @@ pub fn score_stream(
         switch_at,
         colour_adherence: rate(|s| s.colour_ok),
         direction_adherence: rate(|s| s.motion_ok),
-        seam_score: seam_score(&frames, per),
+        seam_score: seam_score(&frames, per, Some(switch_at as usize)),
         switch_latency_segments: latency,
         segments,
         time_to_first_media_ms: timings.time_to_first_media_ms,

@@ -57,21 +57,43 @@ class WindowsTest(unittest.TestCase):
 
 
 class DecoderBatchTest(unittest.TestCase):
-    def test_cut_keeps_the_first_half_and_takes_the_rest_from_the_other_clip(self):
-        x = torch.zeros(3, 3, 9, 4, 4)
-        other = torch.ones(3, 3, 9, 4, 4)
-        z = torch.zeros(3, 2, 3, 1, 1)
-        z_other = torch.ones(3, 2, 3, 1, 1)
-        train.cut_to_other(random.Random(0), x, z, other, z_other, share=1.0)
-        # Latent frames 0-1 (pixel frames 0-4) kept; latent frame 2 (pixels 5-8) cut.
-        self.assertTrue(torch.equal(z[:, :, :2], torch.zeros(3, 2, 2, 1, 1)))
-        self.assertTrue(torch.equal(z[:, :, 2:], torch.ones(3, 2, 1, 1, 1)))
-        self.assertTrue(torch.equal(x[:, :, :5], torch.zeros(3, 3, 5, 4, 4)))
-        self.assertTrue(torch.equal(x[:, :, 5:], torch.ones(3, 3, 4, 4, 4)))
+    def test_a_cut_takes_latents_and_their_pixel_frames_from_the_other_clip_alike(self):
+        seen = set()
+        for seed in range(20):
+            x = torch.zeros(3, 3, 13, 4, 4)
+            z = torch.zeros(3, 2, 4, 1, 1)
+            cuts = train.cut_to_other(random.Random(seed), x, z, torch.ones_like(x), torch.ones_like(z), share=1.0)
+            for i, k in enumerate(cuts):
+                seen.add(k)
+                # Latent frames 0..k-1 (pixel frames 0..4(k-1)) kept; the rest cut.
+                self.assertTrue(torch.all(z[i, :, :k] == 0) and torch.all(z[i, :, k:] == 1))
+                self.assertTrue(torch.all(x[i, :, : 1 + 4 * (k - 1)] == 0))
+                self.assertTrue(torch.all(x[i, :, 1 + 4 * (k - 1) :] == 1))
+        # The cut falls anywhere after the first frame.
+        self.assertEqual(seen, {1, 2, 3})
+
+    def test_earliest_bounds_where_the_cut_falls(self):
+        for seed in range(20):
+            x, z = torch.zeros(2, 3, 21, 4, 4), torch.zeros(2, 2, 6, 1, 1)
+            cuts = train.cut_to_other(random.Random(seed), x, z, torch.ones_like(x), torch.ones_like(z), share=1.0, earliest=4)
+            self.assertTrue(all(k in (4, 5) for k in cuts), cuts)
+
+    def test_a_warm_decode_is_the_tail_of_the_whole_decode_and_trains_only_the_tail(self):
+        import model
+
+        vae = model.vae(train.SEED)
+        z = torch.randn(1, model.Z_DIM, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            whole = train.decode_unclamped(vae, z)
+        tail = train.decode_unclamped(vae, z, warm=2)
+        self.assertEqual(tail.shape[2], 8)  # latent frames 2 and 3: 4 pixel frames each
+        self.assertTrue(torch.allclose(tail, whole[:, :, -8:], atol=1e-5))
+        self.assertTrue(tail.requires_grad)
 
     def test_no_cut_at_share_zero(self):
         x, z = torch.zeros(2, 3, 9, 4, 4), torch.zeros(2, 2, 3, 1, 1)
-        train.cut_to_other(random.Random(0), x, z, torch.ones_like(x), torch.ones_like(z), share=0.0)
+        cuts = train.cut_to_other(random.Random(0), x, z, torch.ones_like(x), torch.ones_like(z), share=0.0)
+        self.assertEqual(cuts, [None, None])
         self.assertEqual(float(x.abs().sum() + z.abs().sum()), 0.0)
 
     def test_object_pixels_weigh_more(self):

@@ -241,7 +241,7 @@ fn empty_or_short_input_reads_as_nothing() {
         read_clip(&[&[]], 0, 0, &Palette::default()),
         ClipReading::default()
     );
-    assert_eq!(seam_score(&[], 4), None);
+    assert_eq!(seam_score(&[], 4, None), None);
 }
 
 #[test]
@@ -360,7 +360,7 @@ fn a_continuous_clip_has_smooth_seams() {
     let scene = Scene::new(YELLOW, GRAY);
     let clip = scene.clip((0.0, 20.0), (1.5, 0.3), 32);
     let frames: Vec<&[u8]> = clip.iter().map(Vec::as_slice).collect();
-    let score = seam_score(&frames, 8).unwrap();
+    let score = seam_score(&frames, 8, None).unwrap();
     assert!((0.8..1.25).contains(&score), "score {score}");
 }
 
@@ -376,8 +376,35 @@ fn a_jump_at_a_segment_boundary_scores_high() {
     // The second segment starts somewhere else entirely.
     clip.extend(scene.clip((30.0, 50.0), (1.5, 0.0), 8));
     let frames: Vec<&[u8]> = clip.iter().map(Vec::as_slice).collect();
-    let score = seam_score(&frames, 8).unwrap();
+    let score = seam_score(&frames, 8, None).unwrap();
     assert!(score > 3.0, "score {score}");
+}
+
+#[test]
+fn the_prompt_switch_boundary_is_not_a_seam() {
+    // A smooth segment, then a cut to another scene (a prompt switch) that continues smoothly.
+    let before = Scene {
+        noise: 2,
+        ..Scene::new(YELLOW, GRAY)
+    };
+    let after = Scene {
+        noise: 2,
+        ..Scene::new(RED, WHITE)
+    };
+    let mut clip = before.clip((0.0, 20.0), (1.5, 0.0), 8);
+    clip.extend(after.clip((30.0, 50.0), (1.5, 0.0), 16));
+    let frames: Vec<&[u8]> = clip.iter().map(Vec::as_slice).collect();
+    let counted = seam_score(&frames, 8, None).unwrap();
+    assert!(counted > 3.0, "score {counted}");
+    let switch_skipped = seam_score(&frames, 8, Some(1)).unwrap();
+    assert!(
+        (0.5..1.5).contains(&switch_skipped),
+        "score {switch_skipped}"
+    );
+    // Skipping a boundary that is not the cut leaves the cut in.
+    assert!(seam_score(&frames, 8, Some(2)).unwrap() > 3.0);
+    // With the only boundary skipped there is nothing to score.
+    assert_eq!(seam_score(&frames[..16], 8, Some(1)), None);
 }
 
 #[test]
@@ -385,12 +412,20 @@ fn seam_score_needs_a_boundary_and_change_within_segments() {
     let scene = Scene::new(YELLOW, GRAY);
     let clip = scene.clip((0.0, 20.0), (1.5, 0.0), 8);
     let frames: Vec<&[u8]> = clip.iter().map(Vec::as_slice).collect();
-    assert_eq!(seam_score(&frames, 8), None, "no boundary inside 8 frames");
-    assert_eq!(seam_score(&frames, 0), None);
+    assert_eq!(
+        seam_score(&frames, 8, None),
+        None,
+        "no boundary inside 8 frames"
+    );
+    assert_eq!(seam_score(&frames, 0, None), None);
     // Every step is a boundary: nothing within segments to compare with.
-    assert_eq!(seam_score(&frames, 1), None);
+    assert_eq!(seam_score(&frames, 1, None), None);
     let frozen = vec![frames[0]; 16];
-    assert_eq!(seam_score(&frozen, 8), None, "no change within segments");
+    assert_eq!(
+        seam_score(&frozen, 8, None),
+        None,
+        "no change within segments"
+    );
 }
 
 #[test]

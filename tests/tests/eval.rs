@@ -5,11 +5,12 @@
 //!
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
 //! here are set from what it does reach on these 8 streams, below it with margin: background
-//! 83 %, direction 83 %, colour (object and background) 62.5 % of judged segments with the
-//! shipped config (8 steps, guidance 3); a broken pipeline scores near chance (background
-//! 19–22 % when prompts were mis-tokenized or the VAE decoded garbage; direction 27 % when
-//! captions were padded unlike training; background 65 % and colour 34 % when the
-//! transformer drew a blended first latent frame, over 48 streams). Timing figures are only
+//! 100 %, direction 92 %, colour (object and background) 71 % of judged segments and seam
+//! score 1.29 with the shipped config (8 steps, guidance 3); a broken pipeline scores near
+//! chance (background 19–22 % when prompts were mis-tokenized or the VAE decoded garbage;
+//! direction 27 % when captions were padded unlike training; background 65 % and colour 34 %
+//! when the transformer drew a blended first latent frame, over 48 streams; seam score 1.64
+//! with a decoder that jumped at every latent frame, over 48). Timing figures are only
 //! checked for presence: the suite runs tests side by side, so speed is the benches' and
 //! `scripts/eval`'s.
 
@@ -21,9 +22,10 @@ use framecast_e2e::{binary, spawn_replica_with_args, start_router, wait_for_stat
 /// Streams and segments: 8 held-out prompts, a switch after segment 2.
 const STREAMS: &str = "8";
 const SEGMENTS: &str = "4";
-const MIN_BACKGROUND: f64 = 0.65;
-const MIN_DIRECTION: f64 = 0.6;
-const MIN_COLOUR: f64 = 0.45;
+const MIN_BACKGROUND: f64 = 0.85;
+const MIN_DIRECTION: f64 = 0.75;
+const MIN_COLOUR: f64 = 0.55;
+const MAX_SEAM: f64 = 1.8;
 
 #[tokio::test]
 async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
@@ -82,6 +84,7 @@ async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
         assert!((0.0..=1.0).contains(&f(k)), "{agg}");
     }
     assert!(f("seam_score") > 0.0, "{agg}");
+    assert!(f("seam_score") <= MAX_SEAM, "{agg}");
     assert!(f("realtime_factor_median") > 0.0, "{agg}");
     assert!(f("time_to_first_media_ms_median") > 0.0, "{agg}");
     // Every stream was recorded whole: 4 segments of frames each, and a contact sheet row.

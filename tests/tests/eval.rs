@@ -6,7 +6,7 @@
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
 //! here are set from what it does reach on these 8 streams, below it with margin: background
 //! 100 %, direction 92 %, colour (object and background) 71 % of judged segments and seam
-//! score 1.29 with the shipped config (8 steps, guidance 3); a broken pipeline scores near
+//! score 1.27 with the shipped config (8 steps, guidance 3); a broken pipeline scores near
 //! chance (background 19–22 % when prompts were mis-tokenized or the VAE decoded garbage;
 //! direction 27 % when captions were padded unlike training; background 65 % and colour 34 %
 //! when the transformer drew a blended first latent frame, over 48 streams; seam score 1.64

@@ -22,11 +22,11 @@ import collections
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import check_decoder  # noqa: E402
 import train  # noqa: E402
 import world  # noqa: E402
 
@@ -61,8 +61,6 @@ def main() -> None:
     size = data["latents"].shape[-2:]
     names = list(means)
     protos = torch.stack([torch.stack(means[k]).mean(0) for k in names])
-    colours = world.world_json()["background_colours"]
-    rgb = np.array([colours[k] for k in names], float)
 
     prompts = world.eval_prompts()[: args.streams]
     caps = [p["prompt"]["caption"] for p in prompts] + [p["switch_to"]["caption"] for p in prompts]
@@ -113,8 +111,7 @@ def main() -> None:
                 lat = range(1 + seg * NEW_FRAMES, 1 + (seg + 1) * NEW_FRAMES)
                 pix = range(1 + seg * 4 * NEW_FRAMES, 1 + (seg + 1) * 4 * NEW_FRAMES)
                 in_latent = [names[int(((protos - z[0, :, f].mean(dim=(1, 2))) ** 2).sum(1).argmin())] for f in lat]
-                medians = [np.median(video[:, f].reshape(3, -1).T.numpy() * 255, axis=0) for f in pix]
-                decoded = [names[int(((rgb - m) ** 2).sum(1).argmin())] for m in medians]
+                decoded = check_decoder.named_backgrounds(video[:, list(pix)] * 255)
                 want = background(caption)
                 right[(seg, "latent")] += collections.Counter(in_latent).most_common(1)[0][0] == want
                 right[(seg, "decoded")] += collections.Counter(decoded).most_common(1)[0][0] == want

@@ -132,9 +132,16 @@ def warm_start(args, module: torch.nn.Module, name: str, prog: dict) -> None:
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise SystemExit(f"--init-from {sub}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    carry_progress(args, name, prog)
+    log(f"{name}: warm start from {sub} ({prog['init_from']['steps']} steps before)")
+
+
+def carry_progress(args, name: str, prog: dict) -> None:
+    """Records in a phase's progress the steps and minutes `--init-from`'s training.json gives
+    phase `name`, when the phase starts from those weights; recorded once, at the start, so a
+    resumed phase (or an --init-from that already counts this run) is not counted twice."""
     before = json.loads((args.init_from / "training.json").read_text()).get(name, {})
     prog["init_from"] = {"dir": str(args.init_from), "steps": before.get("steps", 0), "minutes": before.get("minutes", 0.0)}
-    log(f"{name}: warm start from {sub} ({prog['init_from']['steps']} steps before)")
 
 
 def cosine_lr(base: float, step: int, total: int, warmup: int = 30) -> float:
@@ -181,6 +188,7 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
     ckpt = Checkpoint(args.work, "vae")
     prog = ckpt.load(vae, opt)
     warm_start(args, vae, "vae", prog)
+    args.vae_from_init = bool(prog.get("init_from"))
     budget = args.vae_minutes * 60
     if prog["seconds"] >= budget:
         if not ckpt.path.exists():
@@ -370,8 +378,9 @@ def blend_decoder(vae, before: dict, blend: float):
     """The fine-tuned decoder's weights mixed with those it started from (`blend` of the
     fine-tuned). The first decoder fine-tune (33-frame clips, no deep windows) drew prompt
     switches better but drifted backgrounds in long streams, and was shipped as an even mix;
-    the deep-window fine-tune after it is shipped unmixed (1.0). The checkpoint keeps the
-    unmixed weights."""
+    the deep-window fine-tune after it is shipped as 0.75 of it (unmixed, it drew a step at
+    every latent frame boundary; see the model card). The checkpoint keeps the unmixed
+    weights."""
     state = vae.state_dict()
     with torch.no_grad():
         for k, v in state.items():
@@ -399,6 +408,9 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
     opt = torch.optim.Adam(params, lr=args.decoder_lr, betas=(0.9, 0.99))
     before = {k: v.detach().clone() for k, v in vae.state_dict().items()}
     prog = ckpt.load(vae, opt)
+    if args.vae_from_init and prog["step"] == 0 and not prog.get("init_from"):
+        # The decoder fine-tuned here goes on from --init-from's, fine-tuned before.
+        carry_progress(args, "decoder", prog)
     budget = args.decoder_minutes * 60
     if prog["seconds"] >= budget:
         return blend_decoder(vae, before, args.decoder_blend if prog["step"] else 1.0)
@@ -493,8 +505,6 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
             continue
         p = torch.load(args.work / f"{name}.pt", map_location="cpu", weights_only=False)["progress"]
         before = p.get("init_from") or {"steps": 0, "minutes": 0.0}
-        if name == "decoder" and name in earlier:  # fine-tuned on from --init-from's decoder
-            before = earlier[name]
         progress[name] = {
             "steps": before["steps"] + p["step"],
             "minutes": round(before["minutes"] + p["seconds"] / 60, 1),

@@ -7,7 +7,8 @@ causal caches carried from frame to frame, as the replica decodes).
 Each argument is a diffusers VAE directory or a training checkpoint (`vae.pt`, `decoder.pt`).
 For each: how often a decoded frame's background (the named colour nearest its median) is the
 scene's, in the first latent frame after a cut and in the later ones; the same, and the mean
-absolute error, over long clips without a cut. Cut clips come both encoded whole and spliced
+absolute error, over long clips without a cut, and how often the object's interior decodes
+nearest its named colour (by colour), with its mean absolute error. Cut clips come both encoded whole and spliced
 from the two scenes' own latents (what a transformer trained on such splices draws).
 """
 
@@ -49,13 +50,38 @@ def named_backgrounds(video: torch.Tensor) -> list[str]:
     return [names[int(((rgb - m) ** 2).sum(1).argmin())] for m in medians]
 
 
+def object_interior(clip: np.ndarray, colour: str) -> np.ndarray:
+    """(T, H, W) mask of a rendered clip's object pixels whose 4 neighbours are object too:
+    where the decoded colour is the object's own, not an edge blended with the background."""
+    m = np.abs(clip.astype(float) - np.array(world.OBJECT_COLOURS[colour], float)).sum(-1) < 3
+    inner = m.copy()
+    inner[:, 1:-1, 1:-1] &= m[:, :-2, 1:-1] & m[:, 2:, 1:-1] & m[:, 1:-1, :-2] & m[:, 1:-1, 2:]
+    return inner
+
+
+def named_object_colours(video: torch.Tensor, inner: np.ndarray) -> list[str | None]:
+    """The nearest named object colour to each frame's mean over `inner`; video (3, T, H, W) in
+    0..255. None where a frame has no interior pixel (the object too thin there)."""
+    names = list(world.OBJECT_COLOURS)
+    rgb = np.array([world.OBJECT_COLOURS[k] for k in names], float)
+    pixels = video.permute(1, 2, 3, 0).numpy()
+    out: list[str | None] = []
+    for f in range(pixels.shape[0]):
+        if not inner[f].any():
+            out.append(None)
+            continue
+        m = pixels[f][inner[f]].mean(0)
+        out.append(names[int(((rgb - m) ** 2).sum(1).argmin())])
+    return out
+
+
 @torch.no_grad()
 def measure(vae, clips: int, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
     scenes = world.training_scenes()
     frames = 1 + 4 * LATENT_FRAMES
     right, count = collections.Counter(), collections.Counter()
-    abs_err = []
+    abs_err, obj_err = [], []
 
     def decode(z):
         return ((train.decode_unclamped(vae, z).clamp(-1, 1) + 1) / 2 * 255)[0]
@@ -85,8 +111,16 @@ def measure(vae, clips: int, seed: int) -> dict[str, float]:
         right[("unbroken", "all frames")] += sum(g == a.background for g in got)
         count[("unbroken", "all frames")] += len(got)
         abs_err.append(float((video - torch.from_numpy(clip_a).permute(3, 0, 1, 2).float()).abs().mean()))
-    out = {f"{kind}, {part}": right[(kind, part)] / count[(kind, part)] for kind, part in count}
+        inner = object_interior(clip_a, a.colour)
+        for f, got in enumerate(named_object_colours(video, inner)):
+            if got is not None:
+                key = ("unbroken", f"object colour ({a.colour})")
+                right[key] += got == a.colour
+                count[key] += 1
+        obj_err.append(float(np.abs(video.permute(1, 2, 3, 0).numpy()[inner] - world.OBJECT_COLOURS[a.colour]).mean()))
+    out = {f"{kind}, {part}": right[(kind, part)] / count[(kind, part)] for kind, part in sorted(count)}
     out["unbroken, mean abs error (0..255)"] = float(np.mean(abs_err))
+    out["unbroken, object interior mean abs error (0..255)"] = float(np.mean(obj_err))
     return out
 
 
@@ -99,7 +133,8 @@ def main() -> None:
     for path in args.vaes:
         print(f"{path} ({args.clips} clips of {1 + 4 * LATENT_FRAMES} frames):")
         for name, value in measure(load(path), args.clips, args.seed).items():
-            print(f"  {name}: {value:.1f}" if "error" in name else f"  background right, {name}: {value:.0%}")
+            label = name if "object" in name else f"background right, {name}"
+            print(f"  {name}: {value:.1f}" if "error" in name else f"  {label}: {value:.0%}")
 
 
 if __name__ == "__main__":

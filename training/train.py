@@ -203,12 +203,14 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
         # two 4-frame chunks: the second chunk is the first to see its causal caches filled
         # by a chunk before it, as every later chunk of a stream does (trained on one chunk
         # only, the decoder drew garbage from the third latent frame on).
-        single = elapsed < 0.5
+        single = elapsed < args.vae_single_share
         frames = 1 if single else args.vae_clip_frames
         x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), frames, args.vae_crop).to(device)
         mu = vae.encode(x).latent_dist.mode()
         y = decode_unclamped(vae, mu)
-        return F.mse_loss(y, x) + 1e-4 * mu.pow(2).mean(), " (frames)" if single else " (clips)"
+        w = object_weights(x, args.vae_object_weight)
+        mse = ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1])
+        return mse + 1e-4 * mu.pow(2).mean(), " (frames)" if single else " (clips)"
 
     run_phase("vae", ckpt, vae, opt, prog, budget, step_fn, params=list(vae.parameters()),
               lr=(args.vae_lr, args.vae_steps_estimate), max_norm=5.0, log_every=50)
@@ -349,12 +351,12 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
 OBJECT_WEIGHT = 10.0
 
 
-def object_weights(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights of clips (B, 3, T, H, W): OBJECT_WEIGHT where a pixel is far from
+def object_weights(x: torch.Tensor, weight: float = OBJECT_WEIGHT) -> torch.Tensor:
+    """Per-pixel loss weights of clips (B, 3, T, H, W): `weight` where a pixel is far from
     its frame's median colour (the background; the object is ~4 % of a frame), else 1."""
     bg = x.flatten(3).median(dim=3).values[..., None, None]
     obj = ((x - bg).abs().sum(dim=1, keepdim=True) > 0.3).float()
-    return 1 + (OBJECT_WEIGHT - 1) * obj
+    return 1 + (weight - 1) * obj
 
 
 def cut_to_other(rng: random.Random, x, z, other, z_other, share: float, earliest: int = 1) -> list[int | None]:
@@ -438,7 +440,7 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
                 z[joint] = vae.encode(x[joint]).latent_dist.mode()
         y = decode_unclamped(vae, z, warm)
         x = x[:, :, x.shape[2] - y.shape[2] :]
-        w = object_weights(x)
+        w = object_weights(x, args.decoder_object_weight)
         return ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1]), f" (warm {warm})"
 
     run_phase("decoder", ckpt, vae, opt, prog, budget, step_fn, params=params,
@@ -528,6 +530,10 @@ def main() -> None:
     p.add_argument("--vae-batch", type=int, default=12)
     p.add_argument("--vae-crop", type=int, default=32)
     p.add_argument("--vae-clip-frames", type=int, default=9, help="1 + 4k frames per clip in the clip phase")
+    p.add_argument("--vae-single-share", type=float, default=0.5,
+                   help="share of the VAE's budget on single frames before clips")
+    p.add_argument("--vae-object-weight", type=float, default=1.0,
+                   help="loss weight of the object's pixels in the VAE phase (1: plain MSE)")
     p.add_argument("--vae-steps-estimate", type=int, default=5000)
     p.add_argument("--tf-lr", type=float, default=1e-3)
     p.add_argument("--tf-batch", type=int, default=32)
@@ -540,6 +546,8 @@ def main() -> None:
                    help="most latent frames decoded before the window only to fill the caches (a stream's depth)")
     p.add_argument("--decoder-steps-estimate", type=int, default=450)
     p.add_argument("--decoder-cut-share", type=float, default=0.5, help="share of the decoder's clips that cut to another")
+    p.add_argument("--decoder-object-weight", type=float, default=OBJECT_WEIGHT,
+                   help="loss weight of the object's pixels against the background's")
     p.add_argument("--decoder-blend", type=float, default=1.0, help="share of the fine-tuned decoder in the exported one")
     p.add_argument("--top-noise-share", type=float, default=0.25, help="share of windows noised to sigma 0.95-1")
     p.add_argument("--switch-share", type=float, default=0.25, help="share of windows that are prompt switches")

@@ -1,16 +1,19 @@
 """The trainer's batch building: which windows train the first latent frame, the decoder's cuts
-and its object weighting."""
+and its object weighting; and check_decoder's object-colour measure."""
 
 import random
 import sys
 import unittest
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import check_decoder  # noqa: E402
 import train  # noqa: E402
+import world  # noqa: E402
 
 
 def numbered_latents(clips: int, frames: int) -> torch.Tensor:
@@ -103,6 +106,26 @@ class DecoderBatchTest(unittest.TestCase):
         self.assertEqual(w.shape, (1, 1, 2, 16, 16))
         self.assertTrue(torch.all(w[0, 0, :, 4:8, 4:8] == train.OBJECT_WEIGHT))
         self.assertEqual(float(w.sum()), 2 * (16 * 16 - 16) + 2 * 16 * train.OBJECT_WEIGHT)
+        w = train.object_weights(x, 40.0)
+        self.assertTrue(torch.all(w[0, 0, :, 4:8, 4:8] == 40.0))
+
+
+class ObjectColourTest(unittest.TestCase):
+    def test_the_interior_names_the_rendered_colour_and_a_shifted_one_is_named_apart(self):
+        scene = world.Scene("yellow", "circle", "left", "black")
+        clip = world.render(scene, 5, 3)
+        inner = check_decoder.object_interior(clip, "yellow")
+        self.assertTrue(inner.any(axis=(1, 2)).all())
+        # Interior only: no pixel of the one-pixel blended edge.
+        full = np.abs(clip.astype(float) - world.OBJECT_COLOURS["yellow"]).sum(-1) < 3
+        self.assertLess(inner.sum(), full.sum())
+        video = torch.from_numpy(clip).permute(3, 0, 1, 2).float()
+        self.assertEqual(check_decoder.named_object_colours(video, inner), ["yellow"] * 3)
+        # Yellow with the green channel pulled down as the decoder did: named orange.
+        video[1] = torch.where(torch.from_numpy(inner), torch.tensor(150.0), video[1])
+        self.assertEqual(check_decoder.named_object_colours(video, inner), ["orange"] * 3)
+        inner[1] = False
+        self.assertIsNone(check_decoder.named_object_colours(video, inner)[1])
 
 
 if __name__ == "__main__":

@@ -42,12 +42,17 @@ def load(path: Path):
     return vae.eval()
 
 
+def nearest(palette: dict[str, tuple[int, int, int]], colour: np.ndarray) -> str:
+    """The name of `palette`'s colour nearest `colour` (RGB, 0..255)."""
+    names = list(palette)
+    rgb = np.array([palette[k] for k in names], float)
+    return names[int(((rgb - colour) ** 2).sum(1).argmin())]
+
+
 def named_backgrounds(video: torch.Tensor) -> list[str]:
     """The nearest named background to each frame's median colour; video (3, T, H, W) in 0..255."""
-    names = list(world.BACKGROUND_COLOURS)
-    rgb = np.array([world.BACKGROUND_COLOURS[k] for k in names], float)
     medians = np.median(video.reshape(3, video.shape[1], -1).permute(1, 2, 0).numpy(), axis=1)
-    return [names[int(((rgb - m) ** 2).sum(1).argmin())] for m in medians]
+    return [nearest(world.BACKGROUND_COLOURS, m) for m in medians]
 
 
 def object_interior(clip: np.ndarray, colour: str) -> np.ndarray:
@@ -62,17 +67,8 @@ def object_interior(clip: np.ndarray, colour: str) -> np.ndarray:
 def named_object_colours(video: torch.Tensor, inner: np.ndarray) -> list[str | None]:
     """The nearest named object colour to each frame's mean over `inner`; video (3, T, H, W) in
     0..255. None where a frame has no interior pixel (the object too thin there)."""
-    names = list(world.OBJECT_COLOURS)
-    rgb = np.array([world.OBJECT_COLOURS[k] for k in names], float)
     pixels = video.permute(1, 2, 3, 0).numpy()
-    out: list[str | None] = []
-    for f in range(pixels.shape[0]):
-        if not inner[f].any():
-            out.append(None)
-            continue
-        m = pixels[f][inner[f]].mean(0)
-        out.append(names[int(((rgb - m) ** 2).sum(1).argmin())])
-    return out
+    return [nearest(world.OBJECT_COLOURS, p[m].mean(0)) if m.any() else None for p, m in zip(pixels, inner)]
 
 
 @torch.no_grad()

@@ -207,8 +207,7 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
         x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), frames, args.vae_crop).to(device)
         mu = vae.encode(x).latent_dist.mode()
         y = decode_unclamped(vae, mu)
-        w = object_weights(x, args.vae_object_weight)
-        mse = ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1])
+        mse = weighted_mse(y, x, args.vae_object_weight)
         return mse + 1e-4 * mu.pow(2).mean(), " (frames)" if single else " (clips)"
 
     run_phase("vae", ckpt, vae, opt, prog, budget, step_fn, params=list(vae.parameters()),
@@ -358,6 +357,12 @@ def object_weights(x: torch.Tensor, weight: float = OBJECT_WEIGHT) -> torch.Tens
     return 1 + (weight - 1) * obj
 
 
+def weighted_mse(y: torch.Tensor, x: torch.Tensor, weight: float) -> torch.Tensor:
+    """MSE of clips `y` against `x` with the object's pixels weighing `weight` (1: plain MSE)."""
+    w = object_weights(x, weight)
+    return ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1])
+
+
 def cut_to_other(rng: random.Random, x, z, other, z_other, share: float, earliest: int = 1) -> list[int | None]:
     """In place, for a `share` of the clips: keeps the latent frames before a random one k
     (`earliest` or later; and their pixel frames) and takes the rest from `other`, as a prompt
@@ -439,8 +444,7 @@ def train_decoder(args, vae, device: torch.device) -> torch.nn.Module:
                 z[joint] = vae.encode(x[joint]).latent_dist.mode()
         y = decode_unclamped(vae, z, warm)
         x = x[:, :, x.shape[2] - y.shape[2] :]
-        w = object_weights(x, args.decoder_object_weight)
-        return ((y - x) ** 2 * w).sum() / (w.sum() * x.shape[1]), f" (warm {warm})"
+        return weighted_mse(y, x, args.decoder_object_weight), f" (warm {warm})"
 
     run_phase("decoder", ckpt, vae, opt, prog, budget, step_fn, params=params,
               lr=(args.decoder_lr, args.decoder_steps_estimate), max_norm=5.0, log_every=50)

@@ -5,8 +5,9 @@
 //!
 //! The model does not reach issue 17's targets yet (see its model card), so the thresholds
 //! here are set from what it does reach on these 8 streams, below it with margin: background
-//! 100 %, direction 92 %, colour (object and background) 71 % of judged segments and seam
-//! score 1.27 with the shipped config (8 steps, guidance 3); a broken pipeline scores near
+//! 100 %, direction 88 %, colour (object and background) 79 % of judged segments and seam
+//! score 0.98 with the shipped config (8 steps, guidance 3); the model before it (red and
+//! yellow decoded orange) scored colour 71 % and seam 1.27. A broken pipeline scores near
 //! chance (background 19–22 % when prompts were mis-tokenized or the VAE decoded garbage;
 //! direction 27 % when captions were padded unlike training; background 65 % and colour 34 %
 //! when the transformer drew a blended first latent frame, over 48 streams; seam score 1.64
@@ -24,8 +25,8 @@ const STREAMS: &str = "8";
 const SEGMENTS: &str = "4";
 const MIN_BACKGROUND: f64 = 0.85;
 const MIN_DIRECTION: f64 = 0.75;
-const MIN_COLOUR: f64 = 0.55;
-const MAX_SEAM: f64 = 1.8;
+const MIN_COLOUR: f64 = 0.65;
+const MAX_SEAM: f64 = 1.4;
 
 #[tokio::test]
 async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {

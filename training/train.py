@@ -486,6 +486,15 @@ def write_reference(out: Path) -> None:
     (out / "reference.json").write_text(json.dumps(REFERENCE_PROMPTS, indent=1) + "\n")
 
 
+PHASES = ("vae", "transformer", "decoder")
+
+
+def other_history(earlier: dict) -> dict:
+    """The entries of `--init-from`'s training.json that no phase here rewrites (runs recorded
+    by hand, such as `vae_longclip`), so a model trained on from it keeps its lineage."""
+    return {k: v for k, v in earlier.items() if k not in PHASES + ("seed", "size", "device")}
+
+
 def export(args, tok, text_encoder, vae, net, data) -> None:
     from diffusers import WanPipeline
 
@@ -501,9 +510,9 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
     (out / "framecast.json").write_text(json.dumps({"max_sequence_length": TEXT_TOKENS}, indent=2) + "\n")
     (out / "world.json").write_text(json.dumps(world.world_json(), indent=2) + "\n")
     (out / "eval-prompts.json").write_text(json.dumps(world.eval_prompts(), indent=1) + "\n")
-    progress = {}
     earlier = json.loads((args.init_from / "training.json").read_text()) if args.init_from else {}
-    for name in ("vae", "transformer", "decoder"):
+    progress = other_history(earlier)
+    for name in PHASES:
         if not (args.work / f"{name}.pt").exists():
             if name in earlier:  # a phase not run here: as --init-from recorded it
                 progress[name] = earlier[name]

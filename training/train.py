@@ -9,7 +9,8 @@ same command to go on):
 1. `vae`: the causal VAE (`AutoencoderKLWan`) as a deterministic autoencoder on the world's
    frames, first single frames (the causal encoder's first-frame path, ~2x cheaper per step),
    then 5-frame clips (first frame + one 4-frame chunk, so the temporal layers and the causal
-   caches are trained too).
+   caches are trained too). With `--vae-cut-share`, that share of the clips cuts to another
+   scene at a random latent frame, as a prompt switch does.
 2. `latents`: long clips encoded to latents once; their per-channel mean and std become the
    VAE's `latents_mean`/`latents_std`, so the transformer sees unit-scale latents.
 3. `transformer`: `WanTransformer3DModel` with flow matching on windows of those latents,
@@ -20,6 +21,7 @@ same command to go on):
    the rest as the sampler re-imposes it), and a prompt switch (that context frame from a clip
    with another caption). The context frame is in the loss of fresh windows only, and a share
    of windows is noised to sigma 0.95-1, where the caption alone decides the colours.
+   `--tf-object-weight` weighs the object's latent cells up in the loss.
 4. `decoder`: the VAE decoder alone fine-tuned (object colours weighted up, windows deep in
    a stream after caches filled without gradient, clips that cut to another clip as prompt
    switches do); the encoder, and so the latents, stay as they are.
@@ -204,8 +206,18 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
         # only, the decoder drew garbage from the third latent frame on).
         single = elapsed < args.vae_single_share
         frames = 1 if single else args.vae_clip_frames
-        x = clip_batch(rng, scenes, args.vae_batch * (3 if single else 1), frames, args.vae_crop).to(device)
+        b = args.vae_batch * (3 if single else 1)
+        cut = not single and args.vae_cut_share > 0
+        x = clip_batch(rng, scenes, 2 * b if cut else b, frames, args.vae_crop).to(device)
         mu = vae.encode(x).latent_dist.mode()
+        if cut:
+            # Prompt switches: a share of the clips cut to another scene, their latents
+            # spliced from the two clips' own (as the transformer draws a switch), so the
+            # decoder learns to leave the old scene (held in its causal caches) behind from
+            # the first latent frame after the cut; the encoder trains on both clips.
+            other, mu_other = x[b:], mu[b:]
+            x, mu = x[:b].clone(), mu[:b].clone()
+            cut_to_other(rng, x, mu, other, mu_other, share=args.vae_cut_share)
         y = decode_unclamped(vae, mu)
         mse = weighted_mse(y, x, args.vae_object_weight)
         return mse + 1e-4 * mu.pow(2).mean(), " (frames)" if single else " (clips)"
@@ -336,7 +348,8 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
         # near-white, and the decoder's caches carried that into the whole stream (background
         # right in latent space for 97 % of drawn streams, 54 % once decoded; 100 % with a
         # real first frame). So the first frame is in the loss for fresh windows only.
-        per_frame = (pred - target).pow(2).mean(dim=(1, 3, 4))
+        w = latent_object_weights(x0, args.tf_object_weight)
+        per_frame = ((pred - target).pow(2) * w).mean(dim=(1, 3, 4)) / w.mean(dim=(1, 3, 4))
         keep = torch.ones_like(per_frame)
         keep[:, 0] = fresh.to(device).float()
         return (per_frame * keep).sum() / keep.sum(), ""
@@ -347,6 +360,19 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
 
 
 OBJECT_WEIGHT = 10.0
+# A latent cell is the object's when its channels lie this far (RMS, in unit-scale latents)
+# from its frame's median cell: ~14 % of cells (~9 of 64 at 64x64), the object and its rim.
+LATENT_OBJECT_DISTANCE = 1.0
+
+
+def latent_object_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-cell flow-matching loss weights of clean latent windows (B, C, T, h, w), broadcast
+    over channels: `weight` on the object's cells, 1 elsewhere. The background fills most of
+    the cells, so with plain MSE the loss barely cares whether the object comes out red,
+    orange or yellow (the VAE keeps them apart; the transformer blurred them)."""
+    med = x0.flatten(3).median(dim=3).values[..., None, None]
+    dist = (x0 - med).pow(2).mean(dim=1, keepdim=True).sqrt()
+    return 1 + (weight - 1) * (dist > LATENT_OBJECT_DISTANCE).float()
 
 
 def object_weights(x: torch.Tensor, weight: float = OBJECT_WEIGHT) -> torch.Tensor:
@@ -547,9 +573,13 @@ def main() -> None:
     p.add_argument("--vae-object-weight", type=float, default=1.0,
                    help="loss weight of the object's pixels in the VAE phase (1: plain MSE)")
     p.add_argument("--vae-steps-estimate", type=int, default=5000)
+    p.add_argument("--vae-cut-share", type=float, default=0.0,
+                   help="share of the VAE's clips (clip part) that cut to another scene at a random latent frame")
     p.add_argument("--tf-lr", type=float, default=1e-3)
     p.add_argument("--tf-batch", type=int, default=32)
     p.add_argument("--tf-steps-estimate", type=int, default=8000)
+    p.add_argument("--tf-object-weight", type=float, default=1.0,
+                   help="flow-matching loss weight of the object's latent cells (1: plain MSE)")
     p.add_argument("--decoder-minutes", type=float, default=15)
     p.add_argument("--decoder-lr", type=float, default=2e-4)
     p.add_argument("--decoder-batch", type=int, default=2)

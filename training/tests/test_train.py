@@ -109,6 +109,16 @@ class DecoderBatchTest(unittest.TestCase):
         w = train.object_weights(x, 40.0)
         self.assertTrue(torch.all(w[0, 0, :, 4:8, 4:8] == 40.0))
 
+    def test_the_objects_latent_cells_weigh_more_in_the_flow_matching_loss(self):
+        x0 = torch.randn(2, 16, 3, 8, 8) * 0.05 + torch.randn(1, 16, 1, 1, 1)  # a flat background
+        x0[0, :, :, 2:4, 5:7] += 3.0  # an object of 4 cells in clip 0
+        w = train.latent_object_weights(x0, 4.0)
+        self.assertEqual(w.shape, (2, 1, 3, 8, 8))  # broadcast over channels
+        self.assertTrue(torch.all(w[0, 0, :, 2:4, 5:7] == 4.0))
+        self.assertEqual(float(w[0].sum()), 3 * (60 + 4 * 4.0))
+        self.assertTrue(torch.all(w[1] == 1.0))  # no object: plain MSE
+        self.assertTrue(torch.all(train.latent_object_weights(x0, 1.0) == 1.0))
+
 
 class ObjectColourTest(unittest.TestCase):
     def test_the_interior_names_the_rendered_colour_and_a_shifted_one_is_named_apart(self):

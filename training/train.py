@@ -124,17 +124,22 @@ def warm_start(args, module: torch.nn.Module, name: str, prog: dict) -> None:
     counts all of them)."""
     if args.init_from is None or prog["step"] > 0 or prog.get("init_from"):
         return
-    from safetensors.torch import load_file
-
     sub = args.init_from / name
-    state = {}
-    for f in sorted(sub.glob("*.safetensors")):
-        state.update(load_file(f))
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing, unexpected = module.load_state_dict(load_weights(sub), strict=False)
     if missing or unexpected:
         raise SystemExit(f"--init-from {sub}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     carry_progress(args, name, prog)
     log(f"{name}: warm start from {sub} ({prog['init_from']['steps']} steps before)")
+
+
+def load_weights(sub: Path) -> dict[str, torch.Tensor]:
+    """The state dict of an exported model's component directory (`vae`, `transformer`)."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(sub.glob("*.safetensors")):
+        state.update(load_file(f))
+    return state
 
 
 def carry_progress(args, name: str, prog: dict) -> None:
@@ -225,6 +230,18 @@ def train_vae(args, device: torch.device) -> torch.nn.Module:
     run_phase("vae", ckpt, vae, opt, prog, budget, step_fn, params=list(vae.parameters()),
               lr=(args.vae_lr, args.vae_steps_estimate), max_norm=5.0, log_every=50)
     return vae
+
+
+def blend_vae_decoder(args, vae):
+    """With `--vae-blend` below 1, the VAE phase's decoder mixed with `--init-from`'s (the
+    encoder, and so the latents, as trained). The whole-VAE run with cuts drew switches and
+    kept colours, but stepped at segment seams (eval seam 1.56); mixed 0.75 with the decoder
+    it started from, 1.34 with the switches kept (see the model card)."""
+    if args.vae_blend >= 1:
+        return vae
+    if args.init_from is None:
+        raise SystemExit("--vae-blend needs --init-from: the VAE whose decoder is mixed in")
+    return blend_decoder(vae, load_weights(args.init_from / "vae"), args.vae_blend)
 
 
 @torch.no_grad()
@@ -417,7 +434,7 @@ def blend_decoder(vae, before: dict, blend: float):
     with torch.no_grad():
         for k, v in state.items():
             if k.startswith(("decoder.", "post_quant_conv.")):
-                v.copy_(blend * v + (1 - blend) * before[k])
+                v.copy_(blend * v + (1 - blend) * before[k].to(v.device))
     vae.eval()
     return vae
 
@@ -552,6 +569,8 @@ def export(args, tok, text_encoder, vae, net, data) -> None:
         }
         if name == "decoder":
             progress[name]["blend"] = args.decoder_blend
+        if name == "vae" and args.vae_blend < 1:
+            progress[name]["blend"] = args.vae_blend
     (out / "training.json").write_text(json.dumps({"seed": SEED, "size": SIZE, "device": str(args.device_used), **progress}, indent=2) + "\n")
     write_reference(out)
     size = sum(p.stat().st_size for p in out.rglob("*.safetensors"))
@@ -573,6 +592,8 @@ def main() -> None:
     p.add_argument("--vae-object-weight", type=float, default=1.0,
                    help="loss weight of the object's pixels in the VAE phase (1: plain MSE)")
     p.add_argument("--vae-steps-estimate", type=int, default=5000)
+    p.add_argument("--vae-blend", type=float, default=1.0,
+                   help="share of the VAE phase's decoder in the exported one, the rest --init-from's")
     p.add_argument("--vae-cut-share", type=float, default=0.0,
                    help="share of the VAE's clips (clip part) that cut to another scene at a random latent frame")
     p.add_argument("--tf-lr", type=float, default=1e-3)
@@ -607,7 +628,7 @@ def main() -> None:
     log(f"training on {device}, work dir {args.work}")
     tok = model.tokenizer()
     text_encoder = model.text_encoder(len(tok), SEED + 1)
-    vae = train_vae(args, device)
+    vae = blend_vae_decoder(args, train_vae(args, device))
     data = encode_latents(args, vae, device)
     embeds = embed_captions(tok, text_encoder, data["captions"] + [""] + [s.caption for s in world.held_out_scenes()])
     net = train_transformer(args, data, embeds, device)

@@ -3,11 +3,15 @@
 //! and `framecast-eval` driving held-out prompts (never seen in training) over WebSocket,
 //! decoding what came back and scoring it.
 //!
-//! The model does not reach issue 17's targets yet (see its model card), so the thresholds
-//! here are set from what it does reach on these 8 streams, below it with margin: background
-//! 100 %, direction 88 %, colour (object and background) 79 % of judged segments and seam
-//! score 0.98 with the shipped config (8 steps, guidance 3); the model before it (red and
-//! yellow decoded orange) scored colour 71 % and seam 1.27. A broken pipeline scores near
+//! The model does not reach all of issue 17's targets yet (see its model card), so the
+//! thresholds here are set from what it does reach on these 8 streams, below it with margin:
+//! background 100 %, direction 92 %, colour (object and background) 92 % of judged segments,
+//! every switch shown within one segment and seam score 1.30 with the shipped config (8
+//! steps, guidance 3; over 48 streams: 100, 92, 87, 81 % and 1.34). The model before it
+//! scored colour 79 % and seam 0.98 (a switch within one segment in 40 % of 48 streams); the
+//! one before that (red and yellow decoded orange) colour 71 %, seam 1.27. The seam bound is the
+//! issue's target itself: this model's decoder, trained on cuts, steps a little at segment
+//! seams. A broken pipeline scores near
 //! chance (background 19–22 % when prompts were mis-tokenized or the VAE decoded garbage;
 //! direction 27 % when captions were padded unlike training; background 65 % and colour 34 %
 //! when the transformer drew a blended first latent frame, over 48 streams; seam score 1.64
@@ -25,8 +29,9 @@ const STREAMS: &str = "8";
 const SEGMENTS: &str = "4";
 const MIN_BACKGROUND: f64 = 0.85;
 const MIN_DIRECTION: f64 = 0.75;
-const MIN_COLOUR: f64 = 0.65;
-const MAX_SEAM: f64 = 1.4;
+const MIN_COLOUR: f64 = 0.8;
+const MIN_SWITCH: f64 = 0.75;
+const MAX_SEAM: f64 = 1.5;
 
 #[tokio::test]
 async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
@@ -77,6 +82,7 @@ async fn the_shipped_model_draws_held_out_prompts_through_router_and_replica() {
     assert!(f("background_adherence") >= MIN_BACKGROUND, "{agg}");
     assert!(f("direction_adherence") >= MIN_DIRECTION, "{agg}");
     assert!(f("colour_adherence") >= MIN_COLOUR, "{agg}");
+    assert!(f("switch_within_one_segment") >= MIN_SWITCH, "{agg}");
     for k in [
         "colour_adherence",
         "direction_adherence",

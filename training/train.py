@@ -387,6 +387,8 @@ def latent_object_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
     over channels: `weight` on the object's cells, 1 elsewhere. The background fills most of
     the cells, so with plain MSE the loss barely cares whether the object comes out red,
     orange or yellow (the VAE keeps them apart; the transformer blurred them)."""
+    if weight == 1:  # plain MSE: no median to take on every step
+        return torch.ones_like(x0[:, :1])
     med = x0.flatten(3).median(dim=3).values[..., None, None]
     dist = (x0 - med).pow(2).mean(dim=1, keepdim=True).sqrt()
     return 1 + (weight - 1) * (dist > LATENT_OBJECT_DISTANCE).float()
@@ -395,6 +397,8 @@ def latent_object_weights(x0: torch.Tensor, weight: float) -> torch.Tensor:
 def object_weights(x: torch.Tensor, weight: float = OBJECT_WEIGHT) -> torch.Tensor:
     """Per-pixel loss weights of clips (B, 3, T, H, W): `weight` where a pixel is far from
     its frame's median colour (the background; the object is ~4 % of a frame), else 1."""
+    if weight == 1:  # plain MSE (the VAE phase's default): no median to take on every step
+        return torch.ones_like(x[:, :1])
     bg = x.flatten(3).median(dim=3).values[..., None, None]
     obj = ((x - bg).abs().sum(dim=1, keepdim=True) > 0.3).float()
     return 1 + (weight - 1) * obj

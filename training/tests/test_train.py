@@ -138,13 +138,13 @@ class ObjectColourTest(unittest.TestCase):
         self.assertIsNone(check_decoder.named_object_colours(video, inner)[1])
 
 
-
 class ExportHistoryTest(unittest.TestCase):
     def test_runs_recorded_by_hand_are_carried_and_phases_are_not(self):
         earlier = {"seed": 1, "size": 64, "device": "cpu", "vae": {"steps": 3}, "transformer": {"steps": 4},
                    "decoder": {"steps": 5}, "vae_longclip": {"steps": 2753}}
         self.assertEqual(train.other_history(earlier), {"vae_longclip": {"steps": 2753}})
         self.assertEqual(train.other_history({}), {})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -850,6 +850,13 @@ pub struct ResumeSettings {
     /// Lowered to `max_blob_bytes_per_session / window_segments` when that is smaller, so a
     /// window of checkpoints fits in the session's blob quota.
     pub max_exact_state_bytes: u64,
+    /// How long a segment's `media_segment_complete` may wait for the resume record that
+    /// covers the next segment to reach the store (0 to 10000 ms; 0: never wait). The client
+    /// resumes after the last segment reported complete, so without the wait a replica
+    /// killed before its write-behind store caught up leaves a client that cannot resume.
+    /// After one wait ran out, or a save failed, none waits until a record lands again: a
+    /// slow or lost store costs resumes, never the stream's pace.
+    pub record_wait_ms: u64,
 }
 
 impl Default for ResumeSettings {
@@ -858,6 +865,7 @@ impl Default for ResumeSettings {
             enabled: true,
             window_segments: 4,
             max_exact_state_bytes: 4 << 20,
+            record_wait_ms: 250,
         }
     }
 }
@@ -1145,6 +1153,12 @@ impl Validate for ReplicaConfig {
             resume.window_segments,
             2,
             64,
+        )?;
+        in_range(
+            "store.resume.record_wait_ms",
+            resume.record_wait_ms,
+            0,
+            10_000,
         )?;
         if self.store.backend == StoreBackend::Redis {
             let r = &self.store.redis;

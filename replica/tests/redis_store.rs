@@ -237,6 +237,75 @@ fn states_round_trip_and_are_removed() {
     assert_eq!(redis.keys("fc:*"), ["fc:session:b"]);
 }
 
+/// `save_then` reports each save once: `true` only when the state is readable in Redis (a
+/// session holds `media_segment_complete` on it), `false` when it never will be. Hundreds of
+/// sessions' saves land together.
+#[test]
+fn a_save_says_when_it_landed_and_many_sessions_land_together() {
+    let mut redis = Redis::start();
+    let store = Arc::new(
+        RedisSessionStore::new(&redis.settings("fc:"), Duration::from_secs(60), 1000).unwrap(),
+    );
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let report = |id: String| -> framecast_replica::store::Landed {
+        let (outcomes, mut conn) = (outcomes.clone(), redis.conn());
+        Box::new(move |ok| {
+            let stored: Option<String> = ::redis::cmd("GET")
+                .arg(format!("fc:session:{id}"))
+                .query(&mut conn)
+                .unwrap();
+            outcomes.lock().unwrap().push((id, ok, stored.is_some()));
+        })
+    };
+    for n in 0..300 {
+        let id = format!("s{n}");
+        store.save_then(&id, &state(n), report(id.clone())).unwrap();
+    }
+    // Replaced while queued (or landed already): the newer save answers for both.
+    store
+        .save_then("s0", &state(1000), report("s0".into()))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "every save reported", || {
+        outcomes.lock().unwrap().len() == 301
+    });
+    for (id, ok, stored) in outcomes.lock().unwrap().drain(..) {
+        assert!(ok && stored, "{id}: landed {ok}, readable {stored}");
+    }
+    assert_eq!(redis.keys("fc:session:*").len(), 300);
+    assert_eq!(store.load("s0").unwrap(), Some(state(1000)));
+
+    // Removed before it landed: that save is reported as not stored. (The writer is held
+    // inside a callback meanwhile, so "gone" is still queued when it is removed.)
+    let (entered, in_callback) = std::sync::mpsc::channel();
+    let release = Arc::new(std::sync::Barrier::new(2));
+    let held = release.clone();
+    let hold = move |_| {
+        entered.send(()).unwrap();
+        held.wait();
+    };
+    store.save_then("slow", &state(1), Box::new(hold)).unwrap();
+    in_callback.recv_timeout(Duration::from_secs(5)).unwrap();
+    store
+        .save_then("gone", &state(2), report("gone".into()))
+        .unwrap();
+    store.remove("gone");
+    assert_eq!(
+        outcomes.lock().unwrap().as_slice(),
+        [("gone".to_string(), false, false)]
+    );
+    release.wait();
+    flushed(&store);
+    assert!(redis.keys("fc:session:gone").is_empty());
+
+    // Nothing answers: the save is reported as failed, within the timeout.
+    redis.kill();
+    let (tx, rx) = std::sync::mpsc::channel();
+    store
+        .save_then("down", &state(3), Box::new(move |ok| tx.send(ok).unwrap()))
+        .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(false));
+}
+
 #[test]
 fn states_and_blobs_expire_after_their_ttl() {
     let redis = Redis::start();
@@ -535,7 +604,9 @@ async fn a_live_session_streams_through_a_redis_outage_and_stores_again_after_it
 }
 
 /// A Redis that stops answering (SIGSTOP: connections hang rather than fail) costs the
-/// stream nothing: saves never wait, so segments keep their pace; the timeouts are counted.
+/// stream nothing: saves never wait, and a completion waits for its resume record once
+/// (`store.resume.record_wait_ms`), then no more, so segments keep their pace; the timeouts
+/// are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_session_never_waits_on_a_hung_redis() {
     let _ = logs();
@@ -557,6 +628,12 @@ async fn a_live_session_never_waits_on_a_hung_redis() {
     // Each save would wait out the 500 ms timeout: a stream that waited would make at most
     // four segments in these two seconds.
     assert!(during >= 8, "{during} segments in 2 s with Redis hung");
+    // The socket writer held one completion for its record, then gave up waiting.
+    assert!(
+        logs().contains("resume record not stored; segments are reported complete"),
+        "{}",
+        logs()
+    );
     assert!(
         store_errors("store=\"session\",op=\"save\"") > before,
         "the timed-out saves are counted"

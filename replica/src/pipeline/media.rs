@@ -252,8 +252,9 @@ impl MediaStream {
                 e2e_latency_ms: job.scheduled_at.elapsed().as_millis() as u64,
             },
         ];
+        let done = std::iter::once(Outgoing::Encoded(idx)).chain(done.iter().map(Outgoing::text));
         for msg in done {
-            if outputs.out.blocking_send(Outgoing::text(&msg)).is_err() {
+            if outputs.out.blocking_send(msg).is_err() {
                 return Ok(false);
             }
         }

@@ -47,6 +47,10 @@ pub enum Outgoing {
     /// Not sent: once the writer reaches it, everything queued before it (segment N's
     /// media) is written to the socket, and the writer reports N + 1 segments written.
     Written(u32),
+    /// Not sent: segment N's media is queued before it and its completion messages follow;
+    /// the writer holds them until the resume record covering segment N + 1 is stored
+    /// ([`crate::session::resume_gate`]).
+    Encoded(u32),
 }
 
 impl Outgoing {

@@ -230,6 +230,14 @@ pub enum FromWorker {
         /// The session tag.
         session: u64,
     },
+    /// The session's segment is encoded: its completion messages follow
+    /// ([`Outgoing::Encoded`](crate::pipeline::Outgoing::Encoded)).
+    Encoded {
+        /// The session tag.
+        session: u64,
+        /// The segment.
+        segment: u32,
+    },
     /// A pipeline event for the session's controller.
     Event {
         /// The session tag.

@@ -20,6 +20,7 @@ use super::context::SessionContext;
 use super::log::{LogLimits, SessionLog};
 use super::prompt_steps::PromptSteps;
 use super::resume::{ResumeLog, TakenOver};
+use super::resume_gate::{RecordTracker, ResumeGate};
 use super::schedule::SegmentScheduler;
 use super::{Outgoing, SessionState, initial_image, writer};
 use crate::observability;
@@ -33,14 +34,24 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
 
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
     let (written_tx, written) = tokio::sync::watch::channel(0);
+    let resume = &ctx.config.store.resume;
+    let (gate, records) = match resume.enabled {
+        true => {
+            let (gate, records) = ResumeGate::new(Duration::from_millis(resume.record_wait_ms));
+            (Some(gate), Some(records))
+        }
+        false => (None, None),
+    };
     let writer = tokio::spawn(writer::write_to_client(
         sink,
         out_rx,
         write_timeout,
         written_tx,
+        gate,
     ));
 
     let mut session = Session::new(ctx, out.clone(), written);
+    session.records = records;
     session.run(&mut stream).await;
     drop(session);
     drop(out);
@@ -108,10 +119,15 @@ pub(super) struct Session {
     /// Keep the resume record when the session ends: it ended without the client's
     /// consent (connection lost, replica draining), so the client may come back for it.
     pub(super) keep_record: bool,
+    /// Tells the socket writer's gate when each resume record landed (`store.resume`).
+    pub(super) records: Option<RecordTracker>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if let Some(records) = &self.records {
+            records.stop();
+        }
         // Everything the session stored goes with it, unless the client may resume it; then
         // the store's time to live ends it.
         if self.keep_record && self.resume.is_some() {
@@ -167,6 +183,7 @@ impl Session {
             taken_over: None,
             written,
             keep_record: false,
+            records: None,
         }
     }
 

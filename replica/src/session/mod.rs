@@ -5,7 +5,8 @@
 //! pipeline there) and `event_loop` (client messages and pipeline events). [`state`] is the
 //! lifecycle and its transition table, [`schedule`] which segment comes next, [`log`] the
 //! per-session event log, [`initial_image`] the checks on an opening image, and [`writer`]
-//! the task that writes to the socket. [`dreamverse`] serves the Dreamverse protocol (`/ws`)
+//! the task that writes to the socket, which [`resume_gate`] holds until a
+//! segment's resume record is stored. [`dreamverse`] serves the Dreamverse protocol (`/ws`)
 //! with the same pieces.
 
 mod admission;
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod log;
 mod prompt_steps;
 pub mod resume;
+pub mod resume_gate;
 pub mod schedule;
 pub mod state;
 pub mod writer;

@@ -442,17 +442,30 @@ impl Session {
         }
     }
 
-    /// Stores the resume record as it stands (never waits: the store writes behind).
+    /// Stores the resume record as it stands (never waits: the store writes behind); the
+    /// socket writer's gate learns when it landed.
     pub(super) fn save_resume_record(&self) {
         let Some(log) = &self.resume else {
             return;
         };
         if self.state != SessionState::Active {
+            if let Some(records) = &self.records {
+                records.stop();
+            }
             return;
         }
         let format = format_key(&self.ctx.config.generator);
         let record = log.record(format, self.schedule.snapshot(), &self.init);
-        if let Err(e) = self.ctx.states.save(&self.id, &record.to_state()) {
+        let saved = match &self.records {
+            Some(records) => {
+                let landed = records.landed(record.generated);
+                self.ctx
+                    .states
+                    .save_then(&self.id, &record.to_state(), landed)
+            }
+            None => self.ctx.states.save(&self.id, &record.to_state()),
+        };
+        if let Err(e) = saved {
             tracing::warn!(session = %self.id, error = %e, "resume record not stored");
         }
     }

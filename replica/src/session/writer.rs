@@ -11,19 +11,29 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Outgoing;
+use super::resume_gate::ResumeGate;
 
 /// Writes queued messages until the queue closes, a `Close` went out, or the client stalls;
-/// reports through `written` how many segments' media went out ([`Outgoing::Written`]).
+/// reports through `written` how many segments' media went out ([`Outgoing::Written`]), and
+/// holds each segment's completion at its [`Outgoing::Encoded`] in `gate`, when the session
+/// has one.
 pub async fn write_to_client(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     written: watch::Sender<u32>,
+    mut gate: Option<ResumeGate>,
 ) {
     while let Some(item) = queue.recv().await {
         let (message, last) = match item {
             Outgoing::Written(segment) => {
                 written.send_replace(segment + 1);
+                continue;
+            }
+            Outgoing::Encoded(segment) => {
+                if let Some(gate) = &mut gate {
+                    gate.hold(segment).await;
+                }
                 continue;
             }
             Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),

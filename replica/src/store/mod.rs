@@ -74,7 +74,26 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn load(&self, session_id: &str) -> Result<Option<ContinuationState>, StoreError>;
     /// Forgets the session. Never waits on the network.
     fn remove(&self, session_id: &str);
+    /// Saves as [`SessionStore::save`] does, and calls `landed` once the state is in the
+    /// store (`true`), or once it is known it will not be (`false`: failed, dropped, or the
+    /// session removed first). A store that writes behind calls it later, from its own
+    /// thread; this default, for stores that write through, at once. A session holds each
+    /// segment's `media_segment_complete` until the resume record covering the next segment
+    /// landed, so a client never holds a segment another replica could not resume after.
+    fn save_then(
+        &self,
+        session_id: &str,
+        state: &ContinuationState,
+        landed: Landed,
+    ) -> Result<(), StoreError> {
+        let result = self.save(session_id, state);
+        landed(result.is_ok());
+        result
+    }
 }
+
+/// Called once with whether a save landed ([`SessionStore::save_then`]).
+pub type Landed = Box<dyn FnOnce(bool) + Send>;
 
 /// The session store `store` asks for (`store.backend`).
 pub fn session_store(

@@ -6,11 +6,15 @@
 //! runtime. The trait methods stay synchronous, each in the way its callers need:
 //!
 //! - [`SessionStore::save`] and [`SessionStore::remove`], called by the session loops on the
-//!   server's runtime, only record the write and return: a writer task sends them in order,
-//!   one session's newer save replacing its older one still waiting (only the latest
-//!   continuation state matters), so the queue holds at most one write per session.
-//!   [`SessionStore::load`] sees the writes still queued, then asks Redis (blocking: call it
-//!   from a plain thread or `spawn_blocking`).
+//!   server's runtime, only record the write and return: one session's newer save replaces
+//!   its older one still waiting (only the latest continuation state matters), so the queue
+//!   holds at most one write per session. A writer task sends the queued writes together,
+//!   up to [`MAX_BATCH`] in one pipelined round trip, and the next batch only once that one
+//!   was answered, so one session's writes land in order and a round trip's latency is paid
+//!   once for all sessions (one write at a time fell 250 ms behind with 50 live sessions on
+//!   2 cores). [`SessionStore::save_then`] says when the write landed. [`SessionStore::load`]
+//!   sees the writes still waiting, then asks Redis (blocking: call it from a plain thread
+//!   or `spawn_blocking`).
 //! - [`BlobStore::put`] and [`BlobStore::get`] block the calling thread until Redis answered
 //!   (or `store.redis.timeout_ms` passed): the generators call them from their own threads,
 //!   the worker-process connection through `spawn_blocking`. [`BlobStore::drop_owner`],
@@ -47,16 +51,21 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, RedisError, Script};
 use framecast_common::protocol::ContinuationState;
+use std::collections::HashMap;
+
 use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{BlobStore, SessionStore, StoreError};
+use super::{BlobStore, Landed, SessionStore, StoreError};
 use crate::config::{RedisSettings, StoreSettings, redact_url};
 use crate::observability::STORE_ERRORS_TOTAL;
 
 /// A store's failures are logged at most this often (counted every time).
 pub const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The most session writes sent in one pipelined round trip.
+pub const MAX_BATCH: usize = 128;
 
 /// Puts a blob within its owner's quota (see the module docs). KEYS: the owner's index, the
 /// new blob's key. ARGV: the bytes, the quota, the time to live in ms, the prefix of blob
@@ -326,17 +335,42 @@ const SESSIONS: &str = "session";
 const BLOBS: &str = "blob";
 
 /// A write to a session's key waiting for the writer.
-#[derive(Debug)]
 enum Write {
-    Save(ContinuationState),
+    /// The state, and who waits for it (or for a save it replaced) to land.
+    Save(ContinuationState, Vec<Landed>),
     Remove,
 }
 
-/// The writes not yet in Redis: queued (one per session, oldest first) and the one under way.
+impl Write {
+    /// Tells everyone waiting on this write whether it landed.
+    fn landed(self, ok: bool) {
+        if let Write::Save(_, waiting) = self {
+            for landed in waiting {
+                landed(ok);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Save(state, waiting) => f
+                .debug_struct("Save")
+                .field("kind", &state.kind)
+                .field("waiting", &waiting.len())
+                .finish(),
+            Write::Remove => f.write_str("Remove"),
+        }
+    }
+}
+
+/// The writes not yet in Redis: queued (one per session, oldest first) and the batch under
+/// way (at most one per session, too).
 #[derive(Debug, Default)]
 struct Pending {
     queued: LinkedHashMap<String, Write>,
-    in_flight: Option<(String, Write)>,
+    in_flight: HashMap<String, Write>,
 }
 
 /// What the session store and its writer task share.
@@ -393,15 +427,22 @@ impl RedisSessionStore {
     /// Writes still waiting for the server (queued or under way).
     pub fn pending_writes(&self) -> usize {
         let pending = self.writes.pending.lock();
-        pending.queued.len() + usize::from(pending.in_flight.is_some())
+        pending.queued.len() + pending.in_flight.len()
     }
 
     fn enqueue(&self, session_id: &str, write: Write, op: &'static str) -> Result<(), StoreError> {
         let mut pending = self.writes.pending.lock();
+        let mut superseded = None;
         if let Some(queued) = pending.queued.get_mut(session_id) {
-            *queued = write;
+            let older = std::mem::replace(queued, write);
+            match (queued, older) {
+                // Whoever waited for the older save waits for the newer, which covers it.
+                (Write::Save(_, waiting), Write::Save(_, older)) => waiting.extend(older),
+                (_, older) => superseded = Some(older),
+            }
         } else if pending.queued.len() >= self.writes.capacity {
             drop(pending);
+            write.landed(false);
             let e = format!(
                 "{} writes already wait for the server (store.max_sessions); dropped",
                 self.writes.capacity
@@ -411,13 +452,16 @@ impl RedisSessionStore {
             pending.queued.insert(session_id.to_string(), write);
         }
         drop(pending);
+        if let Some(older) = superseded {
+            older.landed(false);
+        }
         self.writes.added.notify_one();
         Ok(())
     }
 }
 
-/// Sends the queued writes, oldest first, one at a time (so one session's writes land in
-/// order); a failed one is dropped.
+/// Sends the queued writes in batches (see the module docs); a failed batch is dropped,
+/// each of its writes counted as failed.
 async fn write_behind(
     writes: Arc<Writes>,
     mut conn: ConnectionManager,
@@ -428,35 +472,54 @@ async fn write_behind(
 ) {
     loop {
         // A notification sent since the queue was found empty is kept, so none is missed.
-        let Some((key, json)) = writes.start_next(&prefix) else {
+        let Some((pipe, ops)) = writes.start_batch(&prefix, ttl_ms) else {
             writes.added.notified().await;
             continue;
         };
-        let (op, result) = match json {
-            Some(json) => (
-                "save",
-                within(timeout, conn.pset_ex::<_, _, ()>(key, json, ttl_ms)).await,
-            ),
-            None => ("remove", within(timeout, conn.del::<_, ()>(key)).await),
-        };
-        let _ = report.outcome(op, result);
-        writes.pending.lock().in_flight = None;
+        let result = within(timeout, pipe.query_async::<()>(&mut conn)).await;
+        for op in &ops {
+            let _ = report.outcome(op, result.clone());
+        }
+        let done = std::mem::take(&mut writes.pending.lock().in_flight);
+        for write in done.into_values() {
+            write.landed(result.is_ok());
+        }
     }
 }
 
 impl Writes {
-    /// Moves the oldest queued write under way: its key, and the state to save as JSON
-    /// (`None` to remove it).
-    fn start_next(&self, prefix: &str) -> Option<(String, Option<Vec<u8>>)> {
+    /// Moves the oldest queued writes (at most [`MAX_BATCH`]) under way: the pipeline that
+    /// sends them, and each one's operation name for the error count.
+    fn start_batch(
+        &self,
+        prefix: &str,
+        ttl_ms: u64,
+    ) -> Option<(::redis::Pipeline, Vec<&'static str>)> {
         let mut pending = self.pending.lock();
-        let (id, write) = pending.queued.pop_front()?;
-        let json = match &write {
-            Write::Save(state) => Some(serde_json::to_vec(state).expect("a state serializes")),
-            Write::Remove => None,
-        };
-        let key = session_key(prefix, &id);
-        pending.in_flight = Some((id, write));
-        Some((key, json))
+        if pending.queued.is_empty() {
+            return None;
+        }
+        let mut pipe = ::redis::pipe();
+        let mut ops = Vec::new();
+        while ops.len() < MAX_BATCH {
+            let Some((id, write)) = pending.queued.pop_front() else {
+                break;
+            };
+            let key = session_key(prefix, &id);
+            match &write {
+                Write::Save(state, _) => {
+                    let json = serde_json::to_vec(state).expect("a state serializes");
+                    pipe.pset_ex(key, json, ttl_ms).ignore();
+                    ops.push("save");
+                }
+                Write::Remove => {
+                    pipe.del(key).ignore();
+                    ops.push("remove");
+                }
+            }
+            pending.in_flight.insert(id, write);
+        }
+        Some((pipe, ops))
     }
 }
 
@@ -467,20 +530,30 @@ fn session_key(prefix: &str, session_id: &str) -> String {
 impl SessionStore for RedisSessionStore {
     /// Queued for the writer; an error only when too many sessions wait already.
     fn save(&self, session_id: &str, state: &ContinuationState) -> Result<(), StoreError> {
-        self.enqueue(session_id, Write::Save(state.clone()), "save")
+        self.save_then(session_id, state, Box::new(|_| {}))
+    }
+
+    /// Queued; `landed` is called from the writer once the batch holding it (or a newer save
+    /// of the session) was answered.
+    fn save_then(
+        &self,
+        session_id: &str,
+        state: &ContinuationState,
+        landed: Landed,
+    ) -> Result<(), StoreError> {
+        self.enqueue(session_id, Write::Save(state.clone(), vec![landed]), "save")
     }
 
     /// Blocks until Redis answered (after the writes this store still holds, which it sees).
     fn load(&self, session_id: &str) -> Result<Option<ContinuationState>, StoreError> {
         {
             let pending = self.writes.pending.lock();
-            let waiting = pending.queued.get(session_id).or(pending
-                .in_flight
-                .as_ref()
-                .filter(|(id, _)| id == session_id)
-                .map(|(_, write)| write));
+            let waiting = pending
+                .queued
+                .get(session_id)
+                .or(pending.in_flight.get(session_id));
             match waiting {
-                Some(Write::Save(state)) => return Ok(Some(state.clone())),
+                Some(Write::Save(state, _)) => return Ok(Some(state.clone())),
                 Some(Write::Remove) => return Ok(None),
                 None => {}
             }

@@ -322,6 +322,7 @@ async fn run_session(
             let frame = match out {
                 Outgoing::Text(text) => Frame::new(FromWorker::Text { session, text }),
                 Outgoing::Binary(bytes) => Frame::with_body(FromWorker::Media { session }, bytes),
+                Outgoing::Encoded(segment) => Frame::new(FromWorker::Encoded { session, segment }),
                 Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_) => continue,
             };
             if media.send(frame).await.is_err() {

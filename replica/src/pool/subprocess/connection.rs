@@ -330,6 +330,11 @@ async fn dispatch(
                 let _ = route.out.send(Outgoing::Binary(body)).await;
             }
         }
+        FromWorker::Encoded { session, segment } => {
+            if let Some(route) = conn.route(session) {
+                let _ = route.out.send(Outgoing::Encoded(segment)).await;
+            }
+        }
         FromWorker::Event { session, event } => {
             if let Some(route) = conn.route(session) {
                 let _ = route.events.send(event);

@@ -61,6 +61,7 @@ pub async fn run_dreamverse_session(socket: WebSocket, ctx: SessionContext) {
         out_rx,
         write_timeout,
         written,
+        None,
     ));
 
     let mut session = DreamverseSession::new(ctx, out.clone());

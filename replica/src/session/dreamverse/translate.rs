@@ -80,7 +80,9 @@ impl Translator {
                 Ok(PipelineMessage::MediaSegmentComplete { segment_idx, .. }) => Some(segment_idx),
                 _ => None,
             },
-            Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_) => None,
+            Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_) | Outgoing::Encoded(_) => {
+                None
+            }
         }
     }
 
@@ -95,8 +97,11 @@ impl Translator {
                 }
             },
             Outgoing::Binary(bytes) => self.media_bytes(bytes),
-            // The pipeline sends neither; passed on should that change.
-            other @ (Outgoing::Close(..) | Outgoing::Ping | Outgoing::Written(_)) => vec![other],
+            // Markers for the socket writer (`Encoded`; the pipeline sends no others): passed on.
+            other @ (Outgoing::Close(..)
+            | Outgoing::Ping
+            | Outgoing::Written(_)
+            | Outgoing::Encoded(_)) => vec![other],
         }
     }
 

@@ -48,8 +48,8 @@ pub enum Outgoing {
     /// media) is written to the socket, and the writer reports N + 1 segments written.
     Written(u32),
     /// Not sent: segment N's media is queued before it and its completion messages follow;
-    /// the writer holds them until the resume record covering segment N + 1 is stored
-    /// ([`crate::session::resume_gate`]).
+    /// the session's socket writer holds them until the resume record covering segment
+    /// N + 1 is stored (its resume gate).
     Encoded(u32),
 }
 

@@ -293,10 +293,14 @@ def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, list[int]], switch_share: float):
+def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, list[int]], switch_share: float,
+            fresh_share: float = 0.3, near: dict[str, list[str]] | None = None, near_share: float = 0.0):
     """A batch of latent windows as streaming uses them (see the module docs), their captions,
     and which are fresh streams (their first frame is a clip's first: the VAE's image latent).
-    `switch_share` of the windows are prompt switches; 30 % are fresh; the rest continue."""
+    `fresh_share` of the windows are fresh, `switch_share` prompt switches, the rest continue.
+    A `near_share` of the switches go to a caption that differs from the context's in the
+    object's colour alone (`near`, by caption), when there is one: the context frame then
+    shows the right shape in the wrong colour, and only the caption says which."""
     lat, caps = data["latents"], data["captions"]
     n_clips, _, L = lat.shape[0], lat.shape[1], lat.shape[2]
     n = rng.choice((2, 3, 4, 6))  # new latent frames per segment: 8, 12, 16 or 24 video frames
@@ -304,8 +308,8 @@ def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, li
     for _ in range(batch):
         i = rng.randrange(n_clips)
         kind = rng.random()
-        fresh.append(kind < 0.3)
-        if kind < 0.3:  # fresh stream: n + 1 frames from the clip's start
+        fresh.append(kind < fresh_share)
+        if kind < fresh_share:  # fresh stream: n + 1 frames from the clip's start
             xs.append(lat[i, :, : n + 1])
             cs.append(caps[i])
         elif kind < 1.0 - switch_share:  # continuation: context frame j, then j+1 .. j+n
@@ -313,13 +317,31 @@ def windows(rng: random.Random, data: dict, batch: int, by_caption: dict[str, li
             xs.append(lat[i, :, j : j + n + 1])
             cs.append(caps[i])
         else:  # prompt switch: context from clip i, new frames from a clip with another caption
-            other = rng.choice([c for c in by_caption if c != caps[i]])
+            close = (near or {}).get(caps[i])
+            if close and rng.random() < near_share:
+                other = rng.choice(close)
+            else:
+                other = rng.choice([c for c in by_caption if c != caps[i]])
             k = rng.choice(by_caption[other])
             j = rng.randrange(1, L)
             m = rng.randrange(1, L - n + 1)
             xs.append(torch.cat([lat[i, :, j : j + 1], lat[k, :, m : m + n]], dim=1))
             cs.append(caps[k])
     return torch.stack(xs), cs, torch.tensor(fresh)
+
+
+def colour_neighbours(captions) -> dict[str, list[str]]:
+    """For each caption, the other captions that differ from it in the first object's colour
+    alone ("a red circle moving left on a blue background" -> "an orange circle moving left
+    on a blue background", ...)."""
+    def rest(caption: str) -> tuple[str, ...]:
+        words = caption.split()
+        return tuple(words[2:])  # drops the article and the colour
+
+    by_rest: dict[tuple[str, ...], set[str]] = {}
+    for c in captions:
+        by_rest.setdefault(rest(c), set()).add(c)
+    return {c: sorted(by_rest[rest(c)] - {c}) for c in set(captions)}
 
 
 def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> torch.nn.Module:
@@ -337,12 +359,14 @@ def train_transformer(args, data: dict, embeds: dict, device: torch.device) -> t
     by_caption: dict[str, list[int]] = {}
     for i, c in enumerate(data["captions"]):
         by_caption.setdefault(c, []).append(i)
+    near = colour_neighbours(by_caption)
     empty = embeds[""]
     rng = random.Random(SEED + 3 + prog["step"])
     gen = torch.Generator().manual_seed(SEED + prog["step"])
 
     def step_fn(step: int, elapsed: float):
-        x0, cs, fresh = windows(rng, data, args.tf_batch, by_caption, args.switch_share)
+        x0, cs, fresh = windows(rng, data, args.tf_batch, by_caption, args.switch_share,
+                                args.fresh_share, near, args.switch_near_share)
         # 10% of captions dropped, so classifier-free guidance has an unconditional model.
         ctx = torch.stack([empty if rng.random() < 0.1 else embeds[c] for c in cs])
         u = torch.rand(x0.shape[0], generator=gen)
@@ -618,6 +642,9 @@ def main() -> None:
     p.add_argument("--decoder-blend", type=float, default=1.0, help="share of the fine-tuned decoder in the exported one")
     p.add_argument("--top-noise-share", type=float, default=0.25, help="share of windows noised to sigma 0.95-1")
     p.add_argument("--switch-share", type=float, default=0.25, help="share of windows that are prompt switches")
+    p.add_argument("--fresh-share", type=float, default=0.3, help="share of windows that are fresh streams")
+    p.add_argument("--switch-near-share", type=float, default=0.0,
+                   help="share of the switches to a caption that differs in the object's colour alone")
     p.add_argument("--latent-clip", type=int, default=8, help="latent frames per encoded training clip (minus the first)")
     p.add_argument("--clips-per-scene", type=int, default=4)
     p.add_argument("--init-from", type=Path, default=None, help="exported model to start phases without a checkpoint from")

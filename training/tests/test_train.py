@@ -59,6 +59,34 @@ class WindowsTest(unittest.TestCase):
             self.assertLessEqual(switched / total, hi)
 
 
+    def test_near_switches_change_the_colour_alone_and_fresh_share_is_obeyed(self):
+        captions = ["a red circle moving left on a blue background",
+                    "an orange circle moving left on a blue background",
+                    "a yellow square moving up on a gray background",
+                    "a red circle moving right on a blue background"]
+        near = train.colour_neighbours(captions)
+        self.assertEqual(near[captions[0]], [captions[1]])
+        self.assertEqual(near[captions[1]], [captions[0]])
+        self.assertEqual(near[captions[2]], [])
+        lat = numbered_latents(4, 9)
+        data = {"latents": lat, "captions": captions}
+        by_caption = {c: [i] for i, c in enumerate(captions)}
+        rng = random.Random(3)
+        fresh_seen = total = 0
+        for _ in range(40):
+            x, caps, fresh = train.windows(rng, data, 16, by_caption, switch_share=1.0 - 0.6,
+                                           fresh_share=0.6, near=near, near_share=1.0)
+            fresh_seen += int(fresh.sum())
+            total += len(fresh)
+            for w, cap in zip(x, caps):
+                clips = [int(v) // 100 for v in w[0, :, 0, 0]]
+                if clips[0] != clips[-1] and clips[0] in (0, 1):
+                    # A switch from a caption with a neighbour goes to that neighbour.
+                    self.assertEqual(cap, near[captions[clips[0]]][0])
+        self.assertGreater(fresh_seen / total, 0.5)
+        self.assertLess(fresh_seen / total, 0.7)
+
+
 class DecoderBatchTest(unittest.TestCase):
     def test_a_cut_takes_latents_and_their_pixel_frames_from_the_other_clip_alike(self):
         seen = set()

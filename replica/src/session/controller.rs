@@ -35,13 +35,10 @@ pub async fn run_session(socket: WebSocket, ctx: SessionContext) {
     let write_timeout = Duration::from_secs(streaming.client_write_timeout_seconds);
     let (written_tx, written) = tokio::sync::watch::channel(0);
     let resume = &ctx.config.store.resume;
-    let (gate, records) = match resume.enabled {
-        true => {
-            let (gate, records) = ResumeGate::new(Duration::from_millis(resume.record_wait_ms));
-            (Some(gate), Some(records))
-        }
-        false => (None, None),
-    };
+    let (gate, records) = resume
+        .enabled
+        .then(|| ResumeGate::new(Duration::from_millis(resume.record_wait_ms)))
+        .unzip();
     let writer = tokio::spawn(writer::write_to_client(
         sink,
         out_rx,

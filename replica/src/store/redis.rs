@@ -44,6 +44,7 @@
 //! Scripts touch keys they compute themselves, so this needs a standalone server (or a
 //! proxy), not Redis Cluster.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,8 +52,6 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, RedisError, Script};
 use framecast_common::protocol::ContinuationState;
-use std::collections::HashMap;
-
 use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -336,8 +335,9 @@ const BLOBS: &str = "blob";
 
 /// A write to a session's key waiting for the writer.
 enum Write {
-    /// The state, and who waits for it (or for a save it replaced) to land.
-    Save(ContinuationState, Vec<Landed>),
+    /// The state as JSON (serialized by the caller, outside the queue's lock), and who waits
+    /// for it (or for a save it replaced) to land.
+    Save(Vec<u8>, Vec<Landed>),
     Remove,
 }
 
@@ -355,9 +355,9 @@ impl Write {
 impl std::fmt::Debug for Write {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Write::Save(state, waiting) => f
+            Write::Save(json, waiting) => f
                 .debug_struct("Save")
-                .field("kind", &state.kind)
+                .field("bytes", &json.len())
                 .field("waiting", &waiting.len())
                 .finish(),
             Write::Remove => f.write_str("Remove"),
@@ -507,8 +507,7 @@ impl Writes {
             };
             let key = session_key(prefix, &id);
             match &write {
-                Write::Save(state, _) => {
-                    let json = serde_json::to_vec(state).expect("a state serializes");
+                Write::Save(json, _) => {
                     pipe.pset_ex(key, json, ttl_ms).ignore();
                     ops.push("save");
                 }
@@ -523,6 +522,10 @@ impl Writes {
     }
 }
 
+fn to_json(state: &ContinuationState) -> Vec<u8> {
+    serde_json::to_vec(state).expect("a state serializes")
+}
+
 fn session_key(prefix: &str, session_id: &str) -> String {
     format!("{prefix}session:{session_id}")
 }
@@ -530,7 +533,7 @@ fn session_key(prefix: &str, session_id: &str) -> String {
 impl SessionStore for RedisSessionStore {
     /// Queued for the writer; an error only when too many sessions wait already.
     fn save(&self, session_id: &str, state: &ContinuationState) -> Result<(), StoreError> {
-        self.save_then(session_id, state, Box::new(|_| {}))
+        self.enqueue(session_id, Write::Save(to_json(state), Vec::new()), "save")
     }
 
     /// Queued; `landed` is called from the writer once the batch holding it (or a newer save
@@ -541,29 +544,40 @@ impl SessionStore for RedisSessionStore {
         state: &ContinuationState,
         landed: Landed,
     ) -> Result<(), StoreError> {
-        self.enqueue(session_id, Write::Save(state.clone(), vec![landed]), "save")
+        self.enqueue(
+            session_id,
+            Write::Save(to_json(state), vec![landed]),
+            "save",
+        )
     }
 
     /// Blocks until Redis answered (after the writes this store still holds, which it sees).
     fn load(&self, session_id: &str) -> Result<Option<ContinuationState>, StoreError> {
-        {
+        // A write still waiting is newer than what Redis holds.
+        let waiting = {
             let pending = self.writes.pending.lock();
-            let waiting = pending
+            match pending
                 .queued
                 .get(session_id)
-                .or(pending.in_flight.get(session_id));
-            match waiting {
-                Some(Write::Save(state, _)) => return Ok(Some(state.clone())),
+                .or(pending.in_flight.get(session_id))
+            {
+                Some(Write::Save(json, _)) => Some(json.clone()),
                 Some(Write::Remove) => return Ok(None),
-                None => {}
+                None => None,
             }
-        }
-        let mut conn = self.backend.conn.clone();
-        let key = session_key(&self.backend.prefix, session_id);
-        let json: Option<Vec<u8>> = self
-            .backend
-            .call("load", async move { conn.get(key).await })?;
-        let Some(json) = json else { return Ok(None) };
+        };
+        let json = match waiting {
+            Some(json) => json,
+            None => {
+                let mut conn = self.backend.conn.clone();
+                let key = session_key(&self.backend.prefix, session_id);
+                let stored: Option<Vec<u8>> = self
+                    .backend
+                    .call("load", async move { conn.get(key).await })?;
+                let Some(json) = stored else { return Ok(None) };
+                json
+            }
+        };
         let parsed = serde_json::from_slice(&json)
             .map_err(|e| format!("the stored state does not parse: {e}"));
         self.backend.report.outcome("load", parsed).map(Some)
